@@ -1,0 +1,58 @@
+# The README's commands. Each target installs what it needs, so a fresh machine runs them as they are.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv system-deps node-deps deps test test-fast lint demo bench stack-up stack-down clean
+
+help:
+	@echo "make demo   - start the local stack and import every seed scenario end to end"
+	@echo "make test   - install everything and run the whole test suite"
+	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
+	@echo "make stack-up / stack-down - the local Azure stack by hand"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# docker-registry (CNCF distribution) and skopeo come from Debian; we are root on these machines.
+system-deps:
+	@command -v docker-registry >/dev/null && command -v skopeo >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo >/dev/null; }
+
+node-deps: dev/node_modules/.package-lock.json
+
+dev/node_modules/.package-lock.json: dev/package.json
+	cd dev && npm install --silent --no-audit --no-fund
+	touch $@
+
+deps: venv system-deps node-deps
+
+test: deps
+	$(PYTHON) -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+demo: deps
+	$(PYTHON) -m dev.demo
+
+bench: deps
+	$(PYTHON) -m benchmarks
+
+stack-up: deps
+	$(PYTHON) -m dev.stack up
+
+stack-down: venv
+	$(PYTHON) -m dev.stack down
+
+clean:
+	-$(PYTHON) -m dev.stack down
+	rm -rf $(VENV) .stack dev/node_modules

@@ -1,0 +1,33 @@
+"""The stack's test CA: made once per state folder with trustme, reused by every service."""
+
+from __future__ import annotations
+
+import trustme
+
+from dev import layout
+
+
+def ensure_ca() -> None:
+    """Write the CA, the loopback server certificate and the token-signing certificate if missing."""
+    if all(p.exists() for p in (layout.CA_CERT, layout.SERVER_CERT, layout.SERVER_KEY,
+                                layout.TOKEN_SIGNING_CERT, layout.TOKEN_SIGNING_KEY)):
+        return
+    layout.CA_CERT.parent.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="acr-importer local stack")
+    ca.cert_pem.write_to_path(str(layout.CA_CERT))
+    ca.private_key_pem.write_to_path(str(layout.CA_KEY))
+    server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    server.private_key_pem.write_to_path(str(layout.SERVER_KEY))
+    with open(layout.SERVER_CERT, "wb") as out:  # leaf first, then the CA: a full chain
+        for blob in server.cert_chain_pems:
+            out.write(blob.bytes())
+    # A separate leaf for signing registry tokens: docker-registry's `rootcertbundle` lists it and
+    # tokens carry it in their x5c header.
+    signer = ca.issue_cert("registry-token-signer")
+    signer.private_key_pem.write_to_path(str(layout.TOKEN_SIGNING_KEY))
+    signer.cert_chain_pems[0].write_to_path(str(layout.TOKEN_SIGNING_CERT))
+
+
+if __name__ == "__main__":
+    ensure_ca()
+    print(layout.CA_CERT)

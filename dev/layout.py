@@ -1,0 +1,151 @@
+"""The local stack in one place: ports, folders, the test CA, and the fake Azure world it serves.
+
+Every stand-in, test, benchmark and the demo read this module, so a port or a name changes here only.
+All secrets below are throwaway test values for loopback services; none is ever used outside the stack.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("ACR_IMPORTER_STACK_DIR", REPO_ROOT / ".stack"))
+"""Everything the stack writes (CA, configs, registry data, pid files, logs). Safe to delete when down."""
+
+HOST = "127.0.0.1"
+
+# --- test CA (trustme) -------------------------------------------------------------------------
+CA_CERT = STATE_DIR / "ca" / "ca.pem"          # trust this (REQUESTS_CA_BUNDLE, SSL_CERT_FILE)
+CA_KEY = STATE_DIR / "ca" / "ca.key"
+SERVER_CERT = STATE_DIR / "ca" / "server.pem"  # leaf for localhost / 127.0.0.1, signed by the CA
+SERVER_KEY = STATE_DIR / "ca" / "server.key"
+TOKEN_SIGNING_CERT = STATE_DIR / "ca" / "token-signing.pem"  # registries trust tokens signed by this
+TOKEN_SIGNING_KEY = STATE_DIR / "ca" / "token-signing.key"
+
+# --- ports ---------------------------------------------------------------------------------------
+AZURITE_BLOB_PORT = 10000   # Azurite's defaults, so UseDevelopmentStorage=true works
+AZURITE_QUEUE_PORT = 10001
+AZURITE_TABLE_PORT = 10002
+AZURE_STANDIN_PORT = 9443   # HTTPS: ARM, ACR /oauth2/*, control endpoint
+IDENTITY_PORT = 9080        # HTTP: managed-identity token endpoint (as on App Service)
+DOCKERHUB_TOKEN_PORT = 9444  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
+RUNNER_PORT = 7071          # local Functions runner (Event Grid webhook), Core Tools' default port
+
+ARM_ENDPOINT = f"https://{HOST}:{AZURE_STANDIN_PORT}"
+IDENTITY_ENDPOINT = f"http://{HOST}:{IDENTITY_PORT}/msi/token"
+IDENTITY_HEADER = "local-identity-header"   # App Service's X-IDENTITY-HEADER value, checked by the endpoint
+AAD_ENDPOINT = f"{ARM_ENDPOINT}/aad"
+ARM_RESOURCE = "https://management.core.windows.net/"   # the audience azure-mgmt asks tokens for
+CONTROL_ENDPOINT = f"{ARM_ENDPOINT}/_control"           # fault injection, roles, recorded requests
+
+AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
+
+# --- the fake Azure world ----------------------------------------------------------------------
+TENANT_ID = "7a0e4b1c-3f2d-4c5e-9a8b-0c1d2e3f4a5b"
+SUB_A = "11111111-1111-4111-8111-111111111111"   # the app's subscription
+SUB_B = "22222222-2222-4222-8222-222222222222"   # another subscription of the same tenant
+
+
+@dataclass(frozen=True)
+class AcrSpec:
+    name: str
+    subscription: str
+    resource_group: str
+    port: int  # its data plane: a docker-registry with ACR-style token auth
+
+    @property
+    def login_server(self) -> str:
+        return f"{self.name}.azurecr.io"
+
+    @property
+    def resource_id(self) -> str:
+        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.ContainerRegistry/registries/{self.name}")
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """A non-Azure registry; `hosts` are the names requests use for it (mapped to this port)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    port: int
+    auth: str  # "none" | "basic" (htpasswd) | "token" (Bearer challenge, Docker Hub style)
+    users: dict[str, str] = field(default_factory=dict)
+    anonymous_pull: tuple[str, ...] = ()  # token auth: repository prefixes anyone may pull
+
+
+TARGET_ACR = AcrSpec("myregistry", SUB_A, "rg-platform", 5011)
+SOURCE_ACR = AcrSpec("mysourceregistry", SUB_A, "rg-build", 5012)
+OTHER_SUB_ACR = AcrSpec("sourceregistry", SUB_B, "rg-other", 5013)
+ACRS = (TARGET_ACR, SOURCE_ACR, OTHER_SUB_ACR)
+
+DOCKERHUB = UpstreamSpec(
+    "dockerhub", ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"),
+    5001, "token", users={"dockeruser": "dockerhub-test-pass-7f3a"},
+    anonymous_pull=("library/", "tensorflow/", "bitnami/"),
+)
+MCR = UpstreamSpec("mcr", ("mcr.microsoft.com",), 5002, "none")
+PRIVATE = UpstreamSpec("private", ("registry.contoso.com",), 5003, "basic",
+                       users={"contoso": "contoso-test-pass-91bc"})
+UPSTREAMS = (DOCKERHUB, MCR, PRIVATE)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An Entra principal. Managed identities get tokens from the identity endpoint; service
+    principals authenticate to ACR data planes with app id + secret."""
+
+    name: str
+    client_id: str
+    object_id: str
+    secret: str | None = None  # service principals only
+
+
+APP_IDENTITY = Identity("app-system-assigned", "aaaaaaaa-0000-4000-8000-00000000a001",
+                        "aaaaaaaa-0000-4000-8000-00000000b001")
+USER_ASSIGNED_IDENTITY = Identity("app-user-assigned", "aaaaaaaa-0000-4000-8000-00000000a002",
+                                  "aaaaaaaa-0000-4000-8000-00000000b002")
+NO_ROLE_IDENTITY = Identity("no-roles", "aaaaaaaa-0000-4000-8000-00000000a003",
+                            "aaaaaaaa-0000-4000-8000-00000000b003")
+SERVICE_PRINCIPAL = Identity("sp-acr-pull", "aaaaaaaa-0000-4000-8000-00000000a004",
+                             "aaaaaaaa-0000-4000-8000-00000000b004", secret="sp-test-secret-5d2e")
+IDENTITIES = (APP_IDENTITY, USER_ASSIGNED_IDENTITY, NO_ROLE_IDENTITY, SERVICE_PRINCIPAL)
+
+# Role names as Azure has them. "Contributor" carries importImage/action; AcrPull only pull/read.
+INITIAL_ROLE_ASSIGNMENTS: tuple[tuple[str, str, str], ...] = (
+    # (principal object id, role, scope = registry resource id)
+    (APP_IDENTITY.object_id, "Contributor", TARGET_ACR.resource_id),
+    (APP_IDENTITY.object_id, "AcrPull", SOURCE_ACR.resource_id),
+    (APP_IDENTITY.object_id, "AcrPull", OTHER_SUB_ACR.resource_id),
+    (USER_ASSIGNED_IDENTITY.object_id, "Contributor", TARGET_ACR.resource_id),
+    (USER_ASSIGNED_IDENTITY.object_id, "AcrPull", SOURCE_ACR.resource_id),
+    (SERVICE_PRINCIPAL.object_id, "AcrPull", OTHER_SUB_ACR.resource_id),
+)
+
+
+def registry_port_for_host(host: str) -> int | None:
+    """The loopback port serving a registry host name (upstream or ACR login server), if any."""
+    host = host.lower()
+    for acr in ACRS:
+        if host == acr.login_server:
+            return acr.port
+    for upstream in UPSTREAMS:
+        if host in upstream.hosts:
+            return upstream.port
+    return None
+
+
+def stack_env() -> dict[str, str]:
+    """Environment under which the app, SDK clients and CLIs reach the stack instead of Azure."""
+    return {
+        "REQUESTS_CA_BUNDLE": str(CA_CERT),
+        "SSL_CERT_FILE": str(CA_CERT),
+        "IDENTITY_ENDPOINT": IDENTITY_ENDPOINT,
+        "IDENTITY_HEADER": IDENTITY_HEADER,
+        "ARM_ENDPOINT": ARM_ENDPOINT,
+        "AzureWebJobsStorage": AZURITE_CONNECTION_STRING,
+        "TARGET_REGISTRY": TARGET_ACR.resource_id,
+    }
