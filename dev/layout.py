@@ -126,6 +126,20 @@ INITIAL_ROLE_ASSIGNMENTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def acr_token_realm(acr: AcrSpec) -> str:
+    """Where an ACR data plane sends clients for tokens (real ACR: https://<login server>/oauth2/token)."""
+    return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/token"
+
+
+def acr_exchange_url(acr: AcrSpec) -> str:
+    """Entra access token -> ACR refresh token (real ACR: https://<login server>/oauth2/exchange)."""
+    return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/exchange"
+
+
+DOCKERHUB_TOKEN_REALM = f"https://{HOST}:{DOCKERHUB_TOKEN_PORT}/token"
+DOCKERHUB_SERVICE = "registry.docker.io"
+
+
 def registry_port_for_host(host: str) -> int | None:
     """The loopback port serving a registry host name (upstream or ACR login server), if any."""
     host = host.lower()
