@@ -1,0 +1,54 @@
+"""The import engine's decisions: which source the ACR import API gets, and the exact body it is sent.
+
+Pure functions over a validated request; the ARM adapter performs them. Queue, timer, Event Grid, CLI and
+dry run all end here, so what a dry run prints is what the worker sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.request import ImportRequest
+from shared.resource_ids import RegistryId
+
+# (subscription, login server) -> the registry with that login server in that subscription, if any
+RegistryLookup = Callable[[str, str], RegistryId | None]
+
+
+def resolve_source_registry(request: ImportRequest, lookup: RegistryLookup, *, suffix: str) -> RegistryId | None:
+    """The source ACR to import by resource id (the app's own identity), or None for registryUri.
+
+    Like `az acr import`: an ACR login server in the target's subscription is imported by resource id;
+    one found nowhere goes by registryUri. Unlike it, credentials are never dropped silently: a request
+    that names a credential set is imported with those credentials through registryUri.
+    """
+    if request.source_registry:
+        return request.source_registry
+    if request.credentials or not request.source.registry.endswith(f".{suffix}"):
+        return None
+    return lookup(request.target.subscription, request.source.registry)
+
+
+def import_parameters(request: ImportRequest, source_registry: RegistryId | None, *,
+                      force: bool | None = None) -> dict[str, Any]:
+    """The ImportImageParameters body (ARM JSON names). `force` overrides the request's mode."""
+    source: dict[str, Any] = {"sourceImage": request.source.source_image}
+    if source_registry:
+        source["resourceId"] = str(source_registry)
+    else:
+        source["registryUri"] = request.source.registry
+        if request.credentials:
+            credentials = {"password": request.credentials.password}
+            if request.credentials.username:
+                credentials["username"] = request.credentials.username
+            source["credentials"] = credentials
+    body: dict[str, Any] = {"source": source}
+    if request.target_tags:
+        body["targetTags"] = list(request.target_tags)
+    if request.untagged_target_repositories:
+        body["untaggedTargetRepositories"] = list(request.untagged_target_repositories)
+    if force is None:
+        force = request.mode in ("Force", "IfChanged")
+    body["mode"] = "Force" if force else "NoForce"
+    return body

@@ -1,0 +1,56 @@
+"""What can happen to an import request: problems, failure kinds, and the one terminal state it ends in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """How a failure is handled: rejected and permanent are final at once; transient is retried."""
+
+    REJECTED = "rejected"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.SUCCEEDED, State.SKIPPED, State.REJECTED, State.FAILED)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: the field (a JSON path like `targetTags[1]`) and the rule it breaks."""
+
+    field: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An import that did not succeed, as a value: its kind, the service's code, and a message for a person."""
+
+    kind: Kind
+    code: str
+    message: str
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+
+def rejection(problems: list[Problem]) -> Failure:
+    return Failure(Kind.REJECTED, "InvalidRequest", "; ".join(str(p) for p in problems))

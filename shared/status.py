@@ -1,0 +1,120 @@
+"""The status store: one row per request in Azure Table storage, so anyone can look up what happened.
+
+The ACR API keeps no history of failed imports; this table does. Rows hold no secret: reasons are
+redacted before they get here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.outcome import State
+from shared.storage import table_service
+
+PARTITION = "import"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StatusRecord:
+    id: str
+    state: State
+    source: str = ""
+    target: str = ""
+    target_tags: list[str] = field(default_factory=list)
+    untagged_target_repositories: list[str] = field(default_factory=list)
+    mode: str = ""
+    reason: str = ""
+    kind: str = ""
+    code: str = ""
+    attempts: int = 0
+    digest: str = ""
+    platforms: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    transitions: list[dict[str, str]] = field(default_factory=list)
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": PARTITION, "RowKey": self.id, "State": str(self.state), "Source": self.source,
+            "Target": self.target, "TargetTags": json.dumps(self.target_tags),
+            "UntaggedTargetRepositories": json.dumps(self.untagged_target_repositories), "Mode": self.mode,
+            "Reason": self.reason[:16000], "Kind": self.kind, "Code": self.code, "Attempts": self.attempts,
+            "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
+            "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
+            "Transitions": json.dumps(self.transitions[-50:]),
+        }
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> StatusRecord:
+        platforms = entity.get("Platforms", -1)
+        return cls(
+            id=entity["RowKey"], state=State(entity["State"]), source=entity.get("Source", ""),
+            target=entity.get("Target", ""), target_tags=json.loads(entity.get("TargetTags") or "[]"),
+            untagged_target_repositories=json.loads(entity.get("UntaggedTargetRepositories") or "[]"),
+            mode=entity.get("Mode", ""), reason=entity.get("Reason", ""), kind=entity.get("Kind", ""),
+            code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
+            platforms=None if platforms in (None, -1) else int(platforms),
+            created_at=entity.get("CreatedAt", ""), updated_at=entity.get("UpdatedAt", ""),
+            transitions=json.loads(entity.get("Transitions") or "[]"),
+        )
+
+
+class StatusStore:
+    """Rows keyed by request id. A write moves a request to a state and remembers when it did."""
+
+    def __init__(self, table_name: str, service=None) -> None:
+        self._table_name = table_name
+        self._service = service
+        self._table = None
+        self._lock = threading.Lock()
+
+    def _client(self):
+        with self._lock:
+            if self._table is None:
+                service = self._service or table_service()
+                self._table = service.create_table_if_not_exists(self._table_name)
+            return self._table
+
+    def get(self, request_id: str) -> StatusRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return StatusRecord.from_entity(self._client().get_entity(PARTITION, request_id))
+        except ResourceNotFoundError:
+            return None
+
+    def transition(self, request_id: str, state: State, **fields: Any) -> StatusRecord:
+        """Move a request to `state`, creating its row on first sight; other fields update when given."""
+        now = utc_now().isoformat()
+        record = self.get(request_id) or StatusRecord(id=request_id, state=state, created_at=now)
+        for name, value in fields.items():
+            if value is not None:
+                setattr(record, name, value)
+        if not record.transitions or record.transitions[-1].get("state") != str(state) or fields.get("attempts"):
+            record.transitions.append({"state": str(state), "at": now})
+        record.state = state
+        record.updated_at = now
+        from azure.data.tables import UpdateMode
+
+        self._client().upsert_entity(record.to_entity(), mode=UpdateMode.REPLACE)
+        return record
+
+    def list(self, *, state: State | None = None, since: datetime | None = None) -> list[StatusRecord]:
+        filters = [f"PartitionKey eq '{PARTITION}'"]
+        parameters: dict[str, Any] = {}
+        if state:
+            filters.append("State eq @state")
+            parameters["state"] = str(state)
+        if since:
+            filters.append("UpdatedAt ge @since")
+            parameters["since"] = since.isoformat()
+        entities = self._client().query_entities(" and ".join(filters), parameters=parameters)
+        return sorted((StatusRecord.from_entity(e) for e in entities), key=lambda r: r.updated_at)

@@ -1,0 +1,243 @@
+"""The queue worker: one import request in, exactly one terminal state out (or a scheduled retry).
+
+The single choke point for policy, retries and status. `function_app.py` hands it the raw message; it
+decides, and the adapters (ARM, queues, status table) do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.arm import AcrManagement
+from shared.engine import import_parameters, resolve_source_registry
+from shared.failures import classify_error
+from shared.outcome import Failure, Kind, State
+from shared.queues import ImportQueues
+from shared.redact import redact_document, redact_text
+from shared.request import ImportRequest, Rejected, decode_body, parse_request
+from shared.settings import Settings
+from shared.status import StatusStore, utc_now
+
+log = logging.getLogger("acr_importer")
+
+DEFAULT_WAIT_SECONDS = 540.0  # under the 10-minute Consumption limit (host.json functionTimeout)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    arm: AcrManagement
+    queues: ImportQueues
+    status: StatusStore
+    wait_seconds: float = DEFAULT_WAIT_SECONDS
+    clock: Callable[[], datetime] = utc_now
+    jitter: Callable[[], float] = random.random
+    _secrets: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._secrets = self.settings.secret_values()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    state: State
+    reason: str = ""
+    attempts: int = 0
+    failure: Failure | None = None
+    retry_in_seconds: float | None = None
+
+
+def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
+    """Exponential backoff with jitter (attempt 1 -> about base), never sooner than Retry-After."""
+    backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    return max(failure.retry_after or 0.0, backoff * (0.5 + jitter / 2))
+
+
+def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
+                          dequeue_count: int = 1) -> Outcome:
+    started = time.monotonic()
+    parsed = parse_request(body, worker.settings, fallback_id=message_id)
+    if isinstance(parsed, Rejected):
+        return _finish_rejected(worker, parsed, body, started)
+    request = parsed
+    previous = worker.status.get(request.id)
+    if previous and previous.state in (State.SUCCEEDED, State.SKIPPED):
+        outcome = Outcome(request.id, previous.state, f"already {previous.state}: a repeated delivery of a "
+                                                       "finished request changes nothing", previous.attempts)
+        _log(worker, outcome, request, started, dequeue_count=dequeue_count)
+        return outcome
+    attempt = request.attempt + 1
+    first_attempt_at = request.first_attempt_at or worker.clock()
+    worker.status.transition(request.id, State.RUNNING, attempts=attempt, **_summary(request))
+    failure = _run_import(worker, request, first_attempt_at)
+    if failure is None:
+        reason = ("imported; mode IfChanged imports with Force until digest comparison is available"
+                  if request.mode == "IfChanged" else "imported")
+        return _finish(worker, request, State.SUCCEEDED, reason, attempt, started)
+    if failure.kind is Kind.TRANSIENT and attempt < worker.settings.max_attempts:
+        return _schedule_retry(worker, request, failure, attempt, first_attempt_at, started)
+    reason = str(failure) if failure.kind is not Kind.TRANSIENT else \
+        f"gave up after {attempt} attempts; last error: {failure}"
+    return _finish(worker, request, State.FAILED, reason, attempt, started, failure=failure)
+
+
+def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
+                          dequeue_count: int = 1) -> Outcome:
+    """The host gave up on a message after repeated crashes: record it as failed so it is not lost."""
+    started = time.monotonic()
+    parsed = parse_request(body, worker.settings, fallback_id=message_id)
+    if isinstance(parsed, Rejected):
+        return _finish_rejected(worker, parsed, body, started)
+    previous = worker.status.get(parsed.id)
+    if previous and previous.state.terminal:
+        outcome = Outcome(parsed.id, previous.state, f"already {previous.state}", previous.attempts)
+        _log(worker, outcome, parsed, started)
+        return outcome
+    failure = Failure(Kind.PERMANENT, "WorkerCrashed",
+                      "processing raised an unexpected error on every delivery, so the host moved the message "
+                      "to the poison queue; the function logs hold the exception")
+    attempts = previous.attempts if previous else parsed.attempt
+    return _finish(worker, parsed, State.FAILED, str(failure), attempts, started, failure=failure)
+
+
+def _run_import(worker: Worker, request: ImportRequest, first_attempt_at: datetime) -> Failure | None:
+    """Start the import and wait for it; a Failure when it did not succeed, None when it did."""
+    settings = worker.settings
+    try:
+        source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
+                                                  suffix=settings.acr_login_server_suffix)
+        started = worker.arm.begin_import(request.target, import_parameters(request, source_registry))
+        started.poller.result(timeout=worker.wait_seconds)
+        if not started.poller.done():
+            return Failure(Kind.PERMANENT, "ImportTimedOut",
+                           f"the import did not finish within {int(worker.wait_seconds)} s; "
+                           "ACR may still complete it")
+        return None
+    except Exception as exc:
+        elapsed = (worker.clock() - first_attempt_at).total_seconds()
+        failure = classify_error(exc, seconds_since_first_attempt=elapsed,
+                                 authorization_grace_seconds=settings.authorization_grace_seconds)
+        if failure is None:
+            raise
+        return failure
+
+
+def _schedule_retry(worker: Worker, request: ImportRequest, failure: Failure, attempt: int,
+                    first_attempt_at: datetime, started: float) -> Outcome:
+    delay = retry_delay(attempt, worker.settings, failure, worker.jitter())
+    reason = _redact(worker, request, f"attempt {attempt} failed ({failure}); retrying in {delay:.0f} s")
+    document = {**request.document, "id": request.id,
+                "retry": {"attempt": attempt, "firstAttemptAt": first_attempt_at.isoformat(),
+                          "lastReason": _redact(worker, request, str(failure))[:2000]}}
+    worker.queues.enqueue(document, delay_seconds=delay)  # if this raises, the host retries the original
+    worker.status.transition(request.id, State.RETRYING, reason=reason, kind=str(failure.kind),
+                             code=failure.code, attempts=attempt)
+    outcome = Outcome(request.id, State.RETRYING, reason, attempt, failure, delay)
+    _log(worker, outcome, request, started)
+    return outcome
+
+
+def _finish(worker: Worker, request: ImportRequest, state: State, reason: str, attempts: int, started: float,
+            *, failure: Failure | None = None) -> Outcome:
+    reason = _redact(worker, request, reason)
+    worker.status.transition(request.id, state, reason=reason, attempts=attempts,
+                             kind=str(failure.kind) if failure else "", code=failure.code if failure else "",
+                             **_summary(request))
+    if state is State.FAILED:
+        worker.queues.dead_letter(_letter(worker, request.id, state, reason, request.document, failure, attempts,
+                                          extra_secrets=_inline_secrets(request)))
+    outcome = Outcome(request.id, state, reason, attempts, failure)
+    _log(worker, outcome, request, started)
+    return outcome
+
+
+def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, started: float) -> Outcome:
+    document = rejected.document
+    if document is None:
+        decoded, _ = decode_body(body) if len(body) <= 2 * 64 * 1024 else (None, None)
+        document = decoded if decoded is not None else _raw_text(body)
+    secrets = _inline_secrets_of(document)
+    reason = redact_text(rejected.reason, (*worker._secrets, *secrets))
+    failure = Failure(Kind.REJECTED, "InvalidRequest", reason)
+    worker.status.transition(rejected.id, State.REJECTED, reason=reason, kind=str(Kind.REJECTED),
+                             code="InvalidRequest", **_summary_of(document))
+    worker.queues.dead_letter(_letter(worker, rejected.id, State.REJECTED, reason, document, failure, 0,
+                                      extra_secrets=secrets))
+    outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
+    _log(worker, outcome, None, started, document=document)
+    return outcome
+
+
+def _letter(worker: Worker, request_id: str, state: State, reason: str, document: Any, failure: Failure | None,
+            attempts: int, *, extra_secrets: tuple[str, ...]) -> dict[str, Any]:
+    return {"id": request_id, "state": str(state), "reason": reason,
+            "kind": str(failure.kind) if failure else "", "code": failure.code if failure else "",
+            "attempts": attempts, "deadLetteredAt": worker.clock().isoformat(),
+            "body": redact_document(document, (*worker._secrets, *extra_secrets))}
+
+
+def _raw_text(body: bytes | str) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+    return text[:16384]
+
+
+def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
+    return (request.credentials.password,) if request.credentials else ()
+
+
+def _inline_secrets_of(document: Any) -> tuple[str, ...]:
+    if isinstance(document, dict) and isinstance(document.get("password"), str):
+        return (document["password"],)
+    return ()
+
+
+def _redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
+    return redact_text(text, (*worker._secrets, *(_inline_secrets(request) if request else ())))
+
+
+def _summary(request: ImportRequest) -> dict[str, Any]:
+    return {"source": str(request.source), "target": str(request.target),
+            "target_tags": list(request.target_tags),
+            "untagged_target_repositories": list(request.untagged_target_repositories), "mode": request.mode}
+
+
+def _summary_of(document: Any) -> dict[str, Any]:
+    """What a rejected body said, as far as it said it in the right types (for the status row)."""
+    if not isinstance(document, dict):
+        return {}
+    def text(name: str) -> str | None:
+        value = document.get(name)
+        return redact_text(value[:1024]) if isinstance(value, str) else None
+    tags = document.get("targetTags")
+    return {"source": text("source"), "target": text("target"), "mode": text("mode"),
+            "target_tags": [t[:512] for t in tags if isinstance(t, str)][:50] if isinstance(tags, list) else None}
+
+
+def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, started: float, *,
+         document: Any = None, dequeue_count: int | None = None) -> None:
+    """One structured line per outcome, with the same field names everywhere."""
+    fields: dict[str, Any] = {"event": "import", "requestId": outcome.request_id, "state": str(outcome.state),
+                              "reason": outcome.reason, "attempts": outcome.attempts,
+                              "durationMs": int((time.monotonic() - started) * 1000)}
+    if request:
+        fields.update({"source": str(request.source), "target": str(request.target),
+                       "targetTags": list(request.target_tags), "mode": request.mode})
+    elif isinstance(document, dict):
+        fields.update({k: v for k, v in _summary_of(document).items() if v})
+    if outcome.failure:
+        fields.update({"kind": str(outcome.failure.kind), "code": outcome.failure.code})
+    if outcome.retry_in_seconds is not None:
+        fields["retryInSeconds"] = round(outcome.retry_in_seconds, 1)
+    if dequeue_count is not None:
+        fields["dequeueCount"] = dequeue_count
+    line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), worker._secrets)
+    level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
+    log.log(level, line)
