@@ -1,0 +1,76 @@
+"""A small client for the stand-in's `/_control` endpoint, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from dev import layout
+
+
+class StandinControl:
+    def __init__(self, base_url: str = layout.CONTROL_ENDPOINT, timeout: float = 10) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.verify = str(layout.CA_CERT)
+
+    def _call(self, method: str, name: str, body: Any = None) -> Any:
+        response = self.session.request(method, f"{self.base_url}/{name}", json=body, timeout=self.timeout)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} /_control/{name}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def health(self) -> dict:
+        return self._call("GET", "health")
+
+    def reset(self) -> None:
+        """Initial roles, settings, no faults, no recorded requests or operations."""
+        self._call("POST", "reset")
+
+    def requests(self, kind: str | None = "arm") -> list[dict]:
+        """Recorded requests, oldest first; kind is "arm", "identity", "acr" or None for all."""
+        return [r for r in self._call("GET", "requests") if kind is None or r["kind"] == kind]
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "requests")
+
+    def role_assignments(self) -> list[dict]:
+        return self._call("GET", "role-assignments")
+
+    def add_role_assignment(self, principal_id: str, role: str, scope: str) -> dict:
+        return self._call("POST", "role-assignments", {"principalId": principal_id, "role": role, "scope": scope})
+
+    def remove_role_assignment(self, principal_id: str, role: str | None = None, scope: str | None = None) -> int:
+        """Remove the principal's assignments matching role and scope (None matches any)."""
+        body = {"principalId": principal_id, "role": role, "scope": scope}
+        return self._call("DELETE", "role-assignments", body)["removed"]
+
+    def define_role(self, name: str, actions: list[str]) -> None:
+        self._call("POST", "role-definitions", {"name": name, "actions": actions})
+
+    def settings(self) -> dict:
+        return self._call("GET", "settings")
+
+    def update_settings(self, **changes: Any) -> dict:
+        """retry_after (s), location, manifest_limit, azure_async_operation (bool)."""
+        return self._call("PUT", "settings", changes)
+
+    def add_faults(self, on: str, *rules: dict) -> None:
+        """Rules consumed one per call, in order. on="import" (the POST): {"status": 429, "retry_after": 1},
+        {"status": 500}, optional "code"/"message". on="operation" (the copy): {"fail": "copy_blobs"},
+        {"fail": {"code", "message"}}, {"hang": True}, {"delay": seconds}; keys combine."""
+        self._call("POST", "faults", {"on": on, "rules": list(rules)})
+
+    def authorization_outage(self, seconds: float, start: float | None = None) -> None:
+        """importImage answers 403 AuthorizationFailed for `seconds` from `start` (default now), as
+        while a new role assignment propagates."""
+        self._call("POST", "authorization-outage", {"seconds": seconds, "start": start})
+
+    def operations(self) -> list[dict]:
+        return self._call("GET", "operations")
+
+    def put_image(self, ref: str, digest: str, manifests: list[str] | None = None) -> None:
+        """Memory data plane only: make `host/repo:tag` (or `@digest`) exist with these manifests."""
+        self._call("PUT", "images", {"ref": ref, "digest": digest, "manifests": manifests})

@@ -1,0 +1,64 @@
+"""Both listeners: HTTPS (ARM, ACR token service, control) and plain HTTP (managed identity)."""
+
+from __future__ import annotations
+
+import re
+import ssl
+import threading
+from http.server import ThreadingHTTPServer
+
+from dev import layout
+from dev.azure_standin.acr_auth import serve_acr_auth, sp_can_pull
+from dev.azure_standin.arm import Arm
+from dev.azure_standin.control_api import serve_control
+from dev.azure_standin.data_plane import DataPlane, MemoryDataPlane
+from dev.azure_standin.http_base import Request, Response, make_handler
+from dev.azure_standin.identity import serve_identity
+from dev.azure_standin.world import World
+
+ACR_AUTH = re.compile(r"/acr/([^/]+)/oauth2/(exchange|token)")
+
+
+class Standin:
+    """The running stand-in: owns the world, both servers and their threads."""
+
+    def __init__(self, data_plane: DataPlane, *, https_port: int = layout.AZURE_STANDIN_PORT,
+                 identity_port: int = layout.IDENTITY_PORT) -> None:
+        self.world = World()
+        self.data_plane = data_plane
+        if isinstance(data_plane, MemoryDataPlane):
+            data_plane.can_pull = lambda user, password, acr: sp_can_pull(self.world, user, password, acr)
+        self.arm = Arm(self.world, data_plane)
+        self.https = ThreadingHTTPServer((layout.HOST, https_port), make_handler(self.route_https, "azure-standin"))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(layout.SERVER_CERT, layout.SERVER_KEY)
+        self.https.socket = context.wrap_socket(self.https.socket, server_side=True)
+        self.identity = ThreadingHTTPServer((layout.HOST, identity_port),
+                                            make_handler(self.route_identity, "azure-standin-identity"))
+        for server in (self.https, self.identity):
+            server.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+
+    def route_https(self, request: Request) -> Response:
+        if request.path.startswith("/_control"):
+            return serve_control(self.world, self.data_plane, request)
+        match = ACR_AUTH.fullmatch(request.path.rstrip("/"))
+        if match:
+            return serve_acr_auth(self.world, request, match.group(1), match.group(2))
+        return self.arm(request)
+
+    def route_identity(self, request: Request) -> Response:
+        return serve_identity(self.world, request)
+
+    def start(self) -> None:
+        for server in (self.https, self.identity):
+            thread = threading.Thread(target=server.serve_forever, name=f"serve-{server.server_port}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for server in (self.https, self.identity):
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
