@@ -194,8 +194,6 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
     schema_errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     problems = [_schema_problem(e) for e in schema_errors]
     bad_fields = {field_path(list(e.absolute_path)[:1]) for e in schema_errors}
-    if problems and MESSAGE in bad_fields:
-        bad_fields |= set(doc)
     checked = _check_fields(doc, settings, bad_fields, problems)
     if problems or checked is None:
         return Rejected(request_id, tuple(dict.fromkeys(problems)), doc)
