@@ -1,0 +1,75 @@
+"""Azurite, the storage emulator, as the stack and the tests start it.
+
+`command()` is what `dev/stack.py` runs as a managed process; `is_ready()` is its readiness probe. Both use
+the ports and the connection string from `dev/layout.py`, so `UseDevelopmentStorage=true` reaches it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from dev import layout
+
+AZURITE_JS = layout.REPO_ROOT / "dev" / "node_modules" / "azurite" / "dist" / "src" / "azurite.js"
+
+
+def node_binary() -> str:
+    """The Node.js interpreter: `NODE` if set, else the one on PATH (Azurite 3.35 runs on Node 20)."""
+    node = os.environ.get("NODE") or shutil.which("node")
+    if not node:
+        raise RuntimeError("node is not installed; run `make node-deps` after installing Node.js 20")
+    return node
+
+
+def command(state_dir: Path = layout.STATE_DIR) -> list[str]:
+    """argv that runs Azurite in the foreground with blob, queue and table services on loopback.
+
+    `--skipApiVersionCheck` because the newest azure-storage-* clients send API versions newer than
+    Azurite knows; `--loose` so headers Azurite does not implement are ignored instead of refused;
+    `--disableTelemetry` because Azurite otherwise phones Application Insights (unreachable here).
+    """
+    if not AZURITE_JS.exists():
+        raise RuntimeError(f"Azurite is not installed at {AZURITE_JS}; run `make node-deps`")
+    location = Path(state_dir) / "azurite"
+    location.mkdir(parents=True, exist_ok=True)
+    return [
+        node_binary(), str(AZURITE_JS),
+        "--silent", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl", "--disableTelemetry",
+        "--location", str(location),
+        "--blobHost", layout.HOST, "--blobPort", str(layout.AZURITE_BLOB_PORT),
+        "--queueHost", layout.HOST, "--queuePort", str(layout.AZURITE_QUEUE_PORT),
+        "--tableHost", layout.HOST, "--tablePort", str(layout.AZURITE_TABLE_PORT),
+    ]
+
+
+def is_ready(timeout: float = 2.0) -> bool:
+    """True when the queue and table services answer a real SDK call (not only an open port)."""
+    from azure.core.exceptions import AzureError
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    try:
+        queues = QueueServiceClient.from_connection_string(
+            layout.AZURITE_CONNECTION_STRING, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+        queues.get_service_properties()
+        tables = TableServiceClient.from_connection_string(
+            layout.AZURITE_CONNECTION_STRING, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+        next(iter(tables.list_tables(results_per_page=1)), None)
+    except (AzureError, OSError):
+        return False
+    return True
+
+
+def main() -> int:
+    argv = command()
+    print(f"azurite: blob {layout.AZURITE_BLOB_PORT}, queue {layout.AZURITE_QUEUE_PORT}, "
+          f"table {layout.AZURITE_TABLE_PORT} on {layout.HOST}; Ctrl-C stops", file=sys.stderr)
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover - execv does not return
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Queue triggers and queue outputs with the storage extension 5.x semantics.
+
+Per function: fetch `batchSize` messages under a 10-minute lease, renew the lease halfway while a function
+runs, fetch again as soon as no more than `newBatchThreshold` are in flight, back off exponentially (from 100 ms to
+`maxPollingInterval`) while the queue is empty. Success deletes; failure releases the message after
+`visibilityTimeout`, or moves it to `<queue>-poison` once its dequeue count reaches `maxDequeueCount`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import logging
+import math
+import random
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueMessage
+
+from dev.runner.config import ConfigError, FunctionSpec, QueueOptions
+from dev.runner.invoker import Invoker
+
+log = logging.getLogger("dev.runner")
+
+LEASE = timedelta(minutes=10)      # the host's receive visibility while a function runs
+MIN_POLL = timedelta(milliseconds=100)
+POISON_SUFFIX = "-poison"
+
+
+def connection_string(setting: str | None, settings: dict[str, str]) -> str:
+    """The connection string a binding's `connection` names (default AzureWebJobsStorage)."""
+    name = setting or "AzureWebJobsStorage"
+    for key in (name, f"AzureWebJobs{name}"):
+        if settings.get(key):
+            return settings[key]
+    if any(k.startswith(f"{name}__") for k in settings):
+        raise ConfigError(f"connection {name}: identity-based connections ({name}__...) are not served by "
+                          "the dev runner; set a connection string")
+    raise ConfigError(f"connection {name!r} is not set (no app setting {name})")
+
+
+def queue_client(conn: str, queue: str) -> QueueClient:
+    """A client that sends and returns message text as is: encoding is ours to apply, as the host's is."""
+    return QueueClient.from_connection_string(conn, queue)
+
+
+def encode(body: str | bytes, encoding: str) -> str:
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    return base64.b64encode(raw).decode("ascii") if encoding == "base64" else raw.decode("utf-8")
+
+
+def decode(text: str, encoding: str) -> bytes:
+    """Message bytes, or ValueError when the text is not valid for the encoding (host: straight to poison)."""
+    if encoding == "none":
+        return text.encode("utf-8")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"message is not valid base64: {exc}") from None
+
+
+def output_texts(value: Any) -> list[str | bytes]:
+    """The messages one queue output value stands for (str, bytes, QueueMessage, or a list of them)."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [value]
+    if isinstance(value, func.QueueMessage):
+        return [value.get_body()]
+    if isinstance(value, list | tuple):
+        return [m for item in value for m in output_texts(item)]
+    raise TypeError(f"queue output value of type {type(value).__name__} is not str, bytes or a list")
+
+
+class QueueListener:
+    def __init__(self, spec: FunctionSpec, options: QueueOptions, settings: dict[str, str], invoker: Invoker,
+                 write_outputs: Callable[[FunctionSpec, dict[str, Any]], None]) -> None:
+        self.spec = spec
+        self.queue_name = str(spec.trigger.settings["queueName"]).lower()
+        self.options = options
+        self._conn = connection_string(spec.trigger.settings.get("connection"), settings)
+        self._queue = queue_client(self._conn, self.queue_name)
+        self._poison_name = None if self.queue_name.endswith(POISON_SUFFIX) or len(
+            self.queue_name) + len(POISON_SUFFIX) > 63 else self.queue_name + POISON_SUFFIX
+        self._invoker = invoker
+        self._write_outputs = write_outputs
+        self._lease = LEASE
+        self._processing = 0
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(options.concurrency,
+                                                           thread_name_prefix=self.queue_name)
+        self._thread = threading.Thread(target=self._run, name=f"listen-{self.queue_name}", daemon=True)
+
+    @property
+    def processing(self) -> int:
+        return self._processing
+
+    def start(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self._queue.create_queue()
+        self._thread.start()
+
+    def notify(self) -> None:
+        """A message was just written to this queue by this host: poll now (the host's shared watcher)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop fetching; let in-flight messages finish and be completed."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def is_empty(self) -> bool:
+        """No message in the queue, visible or not (a message waiting for its retry counts)."""
+        return self._queue.get_queue_properties().approximate_message_count == 0
+
+    def _run(self) -> None:
+        delay = MIN_POLL.total_seconds()
+        cap = self.options.max_polling_interval.total_seconds()
+        while not self._stopping.is_set():
+            try:
+                batch = list(self._queue.receive_messages(
+                    messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
+                    visibility_timeout=int(self._lease.total_seconds())))
+            except (HttpResponseError, OSError) as exc:
+                log.warning("Queue %s: receive failed (%s); backing off", self.queue_name, type(exc).__name__)
+                batch = []
+            if not batch:
+                self._wake.wait(delay * random.uniform(0.8, 1.2))
+                self._wake.clear()
+                delay = min(delay * 2, cap)
+                continue
+            delay = MIN_POLL.total_seconds()
+            with self._cond:
+                self._processing += len(batch)
+            for message in batch:
+                self._pool.submit(self._process, message)
+            with self._cond:
+                while self._processing > self.options.new_batch_threshold and not self._stopping.is_set():
+                    self._cond.wait(0.5)
+
+    def _process(self, message: QueueMessage) -> None:
+        try:
+            self._process_one(message)
+        except Exception:
+            log.exception("Queue %s: message %s could not be completed", self.queue_name, message.id)
+        finally:
+            with self._cond:
+                self._processing -= 1
+                self._cond.notify_all()
+
+    def _process_one(self, message: QueueMessage) -> None:
+        if message.dequeue_count > self.options.max_dequeue_count:
+            self._poison(message)
+            return
+        try:
+            body = decode(message.content or "", self.options.message_encoding)
+        except ValueError as exc:
+            log.error("Queue %s: message %s cannot be decoded (%s); moving it to %s without invoking %s",
+                      self.queue_name, message.id, exc, self._poison_name, self.spec.name)
+            self._poison(message)
+            return
+        trigger = func.queue.QueueMessage(
+            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
+            insertion_time=message.inserted_on, expiration_time=message.expires_on,
+            time_next_visible=message.next_visible_on)
+        renewal = _LeaseRenewal(self._queue, message, self._lease)
+        renewal.start()
+        try:
+            result = self._invoker.invoke(
+                self.spec, "queue", trigger, trigger_id=message.id,
+                reason=f"New queue message detected on '{self.queue_name}'.",
+                details=f"MessageId: {message.id}, DequeueCount: {message.dequeue_count}, "
+                        f"InsertedOn: {message.inserted_on:%Y-%m-%dT%H:%M:%S.000+00:00}")
+        finally:
+            renewal.stop()
+        ok = result.invocation.outcome == "ok"
+        if ok:
+            try:
+                self._write_outputs(self.spec, result.outputs)
+            except Exception:
+                log.exception("Function %s: writing its output bindings failed", self.spec.name)
+                ok = False
+        if ok:
+            self._delete(message)
+        elif self._poison_name is None:
+            pass  # host: no poison queue, so the message stays leased (invisible) to avoid a hot loop
+        elif message.dequeue_count >= self.options.max_dequeue_count:
+            self._poison(message)
+        else:
+            self._release(message)
+
+    def _poison(self, message: QueueMessage) -> None:
+        if self._poison_name is None:
+            return
+        log.warning("Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
+                    self.options.max_dequeue_count, self._poison_name)
+        poison = queue_client(self._conn, self._poison_name)
+        with contextlib.suppress(ResourceExistsError):
+            poison.create_queue()
+        poison.send_message(message.content or "")
+        self._delete(message)
+
+    def _release(self, message: QueueMessage) -> None:
+        seconds = math.ceil(self.options.visibility_timeout.total_seconds())
+        try:
+            self._queue.update_message(message.id, message.pop_receipt, visibility_timeout=seconds)
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            log.debug("Queue %s: message %s not released (%s)", self.queue_name, message.id, exc)
+
+    def _delete(self, message: QueueMessage) -> None:
+        try:
+            self._queue.delete_message(message.id, message.pop_receipt)
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            log.debug("Queue %s: message %s not deleted (%s)", self.queue_name, message.id, exc)
+
+
+class _LeaseRenewal:
+    """Keeps a running message invisible: renews its lease when half of it has passed (host behaviour).
+
+    Renewing changes the pop receipt; the message object is updated so delete/release use the new one.
+    """
+
+    def __init__(self, queue: QueueClient, message: QueueMessage, lease: timedelta) -> None:
+        self._queue, self._message, self._lease = queue, message, lease
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{message.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        seconds = self._lease.total_seconds()
+        while not self._done.wait(seconds / 2):
+            try:
+                receipt = self._queue.update_message(self._message.id, self._message.pop_receipt,
+                                                     visibility_timeout=int(seconds))
+            except (HttpResponseError, OSError) as exc:
+                log.warning("Lease renewal of message %s failed: %s", self._message.id, type(exc).__name__)
+                continue
+            self._message.pop_receipt = receipt.pop_receipt
+            self._message.next_visible_on = receipt.next_visible_on
+
