@@ -225,6 +225,12 @@ def _split_digest(text: str) -> tuple[str, str | None]:
     return name_and_tag, digest
 
 
+def names_registry(text: str) -> bool:
+    """Whether a reference starts with a registry host (Docker's rule), e.g. to qualify a bare name."""
+    first, slash, _ = text.partition("/")
+    return bool(slash) and _looks_like_host(first)
+
+
 def _split_name(name_and_tag: str) -> tuple[str | None, str, str | None]:
     """Split ``[host/]path[:tag]``; the first component is a host only if it contains ``.`` or ``:`` or
     is ``localhost`` (Docker's rule), and a tag's ``:`` is the last one, after the last ``/``."""

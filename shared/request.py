@@ -22,6 +22,7 @@ from shared.policy import SourceCredentials
 from shared.reference import (
     ImageReference,
     InvalidReference,
+    names_registry,
     parse_reference,
     parse_repository,
     parse_target_tag,
@@ -163,9 +164,7 @@ def _json_type(value: Any) -> str:
 
 def _qualified_source(source: str, registry: RegistryId, suffix: str) -> str:
     """With sourceRegistry, `source` may omit the login server; put it in front when it does."""
-    head, slash, _ = source.partition("/")
-    names_a_host = slash and ("." in head or ":" in head or head == "localhost")
-    return source if names_a_host else f"{registry.login_server(suffix)}/{source}"
+    return source if names_registry(source) else f"{registry.login_server(suffix)}/{source}"
 
 
 def _default_targets(source: ImageReference) -> tuple[tuple[str, ...], tuple[str, ...]]:

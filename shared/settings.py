@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_ARM_AUDIENCE = "https://management.azure.com"  # sovereign clouds differ from their endpoint
 DEFAULT_IMPORT_QUEUE = "acr-import-requests"
 DEFAULT_STATUS_TABLE = "importstatus"
 # Public registries most platform teams mirror. Any other source (including other ACRs) must be named:
@@ -48,6 +49,7 @@ class Settings:
     allow_inline_credentials: bool = False
     azure_client_id: str | None = None
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT
+    arm_audience: str = DEFAULT_ARM_AUDIENCE
     import_queue: str = DEFAULT_IMPORT_QUEUE
     status_table: str = DEFAULT_STATUS_TABLE
     acr_login_server_suffix: str = "azurecr.io"
@@ -118,19 +120,38 @@ def credential_sets_from(env: Mapping[str, str]) -> dict[str, CredentialSet]:
     return sets
 
 
+def _check_registry_pattern(setting: str, pattern: str) -> None:
+    """`*` allows any host; otherwise a host[:port] or `*.domain`, or (sources) an ACR resource id."""
+    from shared.reference import InvalidReference, registry_host_matches
+
+    if pattern == "*" or pattern.lower().startswith("/subscriptions/"):
+        return
+    try:
+        registry_host_matches("example.invalid", pattern)
+    except InvalidReference as err:
+        raise SettingsError(f"{setting}: {pattern!r} is not a registry host or pattern: {err.reason}") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     target = (env.get("TARGET_REGISTRY") or "").strip() or None
     allowed_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES")) or ((target,) if target else ())
     allowed_sources = _split(env.get("ALLOWED_SOURCE_REGISTRIES")) or DEFAULT_ALLOWED_SOURCES
+    for pattern in allowed_sources:
+        _check_registry_pattern("ALLOWED_SOURCE_REGISTRIES", pattern)
+    credential_sets = credential_sets_from(env)
+    for credential in credential_sets.values():
+        for pattern in credential.registries:
+            _check_registry_pattern(f"{CREDENTIAL_PREFIX}{credential.name}__REGISTRIES", pattern)
     return Settings(
         target_registry=target,
         allowed_target_registries=allowed_targets,
         allowed_source_registries=allowed_sources,
-        credential_sets=credential_sets_from(env),
+        credential_sets=credential_sets,
         allow_inline_credentials=_flag(env, "ALLOW_INLINE_CREDENTIALS"),
         azure_client_id=(env.get("AZURE_CLIENT_ID") or "").strip() or None,
         arm_endpoint=(env.get("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/"),
+        arm_audience=(env.get("ARM_AUDIENCE") or DEFAULT_ARM_AUDIENCE).rstrip("/"),
         import_queue=(env.get("IMPORT_QUEUE") or DEFAULT_IMPORT_QUEUE).strip(),
         status_table=(env.get("IMPORT_STATUS_TABLE") or DEFAULT_STATUS_TABLE).strip(),
         acr_login_server_suffix=(env.get("ACR_LOGIN_SERVER_SUFFIX") or "azurecr.io").strip().lower(),

@@ -210,3 +210,14 @@ def test_default_allowed_sources_are_docker_hub_and_mcr_only():
 def test_bad_settings_name_the_setting(env, needle):
     with pytest.raises(SettingsError, match=needle):
         load_settings(env)
+
+
+@pytest.mark.parametrize("pattern", ["*.io", "a.*.io", "bad host"])
+def test_malformed_source_allowlist_is_a_settings_error(pattern):
+    with pytest.raises(SettingsError, match="ALLOWED_SOURCE_REGISTRIES"):
+        load_settings({"ALLOWED_SOURCE_REGISTRIES": pattern})
+
+
+def test_star_allows_any_source_registry():
+    assert isinstance(parse_request('{"source": "ghcr.io/org/app:1"}', settings(ALLOWED_SOURCE_REGISTRIES="*")),
+                      ImportRequest)
