@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -212,3 +213,38 @@ def test_azurite_command_uses_layout_ports_and_loopback(tmp_path):
                         ("--location", str(tmp_path / "azurite"))):
         assert argv[argv.index(flag) + 1] == str(value)
     assert "--skipApiVersionCheck" in argv
+
+
+def test_local_settings_values_fill_the_environment_but_do_not_override_it(queue_name, tmp_path, monkeypatch):
+    shutil.copy(FIXTURES / "host.json", tmp_path / "host.json")
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "TEST_QUEUE": queue_name, "TEST_SCHEDULE": "0 0 0 1 1 *", "FROM_FILE": "file",
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=wrong;AccountKey=d3Jvbmc=;"}}))
+    monkeypatch.setenv("AzureWebJobsStorage", layout.AZURITE_CONNECTION_STRING)
+    monkeypatch.delenv("FROM_FILE", raising=False)
+    with Runner(APP, root=tmp_path, http_port=None) as runner:
+        assert runner.queue_name("echo") == queue_name
+        assert os.environ["FROM_FILE"] == "file"
+        client(queue_name).send_message(base64.b64encode(b"hi").decode())
+        assert runner.wait_idle(15)
+    assert [r["body"] for r in seen("echo")] == ["hi"]
+    assert "FROM_FILE" not in os.environ  # restored on stop
+
+
+def test_unresolved_setting_fails_start_with_its_name(queue_name, monkeypatch):
+    monkeypatch.delenv("TEST_SCHEDULE", raising=False)
+    runner = Runner(APP, root=FIXTURES, env={"TEST_QUEUE": queue_name}, http_port=None)
+    with pytest.raises(ValueError, match="TEST_SCHEDULE"):
+        runner.start()
+
+
+def test_eventgrid_accepts_a_single_cloudevent(queue_name):
+    cloud_event = {"specversion": "1.0", "id": "ce-1", "source": layout.SOURCE_ACR.resource_id,
+                   "type": "Microsoft.ContainerRegistry.ImagePushed", "subject": "app:1",
+                   "time": "2024-05-01T10:00:00Z", "data": {"target": {"repository": "app", "tag": "1"}}}
+    with make_runner(queue_name) as runner:
+        assert webhook(runner, "on_event", "test-system-key", "Notification", cloud_event).status_code == 202
+    [event] = seen("on_event")
+    assert (event["id"], event["subject"], event["event_type"]) == (
+        "ce-1", "app:1", "Microsoft.ContainerRegistry.ImagePushed")
+    assert event["event_time"] == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
