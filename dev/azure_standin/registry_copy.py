@@ -1,0 +1,82 @@
+"""The real data plane: resolve the source the way ACR would (host -> the stack's registry, with the
+request's credentials or a token the stand-in mints for the caller) and copy with `dev.oci.copy_image`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from dev import layout, oci, tokens
+from dev.azure_standin.data_plane import CopyFailed, CopyJob, SourceImage, registry_error, unreachable
+
+IMPORTER_SUBJECT = "acr-import-service"
+
+
+def _scope_access(scope: str) -> list[dict]:
+    access = []
+    for part in scope.split():
+        kind, _, rest = part.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind == "repository" and name:
+            access.append({"type": "repository", "name": name, "actions": actions.split(",")})
+    return access
+
+
+def push_token_provider(acr: layout.AcrSpec) -> Callable[[str], str]:
+    """ACR's import service writes into its own registry: tokens for whatever scope the copy asks."""
+    return lambda scope: tokens.mint_registry_token(subject=IMPORTER_SUBJECT, service=acr.login_server,
+                                                   access=_scope_access(scope))
+
+
+def _failure(err: oci.RegistryError, host: str) -> CopyFailed:
+    if err.status == 0:
+        return unreachable(host)
+    return registry_error(err.code or "UNKNOWN", err.message)
+
+
+class RegistryDataPlane:
+    def source_client(self, job: CopyJob) -> oci.RegistryClient:
+        port = layout.registry_port_for_host(job.source.host)
+        if port is None:
+            raise unreachable(job.source.host)
+        src = job.source
+        if src.bearer_token is not None or (src.password is not None and src.username is None):
+            token = src.bearer_token or src.password
+            auth = oci.Auth(token_provider=lambda _scope: token)
+        else:
+            auth = oci.Auth(src.username, src.password)
+        return oci.RegistryClient(f"https://{layout.HOST}:{port}", auth)
+
+    def target_client(self, job: CopyJob) -> oci.RegistryClient:
+        return oci.RegistryClient(f"https://{layout.HOST}:{job.target.port}",
+                                  oci.Auth(token_provider=push_token_provider(job.target)))
+
+    def inspect(self, job: CopyJob) -> SourceImage:
+        try:
+            top = self.source_client(job).get_manifest(job.repository, job.reference)
+        except oci.RegistryError as err:
+            raise _failure(err, job.source.host) from None
+        children = [m["digest"] for m in json.loads(top.body).get("manifests", [])]
+        return SourceImage(top.digest, (top.digest, *children))
+
+    def existing_tags(self, job: CopyJob) -> list[str]:
+        dst = self.target_client(job)
+        try:
+            return [f"{repo}:{tag}" for repo, tag in job.target_tags if dst.head_manifest(repo, tag) is not None]
+        except oci.RegistryError as err:
+            raise _failure(err, job.target.login_server) from None
+
+    def copy(self, job: CopyJob) -> str:
+        src, dst = self.source_client(job), self.target_client(job)
+        by_repo: dict[str, list[str]] = {}
+        for repo, tag in job.target_tags:
+            by_repo.setdefault(repo, []).append(tag)
+        for repo in job.untagged_repositories:
+            by_repo.setdefault(repo, [])
+        digest = ""
+        try:
+            for repo, tags in by_repo.items():
+                digest = oci.copy_image(src, job.repository, job.reference, dst, repo, tags=tags).digest
+        except oci.RegistryError as err:
+            raise _failure(err, job.source.host) from None
+        return digest
