@@ -12,8 +12,10 @@ from typing import Any
 
 REMOVED = "[removed]"
 SECRET_KEYS = frozenset({"password", "credentials", "secret", "token", "access_token", "refresh_token"})
+# `"password": "..."` in JSON-ish text, `password=...` in query strings; not prose like "password: is required".
 _SECRET_IN_TEXT = re.compile(
-    r'("?(?:password|secret|token|access_token|refresh_token)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,;}&]+)',
+    r'(?:("(?:password|secret|token|access_token|refresh_token)"\s*:\s*)"(?:[^"\\]|\\.)*"'
+    r'|\b((?:password|secret|token|access_token|refresh_token)=)[^\s,;&"]+)',
     re.IGNORECASE)
 _MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
 
@@ -40,4 +42,5 @@ def _redact(value: Any, secrets: tuple[str, ...], depth: int) -> Any:
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True):
         text = text.replace(secret, REMOVED)
-    return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + REMOVED, text)
+    return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + (f'"{REMOVED}"' if m.group(1) else REMOVED),
+                               text)

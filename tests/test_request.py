@@ -14,7 +14,8 @@ from shared.settings import SettingsError, load_settings
 
 SUB_A = "11111111-1111-4111-8111-111111111111"
 SUB_B = "22222222-2222-4222-8222-222222222222"
-TARGET = f"/subscriptions/{SUB_A}/resourceGroups/rg-platform/providers/Microsoft.ContainerRegistry/registries/myregistry"
+TARGET = (f"/subscriptions/{SUB_A}/resourceGroups/rg-platform/providers/Microsoft.ContainerRegistry"
+          "/registries/myregistry")
 OTHER_TARGET = f"/subscriptions/{SUB_A}/resourceGroups/rg-x/providers/Microsoft.ContainerRegistry/registries/otherreg"
 SAME_SUB_SOURCE = (f"/subscriptions/{SUB_A}/resourceGroups/rg-build/providers/Microsoft.ContainerRegistry"
                    "/registries/mysourceregistry")
