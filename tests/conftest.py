@@ -7,16 +7,21 @@ Azurite. Tests that need none of it (pure parsing) never touch these fixtures.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 
 import pytest
 
 # The test session gets its own stack folder, so a developer's `make stack-up` data never leaks in.
-# Set before anything imports dev.layout, which reads it once.
+# Set here, before any test module imports dev.layout, which reads it once.
+_OWN_STACK_DIR = "ACR_IMPORTER_STACK_DIR" not in os.environ
 os.environ.setdefault("ACR_IMPORTER_STACK_DIR", tempfile.mkdtemp(prefix="acr-importer-test-stack-"))
 
-from dev import layout
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_STACK_DIR:
+        shutil.rmtree(os.environ["ACR_IMPORTER_STACK_DIR"], ignore_errors=True)
 
 
 class Seeded(list):
@@ -53,31 +58,20 @@ def control(stack):
     client.reset()
 
 
-APP_SETTINGS = {
-    "ALLOWED_SOURCE_REGISTRIES": "docker.io,mcr.microsoft.com,*.azurecr.io,registry.contoso.com",
-    "SOURCE_CREDENTIALS__DOCKERHUB__USERNAME": "dockeruser",
-    "SOURCE_CREDENTIALS__DOCKERHUB__PASSWORD": layout.DOCKERHUB.users["dockeruser"],
-    "SOURCE_CREDENTIALS__DOCKERHUB__REGISTRIES": "docker.io",
-    "SOURCE_CREDENTIALS__CONTOSO__USERNAME": "contoso",
-    "SOURCE_CREDENTIALS__CONTOSO__PASSWORD": layout.PRIVATE.users["contoso"],
-    "SOURCE_CREDENTIALS__CONTOSO__REGISTRIES": "registry.contoso.com",
-    "SOURCE_CREDENTIALS__SP__USERNAME": layout.SERVICE_PRINCIPAL.client_id,
-    "SOURCE_CREDENTIALS__SP__PASSWORD": layout.SERVICE_PRINCIPAL.secret,
-    "SOURCE_CREDENTIALS__SP__REGISTRIES": layout.OTHER_SUB_ACR.login_server,
+TEST_SETTINGS = {  # fast retries, so retry paths run in seconds
     "IMPORT_RETRY_BASE_SECONDS": "0.5",
     "IMPORT_RETRY_MAX_SECONDS": "2",
-    "IMPORT_POLL_INTERVAL_SECONDS": "0.2",
 }
 
 
 @pytest.fixture
 def app_env(stack, monkeypatch):
     """The app's settings pointed at the stack, with a fresh queue and status table per test."""
+    from dev.app_settings import local_app_settings
     from shared import app_context
 
     suffix = uuid.uuid4().hex[:10]
-    values = {**layout.stack_env(), **APP_SETTINGS, "IMPORT_QUEUE": f"imports-{suffix}",
-              "IMPORT_STATUS_TABLE": f"status{suffix}"}
+    values = {**local_app_settings(queue=f"imports-{suffix}", table=f"status{suffix}"), **TEST_SETTINGS}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     app_context.reset()

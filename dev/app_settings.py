@@ -1,0 +1,37 @@
+"""The app's settings when it runs against the local stack (tests, demo, benchmarks, local.settings.json).
+
+The credential-set passwords are the stack's throwaway test values from `dev/layout.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dev import layout
+
+
+def local_app_settings(*, queue: str = "acr-import-requests", table: str = "importstatus") -> dict[str, str]:
+    return {
+        **layout.stack_env(),
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "IMPORT_QUEUE": queue,
+        "IMPORT_STATUS_TABLE": table,
+        "ALLOWED_SOURCE_REGISTRIES": "docker.io,mcr.microsoft.com,*.azurecr.io,registry.contoso.com",
+        "SOURCE_CREDENTIALS__DOCKERHUB__USERNAME": "dockeruser",
+        "SOURCE_CREDENTIALS__DOCKERHUB__PASSWORD": layout.DOCKERHUB.users["dockeruser"],
+        "SOURCE_CREDENTIALS__DOCKERHUB__REGISTRIES": "docker.io",
+        "SOURCE_CREDENTIALS__CONTOSO__USERNAME": "contoso",
+        "SOURCE_CREDENTIALS__CONTOSO__PASSWORD": layout.PRIVATE.users["contoso"],
+        "SOURCE_CREDENTIALS__CONTOSO__REGISTRIES": "registry.contoso.com",
+        "SOURCE_CREDENTIALS__SP__USERNAME": layout.SERVICE_PRINCIPAL.client_id,
+        "SOURCE_CREDENTIALS__SP__PASSWORD": layout.SERVICE_PRINCIPAL.secret or "",
+        "SOURCE_CREDENTIALS__SP__REGISTRIES": layout.OTHER_SUB_ACR.login_server,
+        "IMPORT_POLL_INTERVAL_SECONDS": "0.2",
+    }
+
+
+def write_local_settings(path: Path = layout.REPO_ROOT / "local.settings.json") -> Path:
+    """A local.settings.json for the stack (what Core Tools would read; our runner reads it too)."""
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": local_app_settings()}, indent=2) + "\n")
+    return path
