@@ -1,12 +1,14 @@
 """The Azure stand-in, driven by the real Azure SDK clients (azure-identity, azure-mgmt-containerregistry)
-over the real wire protocols. Runs with the in-memory data plane; copies through real registries are in
-the end-to-end module."""
+over the real wire protocols: first end to end through the stack's real registries, then the control
+plane in depth with the in-memory data plane (which borrows the stack's stand-in when it is up)."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
+import uuid
 
 import jwt
 import pytest
@@ -16,9 +18,9 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.identity import ManagedIdentityCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
-from dev import layout, tokens
+from dev import layout, seed, tokens
 from dev.azure_standin.control import StandinControl
-from tests.standin.process import running_standin
+from tests.standin.process import standin_for_module
 
 ARM_SCOPE = "https://management.azure.com/.default"
 HELLO = "docker.io/library/hello-world:latest"
@@ -33,9 +35,9 @@ def standin():
     os.environ.update(layout.stack_env())
     os.environ.pop("AZURE_CLIENT_ID", None)
     try:
-        with running_standin("memory") as proc:
+        with standin_for_module("memory") as proc:
             yield StandinControl()
-        assert proc.returncode == 0, "SIGTERM should shut the stand-in down cleanly"
+        assert proc is None or proc.returncode == 0, "SIGTERM should shut the stand-in down cleanly"
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -44,7 +46,7 @@ def standin():
 @pytest.fixture
 def control(standin: StandinControl) -> StandinControl:
     standin.reset()
-    standin.update_settings(retry_after=0)  # Retry-After 0 makes the SDK use polling_interval
+    standin.update_settings(retry_after=0, data_plane="memory")  # Retry-After 0: the SDK uses polling_interval
     standin.put_image(HELLO, INDEX, [INDEX, *CHILDREN])
     return standin
 
@@ -66,6 +68,96 @@ def import_into_target(params: dict, **kwargs) -> None:
     poller = client(client_id=kwargs.pop("client_id", None)).registries.begin_import_image(
         TARGET.resource_group, TARGET.name, params, **kwargs)
     poller.result(timeout=20)
+
+
+# --- end to end through the stack's registries (first, so the memory tests below borrow this stand-in)
+@pytest.fixture
+def live(stack, monkeypatch):
+    for name, value in layout.stack_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
+    control = StandinControl()
+    control.reset()
+    control.update_settings(retry_after=0)
+    yield control
+    control.reset()
+
+
+def unique_tag() -> str:
+    return f"standin-{uuid.uuid4().hex[:8]}"
+
+
+def target_digest(repo: str, ref: str) -> str | None:
+    info = seed.admin_client(TARGET).head_manifest(repo, ref)
+    return info.digest if info else None
+
+
+def test_e2e_multi_arch_import_copies_every_manifest(live, stack):
+    tag = unique_tag()
+    import_into_target(hello_params(targetTags=[f"standin/hello-world:{tag}"]))
+    expected = stack.digest("docker.io", "library/hello-world", "latest")
+    assert target_digest("standin/hello-world", tag) == expected
+    index = json.loads(seed.admin_client(TARGET).get_manifest("standin/hello-world", expected).body)
+    assert len(index["manifests"]) == 4
+    for child in index["manifests"]:
+        assert target_digest("standin/hello-world", child["digest"]) == child["digest"]
+    [op] = live.operations()
+    assert op["digest"] == expected
+
+
+def test_e2e_noforce_conflict_then_force(live):
+    params = hello_params(targetTags=[f"standin/hello-world:{unique_tag()}"])
+    import_into_target(params)
+    with pytest.raises(HttpResponseError) as raised:
+        import_into_target(params)
+    assert raised.value.error.code == "Conflict"
+    assert "already exists in target registry" in raised.value.error.message
+    import_into_target({**params, "mode": "Force"})
+
+
+def test_e2e_resource_id_source_uses_the_callers_pull_role(live, stack):
+    tag = unique_tag()
+    import_into_target({"source": {"resourceId": SOURCE.resource_id, "sourceImage": "aci-helloworld:latest"},
+                        "targetTags": [f"standin/aci:{tag}"]})
+    assert target_digest("standin/aci", tag) == stack.digest(SOURCE.login_server, "aci-helloworld", "latest")
+
+
+def test_e2e_service_principal_credentials_for_another_subscriptions_acr(live, stack):
+    sp = layout.SERVICE_PRINCIPAL
+    tag = unique_tag()
+    source = {"registryUri": OTHER.login_server, "sourceImage": "sourcerepo/image:tag",
+              "credentials": {"username": sp.client_id, "password": sp.secret}}
+    import_into_target({"source": source, "targetTags": [f"standin/sp:{tag}"]})
+    assert target_digest("standin/sp", tag) == stack.digest(OTHER.login_server, "sourcerepo/image", "tag")
+    source["credentials"]["password"] = "wrong"
+    with pytest.raises(HttpResponseError) as raised:
+        import_into_target({"source": source, "targetTags": [f"standin/sp:{unique_tag()}"]})
+    assert "UNAUTHORIZED" in raised.value.error.message
+
+
+@pytest.mark.parametrize("source, expected", [
+    ({"registryUri": "registry.contoso.com", "sourceImage": "sourcerepo/image:tag"}, "UNAUTHORIZED"),
+    ({"registryUri": "docker.io", "sourceImage": "myrepo/image:tag"}, "UNAUTHORIZED"),
+    ({"registryUri": "docker.io", "sourceImage": "library/hello-world:no-such-tag"}, "MANIFEST_UNKNOWN"),
+    ({"registryUri": "registry.example.org", "sourceImage": "app:1"}, "no such host"),
+])
+def test_e2e_source_failures(live, source, expected):
+    with pytest.raises(HttpResponseError) as raised:
+        import_into_target({"source": source, "targetTags": [f"standin/fail:{unique_tag()}"]})
+    assert expected in raised.value.error.message
+
+
+@pytest.mark.parametrize("host, repo, user", [
+    ("registry.contoso.com", "sourcerepo/image", "contoso"),
+    ("docker.io", "myrepo/image", "dockeruser"),
+])
+def test_e2e_credentials_open_private_sources(live, stack, host, repo, user):
+    spec = layout.PRIVATE if host == "registry.contoso.com" else layout.DOCKERHUB
+    tag = unique_tag()
+    import_into_target({"source": {"registryUri": host, "sourceImage": f"{repo}:tag",
+                                   "credentials": {"username": user, "password": spec.users[user]}},
+                        "targetTags": [f"standin/private:{tag}"]})
+    assert target_digest("standin/private", tag) == stack.digest(host, repo, "tag")
 
 
 # --- managed identity -------------------------------------------------------------------------

@@ -9,16 +9,8 @@ import signal
 import threading
 
 from dev import layout
-from dev.azure_standin.data_plane import DataPlane, MemoryDataPlane
 from dev.azure_standin.server import Standin
 from dev.ca import ensure_ca
-
-
-def data_plane_for(kind: str) -> DataPlane:
-    if kind == "memory":
-        return MemoryDataPlane()
-    from dev.azure_standin.registry_copy import RegistryDataPlane
-    return RegistryDataPlane()
 
 
 def main() -> None:
@@ -26,13 +18,14 @@ def main() -> None:
     parser.add_argument("--data-plane", choices=("registry", "memory"),
                         default=os.environ.get("AZURE_STANDIN_DATA_PLANE", "registry"),
                         help="registry: copy between the stack's docker-registry processes (default); "
-                             "memory: an in-memory catalog, for tests that run without registries")
+                             "memory: an in-memory catalog, for tests that run without registries. "
+                             "The control setting `data_plane` switches it at run time.")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s azure-standin %(name)s %(levelname)s %(message)s")
     ensure_ca()
-    standin = Standin(data_plane_for(args.data_plane))
+    standin = Standin(args.data_plane)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -149,7 +149,7 @@ OPS = SUB + PROVIDER + r"/locations/(?P<loc>[^/]+)/(?P<kind>operationResults|ope
 
 
 class Arm:
-    def __init__(self, world: World, data_plane: DataPlane) -> None:
+    def __init__(self, world: World, data_plane: Callable[[], DataPlane]) -> None:
         self.world = world
         self.data_plane = data_plane
         route = Callable[[Request, Caller, dict[str, str]], Response]
@@ -310,7 +310,7 @@ class Arm:
         job = CopyJob(source, params.source_image.repository, params.source_image.reference, target,
                       params.target_tags, params.untagged_repositories)
         op = self.world.new_operation(target.resource_id, p["sub"])
-        start_import(self.world, self.data_plane, op, job, force=params.mode == "Force")
+        start_import(self.world, self.data_plane(), op, job, force=params.mode == "Force")
         return Response(202, None, self._operation_headers(op, request.param("api-version")))
 
     def _source_access(self, caller: Caller, params) -> SourceAccess:

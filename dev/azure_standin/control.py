@@ -14,6 +14,7 @@ class StandinControl:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.trust_env = False  # else a machine-wide REQUESTS_CA_BUNDLE overrides `verify`
         self.session.verify = str(layout.CA_CERT)
 
     def _call(self, method: str, name: str, body: Any = None) -> Any:

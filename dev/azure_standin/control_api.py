@@ -12,7 +12,7 @@ def _bad(message: str) -> Response:
     return Response(400, {"error": message})
 
 
-def serve_control(world: World, data_plane, request: Request) -> Response:
+def serve_control(world: World, memory: MemoryDataPlane, request: Request) -> Response:
     if not request.client.startswith("127."):
         return Response(403, {"error": "control endpoint is loopback only"})
     name = request.path.removeprefix("/_control").strip("/")
@@ -21,10 +21,9 @@ def serve_control(world: World, data_plane, request: Request) -> Response:
         body = request.json() or {}
     except ValueError:
         return _bad("body is not JSON")
-    memory = isinstance(data_plane, MemoryDataPlane)
     try:
         if name == "health" and method == "GET":
-            return Response(200, {"status": "ok", "data_plane": "memory" if memory else "registry"})
+            return Response(200, {"status": "ok", "data_plane": world.setting("data_plane")})
         if name == "requests" and method == "GET":
             return Response(200, world.recorded())
         if name == "requests" and method == "DELETE":
@@ -32,8 +31,7 @@ def serve_control(world: World, data_plane, request: Request) -> Response:
             return Response(204)
         if name == "reset" and method == "POST":
             world.reset()
-            if memory:
-                data_plane.clear()
+            memory.clear()
             return Response(204)
         if name == "role-assignments" and method == "GET":
             return Response(200, [a.to_json() for a in world.assignments])
@@ -62,9 +60,7 @@ def serve_control(world: World, data_plane, request: Request) -> Response:
                                    "error": op.error.envelope()["error"] if op.error else None}
                                   for op in world.operations.values()])
         if name == "images" and method == "PUT":
-            if not memory:
-                return _bad("images can only be set when running with --data-plane memory")
-            data_plane.put(body["ref"], SourceImage(body["digest"], tuple(body.get("manifests") or [body["digest"]])))
+            memory.put(body["ref"], SourceImage(body["digest"], tuple(body.get("manifests") or [body["digest"]])))
             return Response(204)
     except (KeyError, TypeError, ValueError) as err:
         return _bad(f"bad control request: {err}")

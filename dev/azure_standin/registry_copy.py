@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import requests
+
 from dev import layout, oci, tokens
 from dev.azure_standin.data_plane import CopyFailed, CopyJob, SourceImage, registry_error, unreachable
 
@@ -28,6 +30,13 @@ def push_token_provider(acr: layout.AcrSpec) -> Callable[[str], str]:
                                                    access=_scope_access(scope))
 
 
+def _session() -> requests.Session:
+    """A session that trusts the stack's CA even when REQUESTS_CA_BUNDLE names another bundle."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 def _failure(err: oci.RegistryError, host: str) -> CopyFailed:
     if err.status == 0:
         return unreachable(host)
@@ -45,11 +54,11 @@ class RegistryDataPlane:
             auth = oci.Auth(token_provider=lambda _scope: token)
         else:
             auth = oci.Auth(src.username, src.password)
-        return oci.RegistryClient(f"https://{layout.HOST}:{port}", auth)
+        return oci.RegistryClient(f"https://{layout.HOST}:{port}", auth, session=_session())
 
     def target_client(self, job: CopyJob) -> oci.RegistryClient:
         return oci.RegistryClient(f"https://{layout.HOST}:{job.target.port}",
-                                  oci.Auth(token_provider=push_token_provider(job.target)))
+                                  oci.Auth(token_provider=push_token_provider(job.target)), session=_session())
 
     def inspect(self, job: CopyJob) -> SourceImage:
         try:

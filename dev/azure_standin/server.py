@@ -20,15 +20,16 @@ ACR_AUTH = re.compile(r"/acr/([^/]+)/oauth2/(exchange|token)")
 
 
 class Standin:
-    """The running stand-in: owns the world, both servers and their threads."""
+    """The running stand-in: owns the world, both servers and their threads. The data plane is chosen
+    per import from the `data_plane` setting, so one process serves registry and memory tests alike."""
 
-    def __init__(self, data_plane: DataPlane, *, https_port: int = layout.AZURE_STANDIN_PORT,
+    def __init__(self, data_plane: str = "registry", *, https_port: int = layout.AZURE_STANDIN_PORT,
                  identity_port: int = layout.IDENTITY_PORT) -> None:
-        self.world = World()
-        self.data_plane = data_plane
-        if isinstance(data_plane, MemoryDataPlane):
-            data_plane.can_pull = lambda user, password, acr: sp_can_pull(self.world, user, password, acr)
-        self.arm = Arm(self.world, data_plane)
+        self.world = World(data_plane)
+        self.memory = MemoryDataPlane(can_pull=lambda user, password, acr: sp_can_pull(self.world, user, password,
+                                                                                      acr))
+        self._registry: DataPlane | None = None
+        self.arm = Arm(self.world, self.data_plane)
         self.https = ThreadingHTTPServer((layout.HOST, https_port), make_handler(self.route_https, "azure-standin"))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(layout.SERVER_CERT, layout.SERVER_KEY)
@@ -39,9 +40,17 @@ class Standin:
             server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
+    def data_plane(self) -> DataPlane:
+        if self.world.setting("data_plane") == "memory":
+            return self.memory
+        if self._registry is None:
+            from dev.azure_standin.registry_copy import RegistryDataPlane  # needs dev.oci, loaded on first use
+            self._registry = RegistryDataPlane()
+        return self._registry
+
     def route_https(self, request: Request) -> Response:
         if request.path.startswith("/_control"):
-            return serve_control(self.world, self.data_plane, request)
+            return serve_control(self.world, self.memory, request)
         match = ACR_AUTH.fullmatch(request.path.rstrip("/"))
         if match:
             return serve_acr_auth(self.world, request, match.group(1), match.group(2))

@@ -19,6 +19,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "location": "westeurope",
     "manifest_limit": 50,      # ACR refuses imports with more manifests than this
     "azure_async_operation": False,  # real ACR answers with Location only; True adds Azure-AsyncOperation
+    "data_plane": "registry",  # or "memory": the in-memory catalog, for tests without registries
 }
 
 
@@ -38,15 +39,16 @@ class Operation:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, data_plane: str = "registry") -> None:
         self._lock = threading.Lock()
+        self.default_data_plane = data_plane
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
             self.assignments = [RoleAssignment(*a) for a in layout.INITIAL_ROLE_ASSIGNMENTS]
             self.custom_roles: dict[str, tuple[str, ...]] = {}
-            self.settings = dict(DEFAULT_SETTINGS)
+            self.settings = {**DEFAULT_SETTINGS, "data_plane": self.default_data_plane}
             self.faults: dict[str, list[dict[str, Any]]] = {t: [] for t in FAULT_TARGETS}
             self.authorization_outage: tuple[float, float] | None = None  # (start, end) epoch seconds
             self.requests: list[dict[str, Any]] = []
@@ -116,6 +118,8 @@ class World:
         unknown = set(changes) - set(DEFAULT_SETTINGS)
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if changes.get("data_plane", "registry") not in ("registry", "memory"):
+            raise ValueError("data_plane must be 'registry' or 'memory'")
         with self._lock:
             self.settings.update(changes)
             return dict(self.settings)

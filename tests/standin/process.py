@@ -1,4 +1,5 @@
-"""Start and stop `python -m dev.azure_standin` for a test module."""
+"""Start and stop `python -m dev.azure_standin` for a test module, or borrow one already serving (the
+session stack's): ports are fixed by layout, so there is one stand-in per machine at a time."""
 
 from __future__ import annotations
 
@@ -33,6 +34,34 @@ def wait_for_free_ports(timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"ports {layout.AZURE_STANDIN_PORT}/{layout.IDENTITY_PORT} stayed busy")
         time.sleep(0.5)
+
+
+def is_healthy() -> bool:
+    try:
+        return requests.get(f"{layout.CONTROL_ENDPOINT}/health", verify=str(layout.CA_CERT),
+                            timeout=1).status_code == 200
+    except (requests.RequestException, OSError):
+        return False
+
+
+@contextmanager
+def standin_for_module(data_plane: str = "memory") -> Iterator[subprocess.Popen | None]:
+    """A stand-in using `data_plane`: the one already serving if any (its setting is switched and reset
+    afterwards), else a process of our own (yielded, so the caller can check how it exited)."""
+    ensure_ca()
+    if is_healthy():
+        from dev.azure_standin.control import StandinControl
+
+        control = StandinControl()
+        control.reset()
+        control.update_settings(data_plane=data_plane)
+        try:
+            yield None
+        finally:
+            control.reset()
+        return
+    with running_standin(data_plane) as proc:
+        yield proc
 
 
 @contextmanager
