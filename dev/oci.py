@@ -218,6 +218,9 @@ class RegistryClient:
             try:
                 response = self.session.request(method, url, headers={**headers, **self._auth_headers(scope)},
                                                 timeout=self.timeout, verify=self.verify, **kwargs)
+            except requests.exceptions.SSLError:
+                raise RegistryError(0, None, f"{what}: TLS verification of {self.base_url} failed against "
+                                             f"{self.verify} (a server from another CA on that port?)") from None
             except requests.RequestException as exc:
                 raise RegistryError(0, None, f"{what}: {type(exc).__name__} talking to {self.base_url}") from None
             if response.status_code != 401 or attempt == 1 or not retryable:

@@ -234,10 +234,16 @@ def seed_world() -> list[Seeded]:
     return [seeded for item in SEED_IMAGES for seeded in seed_image(item)]
 
 
-def main() -> None:
-    for seeded in seed_world():
-        print(f"{seeded.reference:60} {seeded.digest}  {', '.join(seeded.platforms)}", file=sys.stdout)
+def main() -> int:
+    try:
+        pushed = seed_world()
+    except oci.RegistryError as exc:
+        print(f"seeding failed: {exc} (is `python -m dev.stack up` running?)", file=sys.stderr)
+        return 1
+    for seeded in pushed:
+        print(f"{seeded.reference:60} {seeded.digest}  {', '.join(seeded.platforms)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -157,27 +157,45 @@ def _wait_ready(service: Service, process: subprocess.Popen | None, timeout: flo
                      f"{_log_tail(service)}")
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat_file.parent.name))
+    return members
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)  # its own session: the group is the service and its children
 
 
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # if it was our child, so it leaves no zombie
+
+
 def stop_service(service: Service, grace: float = STOP_GRACE) -> bool:
-    """SIGTERM the service's process group, SIGKILL after `grace`; True when something was stopped."""
+    """SIGTERM the service's process group, SIGKILL what is left after `grace`; True when it was running."""
     pid = _recorded_pid(service)
     if pid is None:
         return False
-    started = _start_time(pid)
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _start_time(pid) == started:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+    while group_members(pid) and time.monotonic() < deadline:
+        _reap(pid)
         time.sleep(0.05)
-    if _start_time(pid) == started:
+    if group_members(pid):
         _signal_group(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        while group_members(pid) and time.monotonic() < deadline + grace:
+            time.sleep(0.05)
+    _reap(pid)
     service.pid_file.unlink(missing_ok=True)
     return True
 

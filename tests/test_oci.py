@@ -153,8 +153,11 @@ def test_copy_of_a_single_manifest_by_digest_without_tags(running_stack, repo):
     result = oci.copy_image(src, repo, image.digest, dst, repo, tags=[])
     assert result.platforms == ["windows/amd64:10.0.20348.2700"] and result.manifests == 1
     assert dst.head_manifest(repo, image.digest).digest == image.digest
-    assert dst.list_tags(repo) == []
     assert dst.head_manifest(repo, "ltsc2022") is None
+    try:
+        assert dst.list_tags(repo) == []
+    except oci.RegistryError as exc:  # distribution knows no repository that has no tags
+        assert exc.code == "NAME_UNKNOWN"
 
 
 def test_copy_refuses_images_over_the_manifest_limit_before_writing(running_stack, repo):

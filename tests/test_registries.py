@@ -186,12 +186,15 @@ def test_service_processes_start_detached_and_stop_without_leftovers(tmp_path, m
     process = stack._launch(sleeper)
     stack._wait_ready(sleeper, process, timeout=5)
     assert stack._recorded_pid(sleeper) == process.pid
+    deadline = time.monotonic() + 5
+    while len(stack.group_members(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(stack.group_members(process.pid)) == 3  # sh and its two sleeps
     group = process.pid
     assert stack.stop_service(sleeper, grace=2)
     assert process.poll() is not None
     assert not sleeper.pid_file.exists()
-    survivors = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
-    assert survivors == []
+    assert stack.group_members(group) == []
     assert stack.stop_service(sleeper) is False
 
 
