@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
-
 REGISTRY_TYPE = "Microsoft.ContainerRegistry/registries"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
@@ -33,6 +31,8 @@ class RegistryId:
 
 def parse_registry_id(text: str) -> RegistryId:
     """A registry resource id, or ValueError saying what is wrong with it."""
+    from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id  # pulls in azure.core: defer
+
     text = text.strip()
     if not is_valid_resource_id(text):
         raise ValueError(f"must be a registry resource id like {EXAMPLE}")
