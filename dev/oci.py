@@ -422,6 +422,21 @@ def _copy_blob(src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo
     result.bytes_copied += size
 
 
+@dataclass(frozen=True)
+class ImageSummary:
+    digest: str
+    media_type: str
+    manifests: int
+    platforms: list[str]
+
+
+def inspect_image(client: RegistryClient, repo: str, ref: str) -> ImageSummary:
+    """What an image is: its digest, how many manifests it has and the platforms they are for."""
+    top = client.get_manifest(repo, ref)
+    plan = _plan_copy(client, repo, top, None)
+    return ImageSummary(top.digest, top.media_type, len(plan.manifests), plan.platforms)
+
+
 def copy_image(src: RegistryClient, src_repo: str, src_ref: str, dst: RegistryClient, dst_repo: str, *,
                tags: list[str], max_manifests: int | None = None) -> CopyResult:
     """Copy the manifest or index at `src_ref`, every child manifest and every blob, byte for byte.
