@@ -25,13 +25,16 @@ TOKEN_SIGNING_CERT = STATE_DIR / "ca" / "token-signing.pem"  # registries trust 
 TOKEN_SIGNING_KEY = STATE_DIR / "ca" / "token-signing.key"
 
 # --- ports ---------------------------------------------------------------------------------------
-AZURITE_BLOB_PORT = 10000   # Azurite's defaults, so UseDevelopmentStorage=true works
-AZURITE_QUEUE_PORT = 10001
-AZURITE_TABLE_PORT = 10002
-AZURE_STANDIN_PORT = 9443   # HTTPS: ARM, ACR /oauth2/*, control endpoint
-IDENTITY_PORT = 9080        # HTTP: managed-identity token endpoint (as on App Service)
-DOCKERHUB_TOKEN_PORT = 9444  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
-RUNNER_PORT = 7071          # local Functions runner (Event Grid webhook), Core Tools' default port
+# ACR_IMPORTER_PORT_OFFSET shifts every port (a multiple of 100 keeps them apart), so several stacks can
+# run on one machine at once: the test suite picks its own offset; `make stack-up` and the demo use 0.
+PORT_OFFSET = int(os.environ.get("ACR_IMPORTER_PORT_OFFSET", "0"))
+AZURITE_BLOB_PORT = 10000 + PORT_OFFSET   # Azurite's defaults at offset 0, so UseDevelopmentStorage=true works
+AZURITE_QUEUE_PORT = 10001 + PORT_OFFSET
+AZURITE_TABLE_PORT = 10002 + PORT_OFFSET
+AZURE_STANDIN_PORT = 9443 + PORT_OFFSET   # HTTPS: ARM, ACR /oauth2/*, control endpoint
+IDENTITY_PORT = 9080 + PORT_OFFSET        # HTTP: managed-identity token endpoint (as on App Service)
+DOCKERHUB_TOKEN_PORT = 9444 + PORT_OFFSET  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
+RUNNER_PORT = 7071 + PORT_OFFSET          # local Functions runner (Event Grid webhook), Core Tools' default port
 
 ARM_ENDPOINT = f"https://{HOST}:{AZURE_STANDIN_PORT}"
 IDENTITY_ENDPOINT = f"http://{HOST}:{IDENTITY_PORT}/msi/token"
@@ -40,7 +43,13 @@ AAD_ENDPOINT = f"{ARM_ENDPOINT}/aad"
 ARM_RESOURCE = "https://management.core.windows.net/"   # the audience azure-mgmt asks tokens for
 CONTROL_ENDPOINT = f"{ARM_ENDPOINT}/_control"           # fault injection, roles, recorded requests
 
-AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true"
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+_DEV_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true" if PORT_OFFSET == 0 else (
+    f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={_DEV_ACCOUNT_KEY};"
+    f"BlobEndpoint=http://{HOST}:{AZURITE_BLOB_PORT}/devstoreaccount1;"
+    f"QueueEndpoint=http://{HOST}:{AZURITE_QUEUE_PORT}/devstoreaccount1;"
+    f"TableEndpoint=http://{HOST}:{AZURITE_TABLE_PORT}/devstoreaccount1;")
 
 # --- the fake Azure world ----------------------------------------------------------------------
 TENANT_ID = "7a0e4b1c-3f2d-4c5e-9a8b-0c1d2e3f4a5b"
@@ -77,18 +86,18 @@ class UpstreamSpec:
     anonymous_pull: tuple[str, ...] = ()  # token auth: repository prefixes anyone may pull
 
 
-TARGET_ACR = AcrSpec("myregistry", SUB_A, "rg-platform", 5011)
-SOURCE_ACR = AcrSpec("mysourceregistry", SUB_A, "rg-build", 5012)
-OTHER_SUB_ACR = AcrSpec("sourceregistry", SUB_B, "rg-other", 5013)
+TARGET_ACR = AcrSpec("myregistry", SUB_A, "rg-platform", 5011 + PORT_OFFSET)
+SOURCE_ACR = AcrSpec("mysourceregistry", SUB_A, "rg-build", 5012 + PORT_OFFSET)
+OTHER_SUB_ACR = AcrSpec("sourceregistry", SUB_B, "rg-other", 5013 + PORT_OFFSET)
 ACRS = (TARGET_ACR, SOURCE_ACR, OTHER_SUB_ACR)
 
 DOCKERHUB = UpstreamSpec(
     "dockerhub", ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"),
-    5001, "token", users={"dockeruser": "dockerhub-test-pass-7f3a"},
+    5001 + PORT_OFFSET, "token", users={"dockeruser": "dockerhub-test-pass-7f3a"},
     anonymous_pull=("library/", "tensorflow/", "bitnami/"),
 )
-MCR = UpstreamSpec("mcr", ("mcr.microsoft.com",), 5002, "none")
-PRIVATE = UpstreamSpec("private", ("registry.contoso.com",), 5003, "basic",
+MCR = UpstreamSpec("mcr", ("mcr.microsoft.com",), 5002 + PORT_OFFSET, "none")
+PRIVATE = UpstreamSpec("private", ("registry.contoso.com",), 5003 + PORT_OFFSET, "basic",
                        users={"contoso": "contoso-test-pass-91bc"})
 UPSTREAMS = (DOCKERHUB, MCR, PRIVATE)
 

@@ -7,16 +7,35 @@ Azurite. Tests that need none of it (pure parsing) never touch these fixtures.
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import tempfile
 import uuid
 
 import pytest
 
-# The test session gets its own stack folder, so a developer's `make stack-up` data never leaks in.
-# Set here, before any test module imports dev.layout, which reads it once.
+
+def _free_port_offset() -> int:
+    """A port offset (see dev/layout.py) whose ports nobody listens on, so test sessions never collide."""
+    candidates = list(range(100, 4100, 100))
+    random.shuffle(candidates)
+    for offset in candidates:
+        try:
+            for base in (5001, 5011, 7071, 9080, 9443, 9444, 10000, 10001, 10002):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return offset
+    return 0
+
+
+# The test session gets its own stack folder and ports, so neither a developer's `make stack-up` nor
+# another test session interferes. Set here, before any test module imports dev.layout (read once).
 _OWN_STACK_DIR = "ACR_IMPORTER_STACK_DIR" not in os.environ
 os.environ.setdefault("ACR_IMPORTER_STACK_DIR", tempfile.mkdtemp(prefix="acr-importer-test-stack-"))
+os.environ.setdefault("ACR_IMPORTER_PORT_OFFSET", str(_free_port_offset()))
 
 
 def pytest_sessionfinish(session, exitstatus):
