@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv system-deps node-deps deps test test-fast lint demo bench stack-up stack-down clean
+.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo bench stack-up stack-down clean
 
 help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
@@ -33,7 +33,15 @@ dev/node_modules/.package-lock.json: dev/package.json
 	cd dev && npm install --silent --no-audit --no-fund
 	touch $@
 
-deps: venv system-deps node-deps
+# The Azure CLI, in its own venv: the tests check that `az acr import` works against the ACR stand-in.
+AZ_VENV := .venv-az
+$(AZ_VENV)/bin/az:
+	$(PY) -m venv $(AZ_VENV)
+	$(AZ_VENV)/bin/pip install -q "azure-cli>=2.60,<3"
+
+az-cli: $(AZ_VENV)/bin/az
+
+deps: venv system-deps node-deps az-cli
 
 test: deps
 	$(PYTHON) -m pytest -q
@@ -55,4 +63,4 @@ stack-down: venv
 
 clean:
 	-$(PYTHON) -m dev.stack down
-	rm -rf $(VENV) .stack dev/node_modules
+	rm -rf $(VENV) $(AZ_VENV) .stack dev/node_modules
