@@ -32,25 +32,25 @@ def _identity(env: Mapping[str, str], prefix: str):
     return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
 
-def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
-    from azure.storage.queue import QueueServiceClient
+def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
+    """A queue or table service client from the connection string or the identity-based settings."""
+    if kind == "queue":
+        from azure.storage.queue import QueueServiceClient as Client
+    else:
+        from azure.data.tables import TableServiceClient as Client
 
     env = os.environ if env is None else env
     if env.get(prefix):
-        return QueueServiceClient.from_connection_string(env[prefix])
-    uri = _service_uri(env, prefix, "queue")
+        return Client.from_connection_string(env[prefix])
+    uri = _service_uri(env, prefix, kind)
     if not uri:
-        raise StorageSettingsError(f"set {prefix} (connection string) or {prefix}__queueServiceUri")
-    return QueueServiceClient(uri, credential=_identity(env, prefix))
+        raise StorageSettingsError(f"set {prefix} (connection string) or {prefix}__{kind}ServiceUri")
+    return Client(uri, credential=_identity(env, prefix))
+
+
+def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
+    return _service("queue", env, prefix)
 
 
 def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
-    from azure.data.tables import TableServiceClient
-
-    env = os.environ if env is None else env
-    if env.get(prefix):
-        return TableServiceClient.from_connection_string(env[prefix])
-    uri = _service_uri(env, prefix, "table")
-    if not uri:
-        raise StorageSettingsError(f"set {prefix} (connection string) or {prefix}__tableServiceUri")
-    return TableServiceClient(endpoint=uri, credential=_identity(env, prefix))
+    return _service("table", env, prefix)
