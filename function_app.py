@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import app_context
+from shared import app_context, refresh
 from shared.worker import handle_import_message, handle_poison_message
 
 app = func.FunctionApp()
@@ -23,3 +23,8 @@ def import_image(msg: func.QueueMessage) -> None:
 def import_image_poison(msg: func.QueueMessage) -> None:
     handle_poison_message(app_context.worker(), msg.get_body(), message_id=msg.id,
                           dequeue_count=msg.dequeue_count or 1)
+
+
+@app.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def refresh_tracked_images(timer: func.TimerRequest) -> None:
+    refresh.refresh_for(app_context.worker())

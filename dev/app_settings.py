@@ -28,6 +28,8 @@ def local_app_settings(*, queue: str = "acr-import-requests", table: str = "impo
         "SOURCE_CREDENTIALS__SP__PASSWORD": layout.SERVICE_PRINCIPAL.secret or "",
         "SOURCE_CREDENTIALS__SP__REGISTRIES": layout.OTHER_SUB_ACR.login_server,
         "IMPORT_POLL_INTERVAL_SECONDS": "0.2",
+        "REGISTRY_ENDPOINTS": ",".join(f"{host}={url}" for host, url in layout.registry_endpoints().items()),
+        "REFRESH_SCHEDULE": "0 0 0 1 1 *",  # once a year: locally the refresh runs when triggered
     }
 
 

@@ -34,6 +34,7 @@ AZURITE_TABLE_PORT = 10002 + PORT_OFFSET
 AZURE_STANDIN_PORT = 9443 + PORT_OFFSET   # HTTPS: ARM, ACR /oauth2/*, control endpoint
 IDENTITY_PORT = 9080 + PORT_OFFSET        # HTTP: managed-identity token endpoint (as on App Service)
 DOCKERHUB_TOKEN_PORT = 9444 + PORT_OFFSET  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
+DOCKERHUB_FRONT_PORT = 5004 + PORT_OFFSET  # HTTPS: Docker Hub registry front (rate-limit headers, 429s)
 RUNNER_PORT = 7071 + PORT_OFFSET          # local Functions runner (Event Grid webhook), Core Tools' default port
 
 ARM_ENDPOINT = f"https://{HOST}:{AZURE_STANDIN_PORT}"
@@ -159,6 +160,20 @@ def registry_port_for_host(host: str) -> int | None:
         if host in upstream.hosts:
             return upstream.port
     return None
+
+
+def registry_endpoints() -> dict[str, str]:
+    """Registry host -> loopback endpoint for the app's own reads (setting REGISTRY_ENDPOINTS).
+
+    docker.io goes through the Docker Hub front, so tests can count the app's reads and script 429s
+    without touching the imports, which the ACR stand-in copies from the registry itself.
+    """
+    endpoints = {"docker.io": f"https://{HOST}:{DOCKERHUB_FRONT_PORT}"}
+    for upstream in UPSTREAMS:
+        endpoints.setdefault(upstream.hosts[0], f"https://{HOST}:{upstream.port}")
+    for acr in ACRS:
+        endpoints[acr.login_server] = f"https://{HOST}:{acr.port}"
+    return endpoints
 
 
 def stack_env() -> dict[str, str]:

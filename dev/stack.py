@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from dev import ca, dockerhub_token, layout, registries
+from dev import ca, dockerhub_token, hub_front, layout, registries
 
 PID_DIR = layout.STATE_DIR / "pids"
 LOG_DIR = layout.STATE_DIR / "logs"
@@ -75,6 +75,7 @@ def services() -> list[Service]:
     found = [_registry_service(spec) for spec in registries.all_specs()]
     found.append(Service("dockerhub-token", lambda: [sys.executable, "-m", "dev.dockerhub_token"],
                          dockerhub_token.is_ready))
+    found.append(Service("dockerhub-front", lambda: [sys.executable, "-m", "dev.hub_front"], hub_front.is_ready))
     if _module_exists("dev.azure_standin"):
         found.append(Service("azure-standin", lambda: [sys.executable, "-m", "dev.azure_standin"], _standin_ready))
     else:

@@ -18,6 +18,7 @@ DEFAULT_STATUS_TABLE = "importstatus"
 # Public registries most platform teams mirror. Any other source (including other ACRs) must be named:
 # whoever can write to the queue can otherwise pull anything into your registry.
 DEFAULT_ALLOWED_SOURCES = ("docker.io", "mcr.microsoft.com")
+DEFAULT_TRACKED_IMAGES = "tracked-images.json"  # shipped with the app, relative to its root
 
 CREDENTIAL_PREFIX = "SOURCE_CREDENTIALS__"
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -58,6 +59,10 @@ class Settings:
     retry_max_seconds: float = 900.0
     authorization_grace_seconds: float = 600.0
     poll_interval_seconds: float = 1.0
+    registry_endpoints: Mapping[str, str] = field(default_factory=dict)
+    tracked_images: str = DEFAULT_TRACKED_IMAGES
+    refresh_concurrency: int = 16
+    refresh_backoff_seconds: float = 300.0
 
     @property
     def dead_letter_queue(self) -> str:
@@ -132,6 +137,16 @@ def _check_registry_pattern(setting: str, pattern: str) -> None:
         raise SettingsError(f"{setting}: {pattern!r} is not a registry host or pattern: {err.reason}") from None
 
 
+def _endpoints(env: Mapping[str, str]) -> dict[str, str]:
+    """REGISTRY_ENDPOINTS: where the app's own registry reads go (private networking, the local stack)."""
+    from shared.registry_client import parse_endpoints
+
+    try:
+        return parse_endpoints(env.get("REGISTRY_ENDPOINTS"))
+    except ValueError as err:
+        raise SettingsError(f"REGISTRY_ENDPOINTS: {err}") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     target = (env.get("TARGET_REGISTRY") or "").strip() or None
@@ -160,4 +175,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_seconds=_number(env, "IMPORT_RETRY_MAX_SECONDS", 900.0, 0),
         authorization_grace_seconds=_number(env, "AUTHORIZATION_GRACE_SECONDS", 600.0, 0),
         poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 1.0, 0.05),
+        registry_endpoints=_endpoints(env),
+        tracked_images=(env.get("TRACKED_IMAGES") or DEFAULT_TRACKED_IMAGES).strip(),
+        refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1)),
+        refresh_backoff_seconds=_number(env, "REFRESH_BACKOFF_SECONDS", 300.0, 0),
     )

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.arm import AcrManagement
+from shared.arm import AcrManagement, make_credential
 from shared.engine import import_parameters, resolve_source_registry
 from shared.failures import classify_error
 from shared.outcome import Failure, Kind, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
+from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
 from shared.request import ImportRequest, Rejected, decode_body, parse_request
 from shared.settings import Settings
 from shared.status import StatusStore, utc_now
@@ -39,10 +40,17 @@ class Worker:
     wait_seconds: float = DEFAULT_WAIT_SECONDS
     clock: Callable[[], datetime] = utc_now
     jitter: Callable[[], float] = random.random
+    registries: RegistryClient | None = None  # the app's own reads: digests for IfChanged and conflicts
+    identity: IdentityAuth | None = None
     _secrets: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self._secrets = self.settings.secret_values()
+        if self.registries is None:
+            self.registries = RegistryClient(endpoints=self.settings.registry_endpoints)
+        if self.identity is None:
+            settings = self.settings
+            self.identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,19 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
     attempt = request.attempt + 1
     first_attempt_at = request.first_attempt_at or worker.clock()
     worker.status.transition(request.id, State.RUNNING, attempts=attempt, **_summary(request))
+    note = ""
+    if request.mode == "IfChanged":
+        same, note = unchanged_digest(worker, request)
+        if same:
+            return _finish(worker, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
     failure = _run_import(worker, request, first_attempt_at)
     if failure is None:
-        reason = ("imported; mode IfChanged imports with Force until digest comparison is available"
-                  if request.mode == "IfChanged" else "imported")
-        return _finish(worker, request, State.SUCCEEDED, reason, attempt, started)
+        return _finish(worker, request, State.SUCCEEDED, f"imported{note}", attempt, started)
+    if request.mode == "NoForce" and _is_tag_conflict(failure):
+        same, _ = unchanged_digest(worker, request)
+        if same:
+            return _finish(worker, request, State.SUCCEEDED, f"already present: the target holds the source "
+                                                             f"digest {same}", attempt, started)
     if failure.kind is Kind.TRANSIENT and attempt < worker.settings.max_attempts:
         return _schedule_retry(worker, request, failure, attempt, first_attempt_at, started)
     reason = str(failure) if failure.kind is not Kind.TRANSIENT else \
@@ -106,6 +122,38 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                       "to the poison queue; the function logs hold the exception")
     attempts = previous.attempts if previous else parsed.attempt
     return _finish(worker, parsed, State.FAILED, str(failure), attempts, started, failure=failure)
+
+
+def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
+    """The source's digest when every target already holds it, else None, with a note when the digests
+    could not be read (the import then goes ahead: comparing is an optimisation, never a gate)."""
+    settings, registries = worker.settings, worker.registries
+    suffix = settings.acr_login_server_suffix
+    source = request.source
+    host = request.source_registry.login_server(suffix) if request.source_registry else source.registry
+    credentials = request.credentials
+    auth = source_auth(host, credentials.username if credentials else None,
+                       credentials.password if credentials else None, worker.identity, suffix)
+    target_host = request.target.login_server(suffix)
+    try:
+        upstream = registries.head_manifest(host, source.repository, source.digest or source.tag or "latest", auth)
+        if upstream is None:
+            return None, ""
+        for target_tag in request.target_tags:
+            repository, _, tag = target_tag.rpartition(":")
+            current = registries.head_manifest(target_host, repository, tag, worker.identity)
+            if current is None or current.digest != upstream.digest:
+                return None, ""
+        for repository in request.untagged_target_repositories:
+            if registries.head_manifest(target_host, repository, upstream.digest, worker.identity) is None:
+                return None, ""
+    except RegistryError as err:
+        return None, f" (digests not compared: {err})"
+    return upstream.digest, ""
+
+
+def _is_tag_conflict(failure: Failure) -> bool:
+    return failure.code == "Conflict" or "already exists" in failure.message.lower()
 
 
 def _run_import(worker: Worker, request: ImportRequest, first_attempt_at: datetime) -> Failure | None:

@@ -1,0 +1,88 @@
+"""`python -m cli <command>`: argparse subcommands, each a small function over the app's core.
+
+Reads the same app settings as the Function App (environment, or `--settings local.settings.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _apply_settings_file(path: str | None) -> None:
+    """Values of a local.settings.json, without overriding the environment (as Core Tools does)."""
+    if not path:
+        return
+    values = json.loads(Path(path).read_text()).get("Values", {})
+    for key, value in values.items():
+        os.environ.setdefault(key, str(value))
+
+
+def refresh(args: argparse.Namespace) -> int:
+    from shared.arm import make_credential
+    from shared.queues import ImportQueues
+    from shared.refresh import RefreshLog, run_refresh
+    from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    config_text = Path(args.config).read_text() if args.config else None
+    identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
+    reader = RegistryClient(endpoints=settings.registry_endpoints)
+    queues = None if args.dry_run else ImportQueues(settings)
+    refresh_log = None if args.dry_run else RefreshLog(settings.status_table)
+    result = run_refresh(settings, reader, identity, queues=queues, refresh_log=refresh_log, dry_run=args.dry_run,
+                         config_text=config_text)
+    if args.json:
+        print(json.dumps({"summary": result.summary.as_log(),
+                          "imports": [p.request for p in result.plan.imports],
+                          "checks": [c.__dict__ for c in result.plan.checks]}, indent=2))
+        return 1 if result.summary.errors else 0
+    verb = "would import" if args.dry_run else "enqueued"
+    for planned in result.plan.imports:
+        check = planned.check
+        print(f"{verb:13} {check.source} -> {check.target}  ({check.status}: {check.reason})")
+    for check in result.plan.checks:
+        if check.status in ("skipped", "error") or (args.verbose and check.status == "unchanged"):
+            print(f"{check.status:13} {check.source} -> {check.target}  ({check.reason})")
+    for problem in result.plan.problems:
+        print(f"{'problem':13} {problem}")
+    s = result.summary
+    limits = ", ".join(f"{h}: {r}" for h, r in s.rate_limit_remaining.items()) or "none reported"
+    print(f"checked {s.checked}, changed {s.changed}, missing {s.missing}, unchanged {s.unchanged}, "
+          f"skipped {s.skipped}, errors {s.errors}; rate limit remaining: {limits}"
+          + (" (dry run: nothing enqueued)" if args.dry_run else f"; enqueued {s.enqueued}"))
+    return 1 if s.errors else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m cli", description="acr-importer operator commands")
+    top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables")
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (what and why) without enqueueing")
+    run.add_argument("--config", help="tracked images file (default: the TRACKED_IMAGES setting)")
+    run.add_argument("--json", action="store_true", help="print the plan as JSON")
+    run.add_argument("-v", "--verbose", action="store_true", help="also list unchanged tags")
+    run.set_defaults(handler=refresh)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _apply_settings_file(args.settings)
+    from shared.settings import SettingsError
+
+    try:
+        return args.handler(args)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

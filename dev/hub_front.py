@@ -1,0 +1,225 @@
+"""A scriptable HTTPS front for the Docker Hub registry stand-in: what docker-registry cannot do itself.
+
+It forwards every `/v2/` request to the Docker Hub registry process and adds Docker Hub's
+`ratelimit-limit` / `ratelimit-remaining` headers (manifest GETs count as pulls, HEADs do not, as on
+Docker Hub). It counts requests per method and kind (`HEAD manifests`, `GET tags`, ...), and can be told
+to answer 429 with `Retry-After`. The app reads Docker Hub through it (REGISTRY_ENDPOINTS on the stack);
+ACR imports copy from the registry directly, so the counts are the app's own reads.
+
+Control (loopback only): `GET|DELETE /_front/stats`, `POST /_front/faults` `{"status": 429,
+"retry_after": 30, "count": 1}` (count null: until cleared), `DELETE /_front/faults`, `GET /_front/health`.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from dev import ca, layout
+
+PULL_LIMIT = 100
+WINDOW = "w=21600"
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length",
+              "proxy-authenticate", "proxy-authorization", "host"}
+
+
+def request_kind(path: str) -> str:
+    """`manifests`, `tags`, `blobs`, `base` (/v2/) or `other`, from a registry API path."""
+    if path.rstrip("/") == "/v2":
+        return "base"
+    for kind in ("manifests", "tags", "blobs"):
+        if f"/{kind}/" in path:
+            return kind
+    return "other"
+
+
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], upstream: str):
+        super().__init__(address, _Handler)
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+        self.pulls = 0
+        self.fault: dict[str, Any] | None = None
+        self.session = requests.Session()
+        self.session.mount("https://", HTTPAdapter(pool_maxsize=64))
+        self.session.verify = str(layout.CA_CERT)
+
+    def take_fault(self) -> dict[str, Any] | None:
+        with self.lock:
+            fault = self.fault
+            if fault is None:
+                return None
+            if fault.get("count") is not None:
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self.fault = None
+            return fault
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FrontServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # the registry behind logs every request
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, doc: Any) -> None:
+        self._reply(status, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _control(self, path: str) -> None:
+        server = self.server
+        if path == "/_front/health":
+            self._json(200, {"status": "ok"})
+        elif path == "/_front/stats" and self.command == "GET":
+            with server.lock:
+                self._json(200, {"requests": dict(server.stats), "pulls": server.pulls})
+        elif path == "/_front/stats" and self.command == "DELETE":
+            with server.lock:
+                server.stats.clear()
+                server.pulls = 0
+            self._json(200, {})
+        elif path == "/_front/faults" and self.command == "POST":
+            fault = json.loads(self._body() or b"{}")
+            with server.lock:
+                server.fault = {"status": int(fault.get("status", 429)), "retry_after": fault.get("retry_after"),
+                                "count": fault.get("count")}
+            self._json(200, server.fault)
+        elif path == "/_front/faults" and self.command == "DELETE":
+            with server.lock:
+                server.fault = None
+            self._json(200, {})
+        else:
+            self._json(404, {"details": "not found"})
+
+    def _forward(self) -> None:
+        server = self.server
+        path = urlsplit(self.path).path
+        kind = request_kind(path)
+        body = self._body()
+        with server.lock:
+            server.stats[f"{self.command} {kind}"] += 1
+        fault = server.take_fault() if path.startswith("/v2/") and kind != "base" else None
+        if fault is not None:
+            headers = {"Content-Type": "application/json", **self._limit_headers()}
+            if fault.get("retry_after") is not None:
+                headers["Retry-After"] = str(fault["retry_after"])
+            self._reply(fault["status"], json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message":
+                        "You have reached your pull rate limit."}]}).encode(), headers)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        try:
+            answer = server.session.request(self.command, server.upstream + self.path, headers=headers,
+                                            data=body or None, allow_redirects=False, timeout=60)
+        except requests.RequestException as exc:
+            self._json(502, {"details": f"upstream: {type(exc).__name__}"})
+            return
+        if kind == "manifests" and self.command == "GET" and answer.status_code == 200:
+            with server.lock:
+                server.pulls += 1
+        out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        if kind == "manifests":
+            out.update(self._limit_headers())
+        if self.command == "HEAD":
+            self.send_response(answer.status_code)
+            for key, value in out.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", answer.headers.get("Content-Length", "0"))
+            self.end_headers()
+            return
+        self._reply(answer.status_code, answer.content, out)
+
+    def _limit_headers(self) -> dict[str, str]:
+        with self.server.lock:
+            remaining = max(0, PULL_LIMIT - self.server.pulls)
+        return {"ratelimit-limit": f"{PULL_LIMIT};{WINDOW}", "ratelimit-remaining": f"{remaining};{WINDOW}",
+                "docker-ratelimit-source": "127.0.0.1"}
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith("/_front/"):
+            self._control(path)
+        else:
+            self._forward()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+
+def make_server(port: int = layout.DOCKERHUB_FRONT_PORT) -> FrontServer:
+    ca.ensure_ca()
+    server = FrontServer((layout.HOST, port), f"https://{layout.HOST}:{layout.DOCKERHUB.port}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(layout.SERVER_CERT), str(layout.SERVER_KEY))
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server
+
+
+def base_url() -> str:
+    return f"https://{layout.HOST}:{layout.DOCKERHUB_FRONT_PORT}"
+
+
+def is_ready(timeout: float = 1.0) -> bool:
+    try:
+        return requests.get(f"{base_url()}/_front/health", verify=str(layout.CA_CERT),
+                            timeout=timeout).status_code == 200
+    except (requests.RequestException, OSError):
+        return False
+
+
+class FrontControl:
+    """The test side of the front: counts and scripted faults."""
+
+    def __init__(self) -> None:
+        self._session = requests.Session()
+        self._session.verify = str(layout.CA_CERT)
+
+    def stats(self) -> dict[str, int]:
+        return self._session.get(f"{base_url()}/_front/stats", timeout=5).json()["requests"]
+
+    def reset(self) -> None:
+        self._session.delete(f"{base_url()}/_front/stats", timeout=5).raise_for_status()
+        self._session.delete(f"{base_url()}/_front/faults", timeout=5).raise_for_status()
+
+    def fail(self, status: int = 429, *, retry_after: float | None = None, count: int | None = None) -> None:
+        self._session.post(f"{base_url()}/_front/faults", json={"status": status, "retry_after": retry_after,
+                                                               "count": count}, timeout=5).raise_for_status()
+
+
+def main() -> None:
+    server = make_server()
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} Docker Hub front on {base_url()} -> {server.upstream}\n")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Tracked images: the refresh's configuration, and which upstream tags each entry selects.
+
+The configuration is JSON (schema `shared/schemas/tracked-images.v1.json`) so the app validates it with
+the jsonschema it already ships, with no YAML parser to deploy. A bad entry is reported with its index
+and field and left out; the others still run, so one typo never stops every refresh.
+
+Version ranges use `node-semver` (the Python port of npm's semver): it parses the range syntax people
+already write (`>=1.25 <2`, `^8.0`, `~1.27`, `1.x || 2.x`), and its loose mode reads Docker-style tags
+(`1.27`, `v1.30.1`) as versions, where `semver`/`packaging` accept single comparisons or PEP 440 only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache, cmp_to_key
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from shared.outcome import Problem
+from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
+from shared.request import field_path
+from shared.resource_ids import RegistryId, parse_registry_id
+from shared.settings import Settings
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrackedConfigError(ValueError):
+    """The configuration as a whole cannot be read (missing file, not JSON, no `images`)."""
+
+
+@dataclass(frozen=True)
+class TagRule:
+    tags: tuple[str, ...] = ()
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+    semver: str | None = None
+    prereleases: bool = False
+    newest: int | None = None
+
+    @property
+    def needs_listing(self) -> bool:
+        """Whether the upstream's tag list is needed, or the explicit tags suffice (HEADs only)."""
+        return bool(self.include or self.semver or self.newest)
+
+
+@dataclass(frozen=True)
+class TrackedImage:
+    """One valid entry. `source` is the repository (its tag is meaningless here)."""
+
+    index: int
+    name: str
+    source: ImageReference
+    target: RegistryId
+    target_repository: str
+    credential: str | None
+    rule: TagRule
+
+    @property
+    def label(self) -> str:
+        return f"images[{self.index}] ({self.name})"
+
+
+@dataclass(frozen=True)
+class TrackedConfig:
+    images: tuple[TrackedImage, ...]
+    problems: tuple[Problem, ...]  # field paths like images[2].semver
+
+
+@cache
+def tracked_schema() -> dict[str, Any]:
+    return json.loads(resources.files("shared.schemas").joinpath("tracked-images.v1.json").read_text())
+
+
+@cache
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(tracked_schema())
+
+
+def read_config_text(location: str, *, fetch: Callable[[str], str] | None = None) -> str:
+    """The configuration's text from a path (relative to the app root) or an https URL (a blob)."""
+    if location.startswith(("https://", "http://")):
+        return (fetch or _fetch_blob)(location)
+    path = Path(location)
+    path = path if path.is_absolute() else APP_ROOT / path
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise TrackedConfigError(f"TRACKED_IMAGES: cannot read {path}: {err.strerror}") from None
+
+
+def _fetch_blob(url: str) -> str:
+    """A blob by SAS URL as it is, or else with the app's managed identity (Storage Blob Data Reader)."""
+    import requests
+
+    headers = {"x-ms-version": "2021-08-06"}
+    if "sig=" not in url:
+        from azure.identity import ManagedIdentityCredential
+
+        headers["Authorization"] = "Bearer " + ManagedIdentityCredential().get_token(
+            "https://storage.azure.com/.default").token
+    answer = requests.get(url, headers=headers, timeout=30)
+    if answer.status_code != 200:
+        raise TrackedConfigError(f"TRACKED_IMAGES: {url.split('?')[0]} answered HTTP {answer.status_code}")
+    return answer.text
+
+
+def parse_config(text: str, settings: Settings) -> TrackedConfig:
+    """Valid entries and one problem per bad field; raises only when nothing can be read at all."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TrackedConfigError(f"tracked images: not JSON: {err.msg} at line {err.lineno}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise TrackedConfigError('tracked images: expected an object with an "images" list')
+    problems: list[Problem] = []
+    for error in _validator().iter_errors({k: v for k, v in doc.items() if k != "images"} | {"images": []}):
+        problems.append(Problem(field_path(error.absolute_path), error.message[:200]))
+    images = []
+    for index, entry in enumerate(doc["images"]):
+        found = parse_entry(index, entry, settings)
+        if isinstance(found, TrackedImage):
+            images.append(found)
+        else:
+            problems.extend(found)
+    return TrackedConfig(tuple(images), tuple(problems))
+
+
+def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | list[Problem]:
+    prefix = f"images[{index}]"
+    errors = list(_validator().iter_errors({"images": [entry]}))
+    problems = [Problem(_entry_field(prefix, list(e.absolute_path)[2:]), e.message[:200]) for e in errors]
+    if problems:
+        return problems
+    source = _source(entry["source"], prefix, problems)
+    target = _target(entry.get("target"), settings, prefix, problems)
+    rule = _rule(entry, prefix, problems)
+    if "targetRepository" in entry and "targetPrefix" in entry:
+        problems.append(Problem(f"{prefix}.targetPrefix", "give targetRepository or targetPrefix, not both"))
+    target_repository = ""
+    if source is not None:
+        target_repository = entry.get("targetRepository") or \
+            f"{entry.get('targetPrefix', '')}{source.default_target_repository}"
+        try:
+            target_repository = parse_repository(target_repository)
+        except InvalidReference as err:
+            field = "targetRepository" if "targetRepository" in entry else "targetPrefix"
+            problems.append(Problem(f"{prefix}.{field}", err.reason))
+    credential = entry.get("credential")
+    if credential and source is not None:
+        found = settings.credential_set(credential)
+        if found is None:
+            problems.append(Problem(f"{prefix}.credential", f"no credential set named {credential!r} is configured"))
+        elif found.registries and source.registry not in found.registries:
+            from shared.reference import registry_host_matches
+
+            if not any(registry_host_matches(source.registry, r) for r in found.registries):
+                problems.append(Problem(f"{prefix}.credential", f"credential set {credential!r} may only be sent "
+                                                                f"to {','.join(found.registries)}"))
+    if problems or source is None or target is None or rule is None:
+        return problems
+    return TrackedImage(index, entry.get("name") or str(source).rsplit(":", 1)[0], source, target,
+                        target_repository, credential, rule)
+
+
+def _entry_field(prefix: str, parts: list) -> str:
+    return f"{prefix}.{field_path(parts)}" if parts else prefix
+
+
+def _source(text: str, prefix: str, problems: list[Problem]) -> ImageReference | None:
+    last = text.rsplit("/", 1)[-1]
+    if "@" in text or ":" in last:
+        problems.append(Problem(f"{prefix}.source", "name a repository without tag or digest; list tags in 'tags'"))
+        return None
+    try:
+        return parse_reference(text)
+    except InvalidReference as err:
+        problems.append(Problem(f"{prefix}.source", err.reason))
+        return None
+
+
+def _target(text: str | None, settings: Settings, prefix: str, problems: list[Problem]) -> RegistryId | None:
+    value = text or settings.target_registry
+    if not value:
+        problems.append(Problem(f"{prefix}.target", "is required when the TARGET_REGISTRY setting is not set"))
+        return None
+    try:
+        return parse_registry_id(value)
+    except ValueError as err:
+        problems.append(Problem(f"{prefix}.target", str(err)))
+        return None
+
+
+def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Problem]) -> tuple[re.Pattern, ...]:
+    out = []
+    for i, text in enumerate(entry.get(name, [])):
+        try:
+            out.append(re.compile(text))
+        except re.error as err:
+            problems.append(Problem(f"{prefix}.{name}[{i}]", f"is not a regular expression: {err}"))
+    return tuple(out)
+
+
+def _rule(entry: dict[str, Any], prefix: str, problems: list[Problem]) -> TagRule | None:
+    semver = entry.get("semver")
+    if semver is not None:
+        import nodesemver
+
+        try:
+            nodesemver.make_range(semver, loose=True)
+        except (ValueError, TypeError) as err:
+            problems.append(Problem(f"{prefix}.semver", f"is not a version range: {err}"))
+    rule = TagRule(tuple(entry.get("tags", [])), _patterns(entry, "include", prefix, problems),
+                   _patterns(entry, "exclude", prefix, problems), semver, bool(entry.get("prereleases", False)),
+                   entry.get("newest"))
+    if not rule.tags and not rule.needs_listing:
+        problems.append(Problem(f"{prefix}.tags", "name tags, or select them with include, semver or newest"))
+    return rule
+
+
+# --- tag selection -------------------------------------------------------------------------------------
+def tag_version(tag: str, *, prereleases: bool):
+    """The tag as a version (loose: `1.27` is 1.27.0), or None; a suffix makes it a pre-release."""
+    import nodesemver
+
+    try:
+        version = nodesemver.make_semver(tag, loose=True)
+    except (ValueError, TypeError):
+        return None
+    if version.prerelease and not prereleases:
+        return None
+    return version
+
+
+def select_tags(rule: TagRule, listed: Iterable[str] | None) -> list[str]:
+    """The tags an entry tracks: its explicit tags plus the listed tags its patterns and range select,
+    trimmed to the newest N by version; `exclude` wins over everything. Order: explicit first, then newest."""
+    chosen = list(rule.tags)
+    if rule.needs_listing:
+        chosen += [t for t in _by_rule(rule, listed or []) if t not in chosen]
+    return [t for t in chosen if not any(p.fullmatch(t) for p in rule.exclude)]
+
+
+def _by_rule(rule: TagRule, listed: Iterable[str]) -> list[str]:
+    import nodesemver
+
+    candidates = [t for t in listed if not any(p.fullmatch(t) for p in rule.exclude)]
+    if rule.include:
+        candidates = [t for t in candidates if any(p.fullmatch(t) for p in rule.include)]
+    if rule.semver is None and rule.newest is None:
+        return candidates
+    versioned = [(t, v) for t in candidates if (v := tag_version(t, prereleases=rule.prereleases)) is not None]
+    if rule.semver is not None:
+        versioned = [(t, v) for t, v in versioned
+                     if nodesemver.satisfies(v.version, rule.semver, loose=True, include_prerelease=rule.prereleases)]
+    versioned.sort(key=cmp_to_key(lambda a, b: b[1].compare(a[1]) or (a[0] > b[0]) - (a[0] < b[0])))
+    if rule.newest is not None:
+        versioned = versioned[:rule.newest]
+    return [t for t, _ in versioned]
