@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -41,6 +41,23 @@ def request_kind(path: str) -> str:
         if f"/{kind}/" in path:
             return kind
     return "other"
+
+
+def paginate_tags(path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """Pages of `n` tags after `last`, with a `Link` to the next page, as Docker Hub serves them
+    (distribution 2.8 ignores `n` on tag lists)."""
+    url = urlsplit(path)
+    query = parse_qs(url.query)
+    tags = sorted(body.get("tags") or [])
+    if "last" in query:
+        tags = [t for t in tags if t > query["last"][0]]
+    out = dict(headers)
+    if "n" in query:
+        size = max(1, int(query["n"][0]))
+        if len(tags) > size:
+            out["Link"] = f'<{url.path}?n={size}&last={quote(tags[size - 1])}>; rel="next"'
+        tags = tags[:size]
+    return json.dumps({"name": body.get("name"), "tags": tags}).encode(), out
 
 
 class FrontServer(ThreadingHTTPServer):
@@ -145,6 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
         out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
         if kind == "manifests":
             out.update(self._limit_headers())
+        if kind == "tags" and self.command == "GET" and answer.status_code == 200:
+            self._reply(200, *paginate_tags(self.path, answer.json(), out))
+            return
         if self.command == "HEAD":
             self.send_response(answer.status_code)
             for key, value in out.items():

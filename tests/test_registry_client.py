@@ -1,0 +1,152 @@
+"""The app's registry client against the stack's real registries: digests by HEAD with every manifest type,
+tag pages, Docker Hub tokens (anonymous and with credentials), Basic auth, ACR's Entra exchange, token reuse
+per scope, rate-limit headers and 429s from the Docker Hub front."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from dev import dockerhub_token, hub_front, layout, seed
+from shared.registry_client import (
+    BasicAuth,
+    IdentityAuth,
+    RateLimited,
+    RegistryClient,
+    RegistryError,
+    endpoint_for,
+    exchange_url,
+    parse_endpoints,
+    parse_rate_limit,
+    source_auth,
+)
+
+
+def test_docker_hub_means_its_api_host_and_endpoints_can_be_overridden():
+    assert endpoint_for("docker.io") == "https://registry-1.docker.io"
+    assert endpoint_for("mcr.microsoft.com") == "https://mcr.microsoft.com"
+    assert endpoint_for("docker.io", {"docker.io": "https://10.0.0.4"}) == "https://10.0.0.4"
+    assert parse_endpoints("Docker.io=https://a:1/, mcr.microsoft.com=https://b") == {
+        "docker.io": "https://a:1", "mcr.microsoft.com": "https://b"}
+    with pytest.raises(ValueError, match="host=https://endpoint"):
+        parse_endpoints("docker.io")
+
+
+def test_acr_exchange_endpoint_sits_beside_the_token_endpoint():
+    assert exchange_url("https://x.azurecr.io/oauth2/token") == "https://x.azurecr.io/oauth2/exchange"
+    assert exchange_url(layout.acr_token_realm(layout.TARGET_ACR)) == layout.acr_exchange_url(layout.TARGET_ACR)
+    with pytest.raises(ValueError):
+        exchange_url("https://auth.docker.io/token")
+
+
+def test_rate_limit_headers_as_docker_hub_sends_them():
+    limit = parse_rate_limit({"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600"})
+    assert (limit.limit, limit.remaining) == (100, 76)
+    assert parse_rate_limit({}) is None
+
+
+def test_a_credential_set_wins_an_acr_gets_the_identity_else_anonymous():
+    identity = IdentityAuth(object())
+    assert source_auth("docker.io", "u", "p", identity, "azurecr.io") == BasicAuth("u", "p")
+    assert source_auth("x.azurecr.io", None, None, identity, "azurecr.io") is identity
+    assert source_auth("docker.io", None, None, identity, "azurecr.io") is None
+    assert "secret-xyz" not in repr(BasicAuth("u", "secret-xyz"))
+
+
+@pytest.fixture
+def client(app_env):
+    return RegistryClient(endpoints=layout.registry_endpoints())
+
+
+@pytest.fixture
+def front(stack):
+    control = hub_front.FrontControl()
+    control.reset()
+    yield control
+    control.reset()
+
+
+def _identity():
+    from azure.identity import ManagedIdentityCredential
+
+    return IdentityAuth(ManagedIdentityCredential())
+
+
+def test_head_returns_the_digest_of_every_manifest_type(stack, client):
+    cases = [("docker.io", "library/hello-world", "latest"), ("docker.io", "library/nginx", "1.27"),
+             ("docker.io", "tensorflow/tensorflow", "latest-gpu"), ("mcr.microsoft.com", "windows/servercore", "ltsc2022")]
+    for host, repo, tag in cases:
+        seeded = stack.find(host, repo, tag)
+        head = client.head_manifest(host, repo, tag)
+        assert (head.digest, head.media_type) == (seeded.digest, seeded.media_type), (host, repo, tag)
+    assert client.head_manifest("docker.io", "library/nginx", "no-such-tag") is None
+    sent = client.requests_sent
+    assert sent[("docker.io", "GET", "manifest")] == 0 and sent[("docker.io", "HEAD", "manifest")] == 4
+
+
+def test_tag_lists_follow_link_pages(stack, client):
+    repo = f"library/paged-{uuid.uuid4().hex[:8]}"
+    image = seed.build_image(repo, ["linux/amd64"])
+    admin = seed.admin_client("docker.io")
+    tags = [f"1.{i}" for i in range(7)]
+    for tag in tags:
+        seed.push_image(admin, repo, tag, image)
+    assert sorted(client.list_tags("docker.io", repo, page_size=3)) == sorted(tags)
+    assert client.requests_sent[("docker.io", "GET", "tags")] == 3
+    assert client.list_tags("docker.io", "library/never-pushed") == []
+
+
+def test_docker_hub_tokens_are_fetched_once_per_scope(stack, client):
+    before = dockerhub_token.request_counts().get("/token", 0)
+    for _ in range(3):
+        client.head_manifest("docker.io", "library/nginx", "1.27")
+        client.head_manifest("docker.io", "library/nginx", "latest")
+    client.head_manifest("docker.io", "bitnami/redis", "7")
+    assert dockerhub_token.request_counts()["/token"] - before == 2
+
+
+def test_private_docker_hub_repository_needs_the_credential_set(stack, client):
+    digest = stack.digest("docker.io", "myrepo/image", "tag")
+    with pytest.raises(RegistryError) as denied:
+        client.head_manifest("docker.io", "myrepo/image", "tag")
+    assert denied.value.status == 401
+    auth = BasicAuth("dockeruser", layout.DOCKERHUB.users["dockeruser"])
+    assert client.head_manifest("docker.io", "myrepo/image", "tag", auth).digest == digest
+
+
+def test_wrong_password_is_refused_without_echoing_it(stack, client):
+    with pytest.raises(RegistryError) as refused:
+        client.head_manifest("registry.contoso.com", "sourcerepo/image", "tag", BasicAuth("contoso", "wrong-pw-123"))
+    assert refused.value.status == 401 and "wrong-pw-123" not in str(refused.value)
+
+
+def test_basic_auth_registry(stack, client):
+    auth = BasicAuth("contoso", layout.PRIVATE.users["contoso"])
+    head = client.head_manifest("registry.contoso.com", "sourcerepo/image", "tag", auth)
+    assert head.digest == stack.digest("registry.contoso.com", "sourcerepo/image", "tag")
+
+
+def test_acr_reads_with_the_managed_identity_exchange_once_then_a_token_per_scope(stack, client, control,
+                                                                                app_env):
+    control.clear_requests()
+    identity = _identity()
+    login = layout.SOURCE_ACR.login_server
+    expected = stack.digest(login, "aci-helloworld", "latest")
+    for _ in range(3):
+        assert client.head_manifest(login, "aci-helloworld", "latest", identity).digest == expected
+    assert client.head_manifest(layout.TARGET_ACR.login_server, "never-imported", "x", identity) is None
+    acr = control.requests("acr")
+    assert [r["path"].rsplit("/", 1)[-1] for r in acr].count("exchange") == 2  # one per registry
+    assert [r["path"].rsplit("/", 1)[-1] for r in acr].count("token") == 2  # one per registry and scope
+
+
+def test_docker_hub_front_reports_the_remaining_pulls_and_429(stack, client, front):
+    client.head_manifest("docker.io", "library/nginx", "1.27")
+    remaining = client.rate_limit("docker.io").remaining
+    assert remaining is not None and remaining > 0
+    front.fail(429, retry_after=7, count=1)
+    with pytest.raises(RateLimited) as limited:
+        client.head_manifest("docker.io", "library/nginx", "latest")
+    assert limited.value.retry_after == 7
+    assert client.head_manifest("docker.io", "library/nginx", "latest") is not None
