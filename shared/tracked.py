@@ -192,8 +192,10 @@ def _target(text: str | None, settings: Settings, prefix: str, problems: list[Pr
         return None
     try:
         return parse_registry_id(value)
-    except ValueError as err:
-        problems.append(Problem(f"{prefix}.target", str(err)))
+    except (ValueError, KeyError):  # parse_registry_id raises KeyError for some partial ids
+        problems.append(Problem(f"{prefix}.target", "must be a registry resource id (/subscriptions/<id>/"
+                                                    "resourceGroups/<rg>/providers/Microsoft.ContainerRegistry/"
+                                                    "registries/<name>)"))
         return None
 
 
@@ -219,7 +221,7 @@ def _rule(entry: dict[str, Any], prefix: str, problems: list[Problem]) -> TagRul
     rule = TagRule(tuple(entry.get("tags", [])), _patterns(entry, "include", prefix, problems),
                    _patterns(entry, "exclude", prefix, problems), semver, bool(entry.get("prereleases", False)),
                    entry.get("newest"))
-    if not rule.tags and not rule.needs_listing:
+    if not entry.get("tags") and not any(k in entry for k in ("include", "semver", "newest")):
         problems.append(Problem(f"{prefix}.tags", "name tags, or select them with include, semver or newest"))
     return rule
 
