@@ -56,7 +56,8 @@ def serve_control(world: World, memory: MemoryDataPlane, request: Request) -> Re
             world.set_authorization_outage(float(body["seconds"]), body.get("start"))
             return Response(204)
         if name == "operations" and method == "GET":
-            return Response(200, [{"id": op.id, "status": op.status, "digest": op.digest,
+            return Response(200, [{"id": op.id, "status": op.status, "digest": op.digest, "started": op.started,
+                                   "ended": op.ended,
                                    "error": op.error.envelope()["error"] if op.error else None}
                                   for op in world.operations.values()])
         if name == "images" and method == "PUT":
