@@ -2,6 +2,13 @@
 
 The Azure SDK modules are imported on first use: they cost more start-up time than everything else in
 the app together (see docs/benchmarks.md), and a rejected request never needs them.
+
+The import is started with the SDK (`begin_import_image`, polling off) and its operation URL is then
+polled here, not by the SDK's poller, because a long import must be handed over between invocations:
+the SDK's continuation token is a pickled HTTP exchange that holds the request body (source credentials
+included) and would be unpickled from a queue message anyone with queue access can write. An operation
+URL is plain data: it is checked to be on ARM_ENDPOINT, in the target's subscription, before the app
+sends its token there.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.settings import Settings
@@ -18,11 +26,16 @@ REGISTRY_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
-class ImportStarted:
-    """The import operation as ARM accepted it; `poller` waits for it."""
+class OperationStatus:
+    """One look at a running import: finished or not, when to look again, manifests still pending."""
 
-    poller: Any
-    started_at: float
+    done: bool
+    retry_after: float | None = None
+    pending: int | None = None
+
+
+class OperationUrlRejected(ValueError):
+    """An operation URL that is not ARM's: the app never sends its token to it."""
 
 
 def make_credential(settings: Settings):
@@ -74,12 +87,74 @@ class AcrManagement:
             self._registries[subscription] = cached
         return cached[1].get(login_server.lower())
 
-    def begin_import(self, target: RegistryId, parameters: dict[str, Any]) -> ImportStarted:
-        """POST importImage; returns once ARM accepted it. Polling starts at once, then honours Retry-After."""
-        from azure.mgmt.core.polling.arm_polling import ARMPolling
+    def start_import(self, target: RegistryId, parameters: dict[str, Any]) -> tuple[str | None, float | None]:
+        """POST importImage. Returns the operation URL to poll (None when ARM finished it at once) and
+        the Retry-After ARM asked for. Errors of the POST raise as the SDK maps them."""
+        answer: dict[str, Any] = {}
 
-        polling = ARMPolling(self._settings.poll_interval_seconds,
-                             path_format_arguments={"endpoint": self._settings.arm_endpoint})
-        poller = self._client(target.subscription).registries.begin_import_image(
-            target.resource_group, target.name, parameters, polling=polling)
-        return ImportStarted(poller, time.monotonic())
+        def keep_initial_answer(pipeline_response) -> None:
+            response = pipeline_response.http_response
+            if response.request.method == "POST":
+                answer["status"], answer["headers"] = response.status_code, dict(response.headers)
+
+        self._client(target.subscription).registries.begin_import_image(
+            target.resource_group, target.name, parameters, polling=False, raw_response_hook=keep_initial_answer)
+        headers = {k.lower(): v for k, v in answer.get("headers", {}).items()}
+        if answer.get("status") == 200:
+            return None, None
+        url = headers.get("azure-asyncoperation") or headers.get("location")
+        if not url:
+            raise OperationUrlRejected("ARM accepted the import but named no operation to poll")
+        self.check_operation_url(target, url)
+        return url, _seconds(headers.get("retry-after"))
+
+    def check_operation_url(self, target: RegistryId, url: str) -> None:
+        """Only ARM's own operation URLs in the target's subscription are ever polled."""
+        parsed, arm = urlsplit(url), urlsplit(self._settings.arm_endpoint)
+        prefix = f"/subscriptions/{target.subscription}/".lower()
+        if (parsed.scheme != "https" or parsed.username or parsed.password
+                or parsed.netloc.lower() != arm.netloc.lower() or not parsed.path.lower().startswith(prefix)):
+            raise OperationUrlRejected(f"operation URL {url[:200]!r} is not on {self._settings.arm_endpoint} "
+                                       f"in subscription {target.subscription}")
+
+    def operation_status(self, target: RegistryId, url: str) -> OperationStatus:
+        """One GET of the operation. A failed import raises HttpResponseError with ARM's code and message,
+        exactly as the SDK's poller would."""
+        from azure.core.exceptions import HttpResponseError, map_error
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        self.check_operation_url(target, url)
+        response = self._client(target.subscription).send_request(HttpRequest("GET", url))
+        retry_after = _seconds(response.headers.get("Retry-After"))
+        body = _json(response)
+        if response.status_code >= 400:
+            map_error(status_code=response.status_code, response=response, error_map=_error_map())
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        status = str(body.get("status", "")).lower() if isinstance(body, dict) else ""
+        if status in ("failed", "canceled", "cancelled"):  # Azure-AsyncOperation style
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        pending = sum(1 for v in body.values() if v == "Pending") if isinstance(body, dict) else None
+        if response.status_code == 202 or status in ("inprogress", "accepted", "running"):
+            return OperationStatus(False, retry_after, pending)
+        return OperationStatus(True)
+
+
+def _seconds(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _json(response) -> Any:
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return {}
+
+
+def _error_map() -> dict:
+    from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
+
+    return {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError}

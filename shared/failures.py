@@ -40,7 +40,7 @@ def classify_error(exc: BaseException, *, seconds_since_first_attempt: float,
         return _identity_failure(exc)
     status = exc.status_code or 0
     code, message = _service_error(exc)
-    retry_after = _retry_after(exc)
+    retry_after = retry_after_of(exc)
     if code in AUTHORIZATION_CODES or status == 403:
         within_grace = seconds_since_first_attempt < authorization_grace_seconds
         note = (" (retrying: a new role assignment can take minutes to apply)" if within_grace else
@@ -79,7 +79,7 @@ def _service_error(exc) -> tuple[str, str]:
     return code, message.strip()
 
 
-def _retry_after(exc) -> float | None:
+def retry_after_of(exc) -> float | None:
     response = getattr(exc, "response", None)
     raw = response.headers.get("Retry-After") if response is not None else None
     try:

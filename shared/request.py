@@ -37,6 +37,15 @@ MODES = ("NoForce", "Force", "IfChanged")
 
 
 @dataclass(frozen=True)
+class PendingOperation:
+    """An import ARM accepted earlier, handed over to this delivery to keep watching."""
+
+    url: str
+    started_at: datetime
+    checks: int
+
+
+@dataclass(frozen=True)
 class ImportRequest:
     """A valid, normalised request: every default applied, every reference parsed."""
 
@@ -51,6 +60,7 @@ class ImportRequest:
     mode: str
     attempt: int
     first_attempt_at: datetime | None
+    operation: PendingOperation | None
     document: dict[str, Any]  # as received (secrets included): what a retry re-enqueues
 
     @property
@@ -198,12 +208,15 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
         return Rejected(request_id, tuple(dict.fromkeys(problems)), doc)
     source, source_registry, target, tags, untagged, credentials = checked
     retry = doc.get("retry") or {}
+    operation = doc.get("operation")
     return ImportRequest(
         id=request_id, source=source, source_registry=source_registry,
         credential_name=doc.get("credential"), credentials=credentials, target=target,
         target_tags=tags, untagged_target_repositories=untagged, mode=doc.get("mode", "NoForce"),
         attempt=int(retry.get("attempt", 0)),
         first_attempt_at=datetime.fromisoformat(retry["firstAttemptAt"]) if retry else None,
+        operation=PendingOperation(operation["url"], datetime.fromisoformat(operation["startedAt"]),
+                                   operation["checks"]) if operation else None,
         document=doc,
     )
 

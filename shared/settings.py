@@ -59,6 +59,8 @@ class Settings:
     retry_max_seconds: float = 900.0
     authorization_grace_seconds: float = 600.0
     poll_interval_seconds: float = 1.0
+    import_wait_seconds: float = 20.0
+    import_deadline_seconds: float = 7200.0
     registry_endpoints: Mapping[str, str] = field(default_factory=dict)
     tracked_images: str = DEFAULT_TRACKED_IMAGES
     refresh_concurrency: int = 16
@@ -175,6 +177,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_seconds=_number(env, "IMPORT_RETRY_MAX_SECONDS", 900.0, 0),
         authorization_grace_seconds=_number(env, "AUTHORIZATION_GRACE_SECONDS", 600.0, 0),
         poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 1.0, 0.05),
+        import_wait_seconds=_number(env, "IMPORT_WAIT_SECONDS", 20.0, 0),
+        import_deadline_seconds=_number(env, "IMPORT_DEADLINE_SECONDS", 7200.0, 1),
         registry_endpoints=_endpoints(env),
         tracked_images=(env.get("TRACKED_IMAGES") or DEFAULT_TRACKED_IMAGES).strip(),
         refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1)),

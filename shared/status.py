@@ -37,6 +37,7 @@ class StatusRecord:
     attempts: int = 0
     digest: str = ""
     platforms: int | None = None
+    checks: int = 0  # looks at a long-running import so far; a follow-up message with fewer is stale
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)
@@ -48,7 +49,7 @@ class StatusRecord:
             "UntaggedTargetRepositories": json.dumps(self.untagged_target_repositories), "Mode": self.mode,
             "Reason": self.reason[:16000], "Kind": self.kind, "Code": self.code, "Attempts": self.attempts,
             "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
-            "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
+            "Checks": self.checks, "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
         }
 
@@ -61,7 +62,7 @@ class StatusRecord:
             untagged_target_repositories=json.loads(entity.get("UntaggedTargetRepositories") or "[]"),
             mode=entity.get("Mode", ""), reason=entity.get("Reason", ""), kind=entity.get("Kind", ""),
             code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
-            platforms=None if platforms in (None, -1) else int(platforms),
+            platforms=None if platforms in (None, -1) else int(platforms), checks=int(entity.get("Checks", 0)),
             created_at=entity.get("CreatedAt", ""), updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
         )

@@ -15,20 +15,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.arm import AcrManagement, make_credential
+from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
 from shared.engine import import_parameters, resolve_source_registry
-from shared.failures import classify_error
+from shared.failures import classify_error, retry_after_of
 from shared.outcome import Failure, Kind, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
 from shared.request import ImportRequest, Rejected, decode_body, parse_request
 from shared.settings import Settings
-from shared.status import StatusStore, utc_now
+from shared.status import StatusRecord, StatusStore, utc_now
 
 log = logging.getLogger("acr_importer")
 
-DEFAULT_WAIT_SECONDS = 540.0  # under the 10-minute Consumption limit (host.json functionTimeout)
 
 
 @dataclass
@@ -37,7 +36,6 @@ class Worker:
     arm: AcrManagement
     queues: ImportQueues
     status: StatusStore
-    wait_seconds: float = DEFAULT_WAIT_SECONDS
     clock: Callable[[], datetime] = utc_now
     jitter: Callable[[], float] = random.random
     registries: RegistryClient | None = None  # the app's own reads: digests for IfChanged and conflicts
@@ -77,20 +75,24 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
         return _finish_rejected(worker, parsed, body, started)
     request = parsed
     previous = worker.status.get(request.id)
-    if previous and previous.state in (State.SUCCEEDED, State.SKIPPED):
-        outcome = Outcome(request.id, previous.state, f"already {previous.state}: a repeated delivery of a "
-                                                       "finished request changes nothing", previous.attempts)
+    if previous and _already_handled(request, previous):
+        outcome = Outcome(request.id, previous.state, f"already {previous.state}: a repeated delivery changes "
+                                                       "nothing", previous.attempts)
         _log(worker, outcome, request, started, dequeue_count=dequeue_count)
         return outcome
     attempt = request.attempt + 1
     first_attempt_at = request.first_attempt_at or worker.clock()
-    worker.status.transition(request.id, State.RUNNING, attempts=attempt, **_summary(request))
     note = ""
-    if request.mode == "IfChanged":
-        same, note = unchanged_digest(worker, request)
-        if same:
-            return _finish(worker, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
-    failure = _run_import(worker, request, first_attempt_at)
+    if request.operation is None:
+        worker.status.transition(request.id, State.RUNNING, attempts=attempt, **_summary(request))
+        if request.mode == "IfChanged":
+            same, note = unchanged_digest(worker, request)
+            if same:
+                return _finish(worker, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
+    progress = _drive_import(worker, request, first_attempt_at)
+    if isinstance(progress, HandOver):
+        return _hand_over(worker, request, progress, attempt, started)
+    failure = progress
     if failure is None:
         return _finish(worker, request, State.SUCCEEDED, f"imported{note}", attempt, started)
     if request.mode == "NoForce" and _is_tag_conflict(failure):
@@ -156,19 +158,57 @@ def _is_tag_conflict(failure: Failure) -> bool:
     return failure.code == "Conflict" or "already exists" in failure.message.lower()
 
 
-def _run_import(worker: Worker, request: ImportRequest, first_attempt_at: datetime) -> Failure | None:
-    """Start the import and wait for it; a Failure when it did not succeed, None when it did."""
+@dataclass(frozen=True)
+class HandOver:
+    """An import still running when this invocation's wait budget ran out: watch it from a later one."""
+
+    url: str
+    started_at: datetime
+    checks: int
+    delay: float
+    pending: int | None
+
+
+def _already_handled(request: ImportRequest, previous: StatusRecord) -> bool:
+    """A redelivered success, or a stale copy of a follow-up (a later one has looked since, or it ended)."""
+    if request.operation is not None:
+        return previous.state.terminal or previous.checks > request.operation.checks
+    return previous.state in (State.SUCCEEDED, State.SKIPPED)
+
+
+def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: datetime) -> Failure | HandOver | None:
+    """Start the import (or pick up one handed over) and watch it: at once, then as Retry-After says, until
+    it ends (None, or a Failure) or this invocation's wait budget is spent (a HandOver)."""
     settings = worker.settings
+    began = time.monotonic()
     try:
-        source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
-                                                  suffix=settings.acr_login_server_suffix)
-        started = worker.arm.begin_import(request.target, import_parameters(request, source_registry))
-        started.poller.result(timeout=worker.wait_seconds)
-        if not started.poller.done():
-            return Failure(Kind.PERMANENT, "ImportTimedOut",
-                           f"the import did not finish within {int(worker.wait_seconds)} s; "
-                           "ACR may still complete it")
-        return None
+        if request.operation:
+            url, operation_started, checks = (request.operation.url, request.operation.started_at,
+                                              request.operation.checks)
+        else:
+            source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
+                                                      suffix=settings.acr_login_server_suffix)
+            url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
+            if url is None:
+                return None
+            operation_started, checks = worker.clock(), 0
+        while True:
+            status = _look(worker, request, url)
+            if status.done:
+                return None
+            checks += 1
+            delay = max(0.05, status.retry_after or settings.poll_interval_seconds)
+            running_for = (worker.clock() - operation_started).total_seconds()
+            if running_for + delay > settings.import_deadline_seconds:
+                return Failure(Kind.PERMANENT, "ImportTimedOut",
+                               f"ACR still reported the import running after {running_for:.0f} s "
+                               f"(IMPORT_DEADLINE_SECONDS={settings.import_deadline_seconds:.0f}); it may still "
+                               "finish: check the target before importing again")
+            if time.monotonic() - began + delay > settings.import_wait_seconds:
+                return HandOver(url, operation_started, checks, delay, status.pending)
+            time.sleep(delay)
+    except OperationUrlRejected as err:
+        return Failure(Kind.PERMANENT, "OperationUrlRejected", str(err))
     except Exception as exc:
         elapsed = (worker.clock() - first_attempt_at).total_seconds()
         failure = classify_error(exc, seconds_since_first_attempt=elapsed,
@@ -176,6 +216,35 @@ def _run_import(worker: Worker, request: ImportRequest, first_attempt_at: dateti
         if failure is None:
             raise
         return failure
+
+
+def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
+    """One look at the operation. ARM failing to answer (throttling, 5xx, network) is not the import
+    failing: it counts as still running, and the deadline bounds how long that can go on."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    try:
+        return worker.arm.operation_status(request.target, url)
+    except (ServiceRequestError, ServiceResponseError):
+        return OperationStatus(False)
+    except HttpResponseError as exc:
+        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+            return OperationStatus(False, retry_after_of(exc))
+        raise
+
+
+def _hand_over(worker: Worker, request: ImportRequest, handover: HandOver, attempt: int, started: float) -> Outcome:
+    """A delayed follow-up message carries the operation URL; no thread waits for a long import."""
+    document = {**request.document, "id": request.id,
+                "operation": {"url": handover.url, "startedAt": handover.started_at.isoformat(),
+                              "checks": handover.checks}}
+    worker.queues.enqueue(document, delay_seconds=handover.delay)  # first: if it fails, the host retries us
+    pending = f"{handover.pending} manifests pending; " if handover.pending else ""
+    reason = f"importing: {pending}checking again in {handover.delay:.0f} s (check {handover.checks})"
+    worker.status.transition(request.id, State.RUNNING, reason=reason, checks=handover.checks, attempts=attempt)
+    outcome = Outcome(request.id, State.RUNNING, reason, attempt, retry_in_seconds=handover.delay)
+    _log(worker, outcome, request, started)
+    return outcome
 
 
 def _schedule_retry(worker: Worker, request: ImportRequest, failure: Failure, attempt: int,

@@ -5,69 +5,17 @@ user would see: the body ACR received, the terminal state and its reason, the de
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import time
 import uuid
 
 import pytest
-from azure.functions.queue import QueueMessage
-from azure.storage.queue import QueueClient
 
 from dev import layout
 from shared.outcome import State
+from tests.helpers import dead_letters, deliver, next_retry, status
 
 TARGET = layout.TARGET_ACR.resource_id
-
-
-@functools.cache
-def user_functions() -> dict:
-    """The app's callables by function name (the SDK indexes an app only once)."""
-    import function_app
-
-    return {fn.get_function_name(): fn.get_user_function() for fn in function_app.app.get_functions()}
-
-
-def user_function(name: str):
-    return user_functions()[name]
-
-
-def deliver(body: str | bytes | dict, *, function: str = "import_image", dequeue_count: int = 1,
-            message_id: str | None = None) -> str:
-    """Hand one queue message to the function as the host would; returns the message id."""
-    if isinstance(body, dict):
-        body = json.dumps(body)
-    message_id = message_id or uuid.uuid4().hex
-    user_function(function)(QueueMessage(id=message_id, body=body.encode() if isinstance(body, str) else body,
-                                         dequeue_count=dequeue_count, pop_receipt="r"))
-    return message_id
-
-
-def status(request_id: str):
-    from shared import app_context
-
-    return app_context.worker().status.get(request_id)
-
-
-def queue(app_env, name: str) -> QueueClient:
-    return QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, name)
-
-
-def dead_letters(app_env) -> list[dict]:
-    client = queue(app_env, f"{app_env['IMPORT_QUEUE']}-rejected")
-    return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
-
-
-def next_retry(app_env, timeout: float = 15.0) -> str:
-    """Wait for the re-enqueued copy of a retried request to become visible, take it off the queue."""
-    client = queue(app_env, app_env["IMPORT_QUEUE"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in client.receive_messages(max_messages=1, visibility_timeout=60):
-            client.delete_message(message)
-            return message.content
-        time.sleep(0.2)
-    raise AssertionError("no retry message appeared on the queue")
 
 
 def import_posts(control) -> list[dict]:
@@ -304,6 +252,6 @@ def test_unexpected_errors_are_left_to_the_host(app_env, control, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app_context.worker().arm, "begin_import", broken)
+    monkeypatch.setattr(app_context.worker().arm, "start_import", broken)
     with pytest.raises(RuntimeError):
         deliver({"source": "nginx:1.27", "targetTags": [f"nginx:crash-{run_id()}"]})

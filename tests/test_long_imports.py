@@ -1,0 +1,122 @@
+"""Imports that outlive a function invocation: handed over through delayed follow-up messages, bounded by a
+deadline, never holding a worker thread while ACR copies. Through the runner and the queue, like the host."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from dev import layout, oci, seed
+from shared.outcome import State
+from shared.status import StatusStore
+from tests.helpers import deliver, next_retry
+
+
+@pytest.fixture
+def runner_factory(app_env, monkeypatch):
+    from dev.runner import Runner
+    from shared import app_context
+
+    running = []
+
+    def start(**settings: str):
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        app_context.reset()
+        runner = Runner("function_app", env={**app_env, **settings}, http_port=0).start()
+        running.append(runner)
+        return runner
+
+    yield start
+    for runner in running:
+        runner.stop()
+    app_context.reset()
+
+
+def enqueue(app_env, doc: dict) -> str:
+    doc.setdefault("id", f"long-{uuid.uuid4().hex[:10]}")
+    QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"]).send_message(
+        json.dumps(doc))
+    return doc["id"]
+
+
+def status(app_env, request_id: str):
+    return StatusStore(app_env["IMPORT_STATUS_TABLE"]).get(request_id)
+
+
+def test_an_import_longer_than_the_wait_budget_completes_through_a_follow_up(app_env, control, runner_factory,
+                                                                            stack):
+    control.add_faults("operation", {"delay": 3})
+    runner = runner_factory(IMPORT_WAIT_SECONDS="1")
+    tag = f"slow-{uuid.uuid4().hex[:6]}"
+    request_id = enqueue(app_env, {"source": "docker.io/library/hello-world:latest", "targetTags": [f"hw:{tag}"]})
+    assert runner.wait_idle(timeout=60)
+    record = status(app_env, request_id)
+    assert record.state is State.SUCCEEDED, record.reason
+    assert record.checks >= 2, "the import should have been handed over at least twice"
+    invocations = [i for i in runner.invocations if i.function == "import_image"]
+    assert len(invocations) >= 2 and all(i.outcome == "ok" for i in invocations)
+    target = oci.inspect_image(seed.admin_client(layout.TARGET_ACR.login_server), "hw", tag)
+    assert target.digest == stack.digest("docker.io", "library/hello-world", "latest")
+    assert len([r for r in control.requests() if r["path"].endswith("/importImage")]) == 1
+
+
+def test_an_import_that_never_finishes_fails_at_the_deadline(app_env, control, runner_factory):
+    control.add_faults("operation", {"hang": True})
+    runner = runner_factory(IMPORT_WAIT_SECONDS="0.5", IMPORT_DEADLINE_SECONDS="3")
+    request_id = enqueue(app_env, {"source": "nginx:1.27", "targetTags": [f"hang:{uuid.uuid4().hex[:6]}"]})
+    assert runner.wait_idle(timeout=60)
+    record = status(app_env, request_id)
+    assert record.state is State.FAILED and record.code == "ImportTimedOut"
+    assert "IMPORT_DEADLINE_SECONDS=3" in record.reason
+    letters = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
+                                                 f"{app_env['IMPORT_QUEUE']}-rejected").peek_messages()
+    assert [json.loads(m.content)["id"] for m in letters] == [request_id]
+
+
+def test_many_slow_imports_run_at_once_on_two_threads(app_env, control, runner_factory):
+    """Eight imports of 3 s each on a two-thread worker: ACR runs them side by side because no thread waits."""
+    control.add_faults("operation", *({"delay": 3} for _ in range(8)))
+    runner = runner_factory(IMPORT_WAIT_SECONDS="0.3", PYTHON_THREADPOOL_THREAD_COUNT="2")
+    ids = [enqueue(app_env, {"source": "nginx:1.27", "targetTags": [f"many:{uuid.uuid4().hex[:6]}"]})
+           for _ in range(8)]
+    assert runner.wait_idle(timeout=120)
+    assert all(status(app_env, i).state is State.SUCCEEDED for i in ids)
+    operations = [op for op in control.operations() if op["ended"]]
+    most_at_once = max(sum(1 for other in operations if other["started"] <= op["started"] < other["ended"])
+                       for op in operations)
+    assert most_at_once >= 4, f"at most {most_at_once} imports ran at once on 2 threads"
+
+
+def test_a_duplicate_follow_up_does_no_harm(app_env, control, monkeypatch):
+    """Deliver the same follow-up twice (at-least-once delivery): one import, one success, no second letter."""
+    from shared import app_context
+
+    control.add_faults("operation", {"delay": 2})
+    monkeypatch.setenv("IMPORT_WAIT_SECONDS", "0.5")
+    app_context.reset()
+    request_id = deliver({"source": "nginx:1.27", "targetTags": [f"dup:{uuid.uuid4().hex[:6]}"]})
+    assert status(app_env, request_id).state is State.RUNNING
+    follow_up = next_retry(app_env)
+    assert json.loads(follow_up)["operation"]["checks"] >= 1
+    monkeypatch.setenv("IMPORT_WAIT_SECONDS", "10")
+    app_context.reset()
+    deliver(follow_up)
+    deliver(follow_up, dequeue_count=2)
+    record = status(app_env, request_id)
+    assert record.state is State.SUCCEEDED
+    assert len([r for r in control.requests() if r["path"].endswith("/importImage")]) == 1
+
+
+def test_a_follow_up_naming_a_foreign_operation_url_is_refused(app_env, control):
+    """A queue writer cannot make the app send its ARM token anywhere but ARM_ENDPOINT."""
+    doc = {"id": f"evil-{uuid.uuid4().hex[:6]}", "source": "nginx:1.27",
+           "operation": {"url": "https://attacker.example/subscriptions/x/operationResults/1",
+                         "startedAt": "2026-11-28T00:00:00+00:00", "checks": 1}}
+    deliver(doc)
+    record = status(app_env, doc["id"])
+    assert record.state is State.FAILED and record.code == "OperationUrlRejected"
+    assert control.requests() == []
