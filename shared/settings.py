@@ -58,7 +58,7 @@ class Settings:
     retry_base_seconds: float = 15.0
     retry_max_seconds: float = 900.0
     authorization_grace_seconds: float = 600.0
-    poll_interval_seconds: float = 1.0
+    poll_interval_seconds: float = 0.5
     import_wait_seconds: float = 20.0
     import_deadline_seconds: float = 7200.0
     registry_endpoints: Mapping[str, str] = field(default_factory=dict)
@@ -176,7 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_number(env, "IMPORT_RETRY_BASE_SECONDS", 15.0, 0),
         retry_max_seconds=_number(env, "IMPORT_RETRY_MAX_SECONDS", 900.0, 0),
         authorization_grace_seconds=_number(env, "AUTHORIZATION_GRACE_SECONDS", 600.0, 0),
-        poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 1.0, 0.05),
+        poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 0.5, 0.05),
         import_wait_seconds=_number(env, "IMPORT_WAIT_SECONDS", 20.0, 0),
         import_deadline_seconds=_number(env, "IMPORT_DEADLINE_SECONDS", 7200.0, 1),
         registry_endpoints=_endpoints(env),

@@ -197,8 +197,8 @@ def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: date
             if status.done:
                 return None
             checks += 1
-            delay = max(0.05, status.retry_after or settings.poll_interval_seconds)
             running_for = (worker.clock() - operation_started).total_seconds()
+            delay = poll_delay(running_for, status.retry_after, settings)
             if running_for + delay > settings.import_deadline_seconds:
                 return Failure(Kind.PERMANENT, "ImportTimedOut",
                                f"ACR still reported the import running after {running_for:.0f} s "
@@ -216,6 +216,19 @@ def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: date
         if failure is None:
             raise
         return failure
+
+
+FAST_POLL_SECONDS = 60.0
+
+
+def poll_delay(running_for: float, retry_after: float | None, settings: Settings) -> float:
+    """When to look again. ACR answers `Retry-After: 10`, but most imports end within seconds: for the first
+    minute we look every IMPORT_POLL_INTERVAL_SECONDS (a GET is a cheap ARM read; the bucket holds 250 and
+    refills 25/s per principal, and a throttled look just waits its Retry-After), then as Retry-After says."""
+    interval = settings.poll_interval_seconds
+    if running_for < FAST_POLL_SECONDS:
+        return max(0.05, min(interval, retry_after or interval))
+    return max(0.05, retry_after or interval)
 
 
 def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
