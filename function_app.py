@@ -1,13 +1,14 @@
 """Bindings only: each trigger hands its input to the core in `shared/` and maps nothing else.
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
+The HTTP API (submit_import, import_status) answers whatever shared/http_api.py decides.
 """
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from shared import app_context, refresh
+from shared import app_context, http_api, refresh, status
 from shared.worker import handle_import_message, handle_poison_message
 
 app = func.FunctionApp()
@@ -28,3 +29,25 @@ def import_image_poison(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def refresh_tracked_images(timer: func.TimerRequest) -> None:
     refresh.refresh_for(app_context.worker())
+
+
+@app.route(route="imports", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def submit_import(req: func.HttpRequest) -> func.HttpResponse:
+    worker = app_context.worker()
+    answer = http_api.submit_import(req.get_body(), req.url, worker.settings, worker.status, worker.queues.enqueue)
+    return func.HttpResponse(answer.text(), status_code=answer.status, headers=answer.headers,
+                             mimetype="application/json")
+
+
+@app.route(route="imports/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def import_status(req: func.HttpRequest) -> func.HttpResponse:
+    request_id = req.route_params.get("id", "")
+    answer = http_api.status_response(request_id, app_context.worker().status.get(request_id))
+    return func.HttpResponse(answer.text(), status_code=answer.status, headers=answer.headers,
+                             mimetype="application/json")
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 17 3 * * *", run_on_startup=False, use_monitor=True)
+def prune_import_status(timer: func.TimerRequest) -> None:
+    worker = app_context.worker()
+    status.prune_expired(worker.status, worker.settings.status_retention_days)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from shared.outcome import State
 from shared.storage import table_service
 
+if TYPE_CHECKING:
+    from shared.request import ImportRequest
+
 PARTITION = "import"
+REFRESH_PARTITION = "refresh"  # shared/refresh.py's summaries: `run-<time>` rows, and `latest` (kept)
 
 
 def utc_now() -> datetime:
@@ -119,3 +123,40 @@ class StatusStore:
             parameters["since"] = since.isoformat()
         entities = self._client().query_entities(" and ".join(filters), parameters=parameters)
         return sorted((StatusRecord.from_entity(e) for e in entities), key=lambda r: r.updated_at)
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete request rows last updated before `older_than`, and refresh run summaries written before it.
+
+        The refresh `latest` row carries live backoff state and is never pruned. Returns how many rows went.
+        """
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = self._client()
+        keys = ["PartitionKey", "RowKey"]
+        stale = [*table.query_entities(f"PartitionKey eq '{PARTITION}' and UpdatedAt lt @cutoff",
+                                       parameters={"cutoff": older_than.isoformat()}, select=keys),
+                 *table.query_entities(f"PartitionKey eq '{REFRESH_PARTITION}' and Timestamp lt @cutoff",
+                                       parameters={"cutoff": older_than}, select=keys)]
+        deleted = 0
+        for entity in stale:
+            if entity["PartitionKey"] == REFRESH_PARTITION and not entity["RowKey"].startswith("run-"):
+                continue
+            try:
+                table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                deleted += 1
+            except ResourceNotFoundError:
+                pass
+        return deleted
+
+
+def prune_expired(store: StatusStore, retention_days: float, now: datetime | None = None) -> int:
+    """Apply STATUS_RETENTION_DAYS (0 keeps everything). Cheap: one filtered query, a delete per old row."""
+    if retention_days <= 0:
+        return 0
+    return store.prune((now or utc_now()) - timedelta(days=retention_days))
+
+
+def request_fields(request: ImportRequest) -> dict[str, Any]:
+    """What a status row shows of a valid request (no credentials: only the set's name is in the request)."""
+    return {"source": str(request.source), "target": str(request.target), "target_tags": list(request.target_tags),
+            "untagged_target_repositories": list(request.untagged_target_repositories), "mode": request.mode}

@@ -147,8 +147,9 @@ def discover_functions(app_module: str, root: Path) -> list[FunctionSpec]:
         if len(triggers) != 1:
             raise ConfigError(f"function {name} must have exactly one trigger, has {len(triggers)}")
         outputs = tuple(b for b in bindings if b.direction == "OUT")
+        served = {"queue", "http"} if triggers[0].type == "httpTrigger" else {"queue"}
         unsupported = [b for b in bindings if b not in triggers and b not in outputs] + [
-            b for b in outputs if b.type != "queue"]
+            b for b in outputs if b.type not in served]
         if unsupported:
             kinds = ", ".join(f"{b.name} ({b.type} {b.direction})" for b in unsupported)
             raise ConfigError(f"function {name}: the dev runner does not serve bindings {kinds}")

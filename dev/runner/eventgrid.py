@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import azure.functions as func
 
 from dev.runner.config import FunctionSpec
+from dev.runner.http import HttpRoutes
 from dev.runner.invoker import Invoker
 
 log = logging.getLogger("dev.runner")
@@ -58,10 +59,13 @@ def to_event(raw: dict[str, Any]) -> func.EventGridEvent:
 
 
 class EventGridServer:
+    """The runner's one HTTP listener: the Event Grid webhook, and `/api/...` for HTTP triggers when given."""
+
     def __init__(self, functions: dict[str, FunctionSpec], invoker: Invoker, system_key: str, port: int,
                  write_outputs: Callable[[FunctionSpec, dict[str, Any]], None],
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", http_routes: HttpRoutes | None = None) -> None:
         self._functions = functions
+        self._http_routes = http_routes
         self._write_outputs = write_outputs
         self._invoker = invoker
         self._key = system_key
@@ -87,7 +91,9 @@ class EventGridServer:
                body: bytes) -> tuple[int, dict, bytes]:
         """(status, headers, body) for one request; separate from HTTP plumbing so it reads like the host."""
         url = urlsplit(target)
-        if url.path.rstrip("/") != WEBHOOK_PATH:
+        if self._http_routes and self._http_routes.serves(url.path):
+            return self._http_routes.handle(method, target, headers, body, f"http://{headers.get('host', '')}")
+        if url.path.rstrip("/") != WEBHOOK_PATH or method not in ("POST", "OPTIONS"):
             return 404, {}, b""
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         code = query.get("code") or headers.get("x-functions-key", "")
@@ -151,9 +157,9 @@ class EventGridServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_POST = do_OPTIONS = _serve
+            do_POST = do_OPTIONS = do_GET = do_PUT = do_DELETE = do_PATCH = _serve
 
             def log_message(self, format: str, *args: Any) -> None:  # keep the key out of access logs
-                log.debug("eventgrid webhook %s %s", self.command, urlsplit(self.path).path)
+                log.debug("http %s %s", self.command, urlsplit(self.path).path)
 
         return Handler

@@ -25,12 +25,15 @@ from dev.runner.config import (
     load_local_settings,
 )
 from dev.runner.eventgrid import EventGridServer
+from dev.runner.http import HttpRoutes
 from dev.runner.invoker import Invocation, Invoker
 from dev.runner.queues import QueueListener, connection_string, encode, output_texts, queue_client
 from dev.runner.timers import TimerListener
 
 log = logging.getLogger("dev.runner")
 KEY_FILE = layout.STATE_DIR / "runner" / "eventgrid-system-key"
+FUNCTION_KEY_FILE = layout.STATE_DIR / "runner" / "function-key"
+FUNCTION_KEY_SETTING = "RUNNER_FUNCTION_KEY"
 
 
 class Runner:
@@ -45,6 +48,7 @@ class Runner:
         self.config: HostConfig | None = None
         self.functions: dict[str, FunctionSpec] = {}
         self.eventgrid_key = ""
+        self.function_key = ""  # what `function`-level HTTP triggers accept (the host's default key)
         self._saved_env: dict[str, str | None] = {}
         self._invoker: Invoker | None = None
         self._queues: dict[str, QueueListener] = {}
@@ -66,13 +70,17 @@ class Runner:
                         spec, self.config.queues, settings, self._invoker, self._write_outputs)
                 elif kind == "timerTrigger":
                     self._timers[spec.name] = TimerListener(spec, self._invoker)
-                elif kind != "eventGridTrigger":
+                elif kind not in ("eventGridTrigger", "httpTrigger"):
                     raise ConfigError(f"function {spec.name}: trigger {kind} is not served by the dev runner")
             webhooks = {n: s for n, s in self.functions.items() if s.trigger.type == "eventGridTrigger"}
-            if webhooks and self.http_port is not None:
-                self.eventgrid_key = self._system_key()
+            http = {n: s for n, s in self.functions.items() if s.trigger.type == "httpTrigger"}
+            if (webhooks or http) and self.http_port is not None:
+                self.eventgrid_key = self._system_key() if webhooks else ""
+                self.function_key = self._function_key() if http else ""
+                routes = HttpRoutes(http, self._invoker, self.function_key) if http else None
                 self._eventgrid = EventGridServer(
-                    webhooks, self._invoker, self.eventgrid_key, self.http_port, self._write_outputs, host=layout.HOST)
+                    webhooks, self._invoker, self.eventgrid_key, self.http_port, self._write_outputs, host=layout.HOST,
+                    http_routes=routes)
                 self.http_port = self._eventgrid.port
                 self._eventgrid.start()
             for listener in self._queues.values():
@@ -84,7 +92,10 @@ class Runner:
             raise
         log.info("Host started: %d functions (%s)", len(self.functions), ", ".join(
             f"{n}: {s.trigger.type}" for n, s in self.functions.items()))
-        if self._eventgrid:
+        if self._eventgrid and self.function_key:
+            log.info("HTTP functions: http://%s:%d/api/<route>?code=<key: setting %s or file %s>", layout.HOST,
+                     self.http_port, FUNCTION_KEY_SETTING, FUNCTION_KEY_FILE)
+        if self._eventgrid and self.eventgrid_key:
             log.info("Event Grid webhook: http://%s:%d/runtime/webhooks/eventgrid?functionName=<name>"
                      "&code=<key: setting EVENTGRID_SYSTEM_KEY or file %s>", layout.HOST, self.http_port, KEY_FILE)
         return self
@@ -173,17 +184,10 @@ class Runner:
         return max(4, queue_functions * self.config.queues.concurrency + 4)
 
     def _system_key(self) -> str:
-        key = os.environ.get("EVENTGRID_SYSTEM_KEY")
-        if key:
-            return key
-        if KEY_FILE.exists():
-            return KEY_FILE.read_text().strip()
-        key = secrets.token_urlsafe(32)
-        KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
-        KEY_FILE.touch(mode=0o600)
-        KEY_FILE.write_text(key)
-        log.info("Generated the eventgrid_extension system key into %s", KEY_FILE)
-        return key
+        return _stored_key(os.environ.get("EVENTGRID_SYSTEM_KEY"), KEY_FILE, "the eventgrid_extension system key")
+
+    def _function_key(self) -> str:
+        return _stored_key(os.environ.get(FUNCTION_KEY_SETTING), FUNCTION_KEY_FILE, "the default function key")
 
     def _write_outputs(self, spec: FunctionSpec, values: dict[str, Any]) -> None:
         """Queue output bindings, written after success with the host's message encoding."""
@@ -205,3 +209,15 @@ class Runner:
                     listener.notify()
 
 
+def _stored_key(configured: str | None, path: Path, what: str) -> str:
+    """A key from its setting, else from its file, else a new one written there (0600). Never logged."""
+    if configured:
+        return configured
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    log.info("Generated %s into %s", what, path)
+    return key

@@ -1,0 +1,106 @@
+"""The HTTP API's answers, for pipelines that can call a URL but cannot write to a queue.
+
+`function_app.py` only binds the routes; what each request gets back is decided here, over plain data.
+Validation is `parse_request`, the same rules the worker applies, so the API cannot accept what the
+worker would reject. No answer echoes a secret or the function key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.outcome import Problem, State
+from shared.redact import redact_text
+from shared.request import ImportRequest, Rejected, parse_request
+from shared.settings import Settings
+from shared.status import StatusRecord, StatusStore, request_fields
+
+APP_FIELDS = ("operation", "retry")  # set by the app on its own follow-ups; a producer may not send them
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return json.dumps(self.body, ensure_ascii=False)
+
+
+def errors_body(problems: tuple[Problem, ...] | list[Problem], secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"errors": [{"field": redact_text(p.field, secrets), "rule": redact_text(p.rule, secrets)}
+                       for p in problems]}
+
+
+def status_url(request_url: str, request_id: str) -> str:
+    """`.../api/imports/<id>` from the URL the request came to, without its query (which may hold the key)."""
+    parts = urlsplit(request_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/imports"):
+        path = path.rsplit("/imports", 1)[0] + "/imports"
+    return urlunsplit((parts.scheme, parts.netloc, f"{path}/{request_id}", "", ""))
+
+
+def judge_submission(body: bytes, settings: Settings) -> ImportRequest | ApiResponse:
+    """A valid request to record and enqueue, or the 400 that lists every problem with it."""
+    parsed = parse_request(body, settings)
+    secrets = settings.secret_values()
+    if isinstance(parsed, Rejected):
+        document = parsed.document
+        if isinstance(document, dict) and isinstance(document.get("password"), str):
+            secrets = (*secrets, document["password"])
+        return ApiResponse(400, errors_body(parsed.problems, secrets))
+    smuggled = [Problem(name, "is set by the app on its own follow-up messages; a request may not carry it")
+                for name in APP_FIELDS if name in parsed.document]
+    if smuggled:
+        return ApiResponse(400, errors_body(smuggled))
+    return parsed
+
+
+def status_body(record: StatusRecord) -> dict[str, Any]:
+    """The status row as JSON for people and pipelines (rows hold no secrets: reasons are redacted)."""
+    return {
+        "id": record.id, "state": str(record.state), "terminal": record.state.terminal, "source": record.source,
+        "target": record.target, "targetTags": record.target_tags,
+        "untaggedTargetRepositories": record.untagged_target_repositories, "mode": record.mode,
+        "reason": record.reason, "kind": record.kind, "code": record.code, "attempts": record.attempts,
+        "digest": record.digest or None, "platforms": record.platforms, "checks": record.checks,
+        "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
+    }
+
+
+def status_response(request_id: str, record: StatusRecord | None) -> ApiResponse:
+    if record is None:
+        return ApiResponse(404, errors_body([Problem("id", f"no request {request_id!r} is known (never accepted, "
+                                                           "or pruned after STATUS_RETENTION_DAYS)")]))
+    return ApiResponse(200, status_body(record))
+
+
+def submit_import(body: bytes, request_url: str, settings: Settings, status: StatusStore,
+                  enqueue: Callable[[dict[str, Any]], object]) -> ApiResponse:
+    """POST /api/imports: validate, refuse a reused id, record `received`, enqueue; 202 with where to look."""
+    judged = judge_submission(body, settings)
+    if isinstance(judged, ApiResponse):
+        return judged
+    url = status_url(request_url, judged.id)
+    existing = status.get(judged.id)
+    if existing is not None:
+        return ApiResponse(409, {**errors_body([Problem("id", f"is already taken by a request that is "
+                                                              f"{existing.state}; follow statusUrl, or send "
+                                                              "a new id")]),
+                                 "id": judged.id, "state": str(existing.state), "statusUrl": url},
+                           {"Location": url})
+    status.transition(judged.id, State.RECEIVED, reason="accepted by the HTTP API", **request_fields(judged))
+    try:
+        enqueue({**judged.document, "id": judged.id})
+    except Exception:
+        status.transition(judged.id, State.FAILED, code="NotEnqueued",
+                          reason="the API could not put the request on the queue; nothing was imported")
+        raise
+    return ApiResponse(202, {"id": judged.id, "state": str(State.RECEIVED), "statusUrl": url},
+                       {"Location": url, "Retry-After": "1"})
