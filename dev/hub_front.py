@@ -149,7 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(fault["status"], json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message":
                         "You have reached your pull rate limit."}]}).encode(), headers)
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {k: ", ".join(self.headers.get_all(k) or []) for k in set(self.headers.keys())
+                   if k.lower() not in HOP_BY_HOP}  # Go clients send one Accept line per media type
         try:
             answer = server.session.request(self.command, server.upstream + self.path, headers=headers,
                                             data=body or None, allow_redirects=False, timeout=60)

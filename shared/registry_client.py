@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import threading
 import time
@@ -215,6 +216,11 @@ class RegistryClient:
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
             self.session.headers["User-Agent"] = USER_AGENT
+            # Environment lookups once, not per request: requests re-reads os.environ for proxies and CA
+            # bundles on every call, which cost more CPU than the HEAD itself (measured, see benchmarks).
+            self.session.trust_env = False
+            self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
         self._challenges: dict[str, _Challenge] = {}
@@ -278,7 +284,8 @@ class RegistryClient:
             self.requests_sent[(host.lower(), method, kind)] += 1
         try:
             response = self.session.request(method, url, headers=headers, data=data, auth=auth,
-                                            timeout=self.timeout, allow_redirects=True)
+                                            timeout=self.timeout, allow_redirects=True,
+                                            proxies=self._proxies_for(url))
         except requests.RequestException as exc:
             raise RegistryError(host, 0, "CONNECTION", f"{method} {url.split('?')[0]} failed: "
                                                        f"{type(exc).__name__}") from None
@@ -290,6 +297,15 @@ class RegistryClient:
             raise RateLimited(host, 429, "TOOMANYREQUESTS", f"{method} {kind}: rate limited",
                               retry_after_seconds(response.headers.get("Retry-After")))
         return response
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """HTTP(S)_PROXY / NO_PROXY for this URL's host, read from the environment once per host."""
+        origin = url.split("/", 3)[2] if "://" in url else url
+        found = self._proxies.get(origin)
+        if found is None:
+            found = requests.utils.get_environ_proxies(url)
+            self._proxies[origin] = found
+        return found
 
     def _raise_for(self, host: str, response: requests.Response, what: str) -> None:
         if response.status_code < 400:
