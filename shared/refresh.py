@@ -157,10 +157,11 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
     missing and the changed."""
     plan = RefreshPlan()
     backoff = _Backoff(backoff_until or {}, clock, settings.refresh_backoff_seconds)
+    deadline = time.monotonic() + settings.refresh_time_budget_seconds
     with ThreadPoolExecutor(max_workers=settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
         tag_lists = list(pool.map(lambda i: _tags_of(i, reader, settings, identity, backoff, plan), images))
         work = [(image, tag) for image, tags in zip(images, tag_lists, strict=True) for tag in tags]
-        results = list(pool.map(lambda it: _check(*it, reader, settings, identity, backoff), work))
+        results = list(pool.map(lambda it: _check(*it, reader, settings, identity, backoff, deadline), work))
     for check, planned in results:
         plan.checks.append(check)
         if planned is not None:
@@ -196,7 +197,7 @@ def _tags_of(image: TrackedImage, reader: RegistryReader, settings: Settings, id
 
 
 def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
-           backoff: _Backoff) -> tuple[TagCheck, PlannedImport | None]:
+           backoff: _Backoff, deadline: float) -> tuple[TagCheck, PlannedImport | None]:
     host = image.source.registry
     target_host = image.target.login_server(settings.acr_login_server_suffix)
     source = f"{host}/{image.source.repository}:{tag}"
@@ -205,6 +206,9 @@ def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Sett
     def verdict(status: str, reason: str, source_digest: str = "", target_digest: str = "") -> TagCheck:
         return TagCheck(image.label, source, target, status, source_digest, target_digest, reason)
 
+    if time.monotonic() > deadline:
+        return verdict(SKIPPED, f"time budget of {settings.refresh_time_budget_seconds:.0f} s used up; "
+                                "checked in the next run"), None
     resting = backoff.resting(host)
     if resting:
         return verdict(SKIPPED, f"{host} is backing off after HTTP 429 until {_iso(resting)}"), None

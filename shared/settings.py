@@ -65,6 +65,7 @@ class Settings:
     tracked_images: str = DEFAULT_TRACKED_IMAGES
     refresh_concurrency: int = 16
     refresh_backoff_seconds: float = 300.0
+    refresh_time_budget_seconds: float = 420.0  # well inside the 10-minute Consumption limit
     status_retention_days: float = 30.0
 
     @property
@@ -184,5 +185,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tracked_images=(env.get("TRACKED_IMAGES") or DEFAULT_TRACKED_IMAGES).strip(),
         refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1)),
         refresh_backoff_seconds=_number(env, "REFRESH_BACKOFF_SECONDS", 300.0, 0),
+        refresh_time_budget_seconds=_number(env, "REFRESH_TIME_BUDGET_SECONDS", 420.0, 1),
         status_retention_days=_number(env, "STATUS_RETENTION_DAYS", 30.0, 0),
     )

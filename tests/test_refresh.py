@@ -214,3 +214,38 @@ def test_dry_run_prints_the_plan_and_enqueues_nothing(app_env, tmp_path, uid):
     queue = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"])
     with contextlib.suppress(ResourceNotFoundError):
         assert list(queue.peek_messages()) == []
+
+
+class SlowReader:
+    """Every manifest exists with one digest; each HEAD takes `delay` seconds (planning logic only)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def head_manifest(self, host, repository, reference, auth=None):
+        import time
+
+        from shared.registry_client import ManifestHead
+
+        time.sleep(self.delay)
+        return ManifestHead("sha256:" + "a" * 64, "application/vnd.oci.image.index.v1+json", 1)
+
+    def list_tags(self, host, repository, auth=None):
+        return []
+
+    def rate_limit(self, host):
+        return None
+
+
+def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
+    from shared.refresh import SKIPPED, UNCHANGED, plan_refresh
+    from shared.registry_client import IdentityAuth
+    from shared.settings import load_settings
+    from shared.tracked import parse_config
+
+    settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
+                              "REFRESH_TIME_BUDGET_SECONDS": "1"})
+    config = parse_config(json.dumps({"images": [{"source": "nginx", "tags": ["a", "b", "c"]}]}), settings)
+    plan = plan_refresh(list(config.images), SlowReader(0.6), settings, IdentityAuth(None))
+    assert [c.status for c in plan.checks] == [UNCHANGED, SKIPPED, SKIPPED]
+    assert "time budget" in plan.checks[1].reason and plan.imports == []
