@@ -1,4 +1,6 @@
-"""`python -m cli <command>`: argparse subcommands, each a small function over the app's core.
+"""`python -m cli <command>` (or `bin/acr-import <command>`): argparse subcommands over the app's core.
+
+`import`, `status`, `list`, `redrive` (cli/imports.py, cli/status.py, cli/redrive.py) and `refresh`.
 
 Reads the same app settings as the Function App (environment, or `--settings local.settings.json`).
 """
@@ -60,7 +62,8 @@ def refresh(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m cli", description="acr-importer operator commands")
+    top = argparse.ArgumentParser(prog=os.environ.get("ACR_IMPORT_PROG", "python -m cli"),
+                                  description="acr-importer operator commands")
     top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
@@ -69,17 +72,25 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the plan as JSON")
     run.add_argument("-v", "--verbose", action="store_true", help="also list unchanged tags")
     run.set_defaults(handler=refresh)
+    from cli import imports, redrive, status
+
+    imports.add_command(commands)
+    status.add_commands(commands)
+    redrive.add_command(commands)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _apply_settings_file(args.settings)
+    from cli.connection import MissingStorageSetting
+    from cli.status import CliError
     from shared.settings import SettingsError
+    from shared.storage import StorageSettingsError
 
     try:
         return args.handler(args)
-    except SettingsError as err:
+    except (SettingsError, CliError, MissingStorageSetting, StorageSettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

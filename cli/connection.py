@@ -1,0 +1,53 @@
+"""Storage clients for a person at a terminal: the app's connection setting, or their own Entra identity.
+
+The app authenticates to storage with its managed identity (`shared/storage.py`); a person has none, so
+the identity-based forms (`AzureWebJobsStorage__accountName` / `__queueServiceUri` / `__tableServiceUri`)
+use `DefaultAzureCredential` here: `az login`, environment credentials, or VS Code sign-in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from shared.storage import CONNECTION
+
+
+class MissingStorageSetting(ValueError):
+    pass
+
+
+def _service_uri(env: Mapping[str, str], kind: str) -> str | None:
+    explicit = env.get(f"{CONNECTION}__{kind}ServiceUri")
+    if explicit:
+        return explicit
+    account = env.get(f"{CONNECTION}__accountName")
+    return f"https://{account}.{kind}.core.windows.net" if account else None
+
+
+def _client(kind: str, env: Mapping[str, str] | None):
+    if kind == "queue":
+        from azure.storage.queue import QueueServiceClient as Client
+    else:
+        from azure.data.tables import TableServiceClient as Client
+
+    env = os.environ if env is None else env
+    if env.get(CONNECTION):
+        return Client.from_connection_string(env[CONNECTION])
+    uri = _service_uri(env, kind)
+    if not uri:
+        raise MissingStorageSetting(
+            f"no storage account configured: set {CONNECTION} to a connection string (or pass --settings "
+            f"local.settings.json), or {CONNECTION}__accountName to use your own sign-in (az login; you need "
+            "Storage Queue Data Contributor and Storage Table Data Contributor on the account)")
+    from azure.identity import DefaultAzureCredential
+
+    return Client(uri, credential=DefaultAzureCredential())
+
+
+def queue_service(env: Mapping[str, str] | None = None):
+    return _client("queue", env)
+
+
+def table_service(env: Mapping[str, str] | None = None):
+    return _client("table", env)

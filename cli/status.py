@@ -1,0 +1,171 @@
+"""`status ID [--wait]` and `list [--state ...] [--since ...]`: the status table, read as a person wants it.
+
+Following a request (`import` without `--no-wait`, `status --wait`) prints a line whenever its state or
+reason changes: the transitions, retries, and the manifests ACR still has pending for a long import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.http_api import status_body
+from shared.outcome import State
+from shared.status import StatusRecord, StatusStore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class CliError(ValueError):
+    """A problem the person can fix; printed as `error: ...`, exit 2."""
+
+
+def status_store() -> StatusStore:
+    from cli.connection import table_service
+    from shared.settings import load_settings
+
+    return StatusStore(load_settings().status_table, service=table_service())
+
+
+def exit_code(state: State) -> int:
+    return EXIT_OK if state in (State.SUCCEEDED, State.SKIPPED) else EXIT_FAILED
+
+
+@dataclass
+class Follower:
+    """Prints what changed since the last look, with the time since following began."""
+
+    out: object = sys.stdout
+    _seen: tuple = ()
+    _began: float = 0.0
+
+    def show(self, record: StatusRecord) -> None:
+        key = (record.state, record.reason, record.attempts, record.checks)
+        if key == self._seen:
+            return
+        self._seen = key
+        elapsed = time.monotonic() - self._began
+        attempt = f"attempt {record.attempts}" if record.attempts else ""
+        detail = "; ".join(part for part in (attempt, record.reason) if part)
+        print(f"{elapsed:6.1f}s  {record.state!s:10} {detail}", file=self.out, flush=True)
+
+    def follow(self, store: StatusStore, request_id: str, *, timeout: float | None,
+               poll_seconds: float = 0.5) -> StatusRecord | None:
+        """Look until the request ends (its record), or `timeout` passes (None)."""
+        self._began = time.monotonic()
+        deadline = None if timeout is None else self._began + timeout
+        while True:
+            record = store.get(request_id)
+            if record is not None:
+                self.show(record)
+                if record.state.terminal:
+                    return record
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(poll_seconds)
+
+
+def summary_lines(record: StatusRecord) -> list[str]:
+    targets = [*record.target_tags, *(f"{r} (untagged)" for r in record.untagged_target_repositories)]
+    lines = [f"id:         {record.id}", f"state:      {record.state}", f"source:     {record.source}",
+             f"target:     {record.target}", f"tags:       {', '.join(targets)}", f"mode:       {record.mode}",
+             f"attempts:   {record.attempts}"]
+    if record.digest:
+        lines.append(f"digest:     {record.digest}" + (f" ({record.platforms} platforms)" if record.platforms else ""))
+    if record.reason:
+        lines.append(f"reason:     {record.reason}")
+    if record.code:
+        lines.append(f"code:       {record.code} ({record.kind})")
+    lines.append("history:")
+    lines += [f"  {t.get('at', '')[:23]}  {t.get('state', '')}" for t in record.transitions]
+    return lines
+
+
+def show_status(args: argparse.Namespace) -> int:
+    store = status_store()
+    record = store.get(args.id)
+    if record is None:
+        print(f"error: no request {args.id!r} in the status table (not yet picked up, never sent, or pruned "
+              "after STATUS_RETENTION_DAYS)", file=sys.stderr)
+        return EXIT_FAILED
+    if args.wait and not record.state.terminal:
+        follower = Follower(out=sys.stderr if args.json else sys.stdout)
+        record = follower.follow(store, args.id, timeout=args.timeout) or store.get(args.id) or record
+    if args.json:
+        print(json.dumps(status_body(record), indent=2))
+    else:
+        print("\n".join(summary_lines(record)))
+    if args.wait and not record.state.terminal:
+        return EXIT_TIMEOUT
+    return exit_code(record.state) if record.state.terminal else EXIT_OK
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`30m`, `2h`, `7d`, `1w` ago, or an ISO date/time (UTC when it names no zone)."""
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(text.strip().lower())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a time ago (30m, 2h, 7d) nor an ISO date/time") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def state_name(text: str) -> State:
+    try:
+        return State(text.lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a state; states are "
+                                         f"{', '.join(s.value for s in State)}") from None
+
+
+def table(records: list[StatusRecord]) -> list[str]:
+    rows = [("UPDATED (UTC)", "STATE", "TRIES", "ID", "SOURCE", "TARGET", "REASON")]
+    for r in records:
+        targets = ", ".join([*r.target_tags, *r.untagged_target_repositories])
+        reason = r.reason if len(r.reason) <= 60 else r.reason[:59] + "…"
+        rows.append((r.updated_at[:19].replace("T", " "), str(r.state), str(r.attempts), r.id, r.source,
+                     targets, reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+            for row in rows]
+
+
+def list_requests(args: argparse.Namespace) -> int:
+    states = set(args.state or ())
+    records = status_store().list(state=next(iter(states)) if len(states) == 1 else None, since=args.since)
+    records = [r for r in records if not states or r.state in states][-args.limit:]
+    if args.json:
+        print(json.dumps([status_body(r) for r in records], indent=2))
+    elif records:
+        print("\n".join(table(records)))
+    else:
+        print("no requests match", file=sys.stderr)
+    return EXIT_OK
+
+
+def add_commands(commands) -> None:
+    status = commands.add_parser("status", help="show one request's state, reason and history")
+    status.add_argument("id", help="the request id (printed by `import`, returned by the HTTP API)")
+    status.add_argument("--wait", action="store_true", help="follow it until it ends (exit 1 if it failed)")
+    status.add_argument("--timeout", type=float, help="with --wait: stop following after this many seconds (exit 3)")
+    status.add_argument("--json", action="store_true", help="print the row as JSON (the HTTP API's shape)")
+    status.set_defaults(handler=show_status)
+
+    listing = commands.add_parser("list", help="list requests as a table, newest last")
+    listing.add_argument("--state", type=state_name, action="append",
+                         help="only this state (repeat for several): " + ", ".join(s.value for s in State))
+    listing.add_argument("--since", type=parse_since, help="updated since: 30m, 2h, 7d, or an ISO date/time")
+    listing.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
+    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
+    listing.set_defaults(handler=list_requests)
