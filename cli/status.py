@@ -1,4 +1,4 @@
-"""`status ID [--wait]` and `list [--state ...] [--since ...]`: the status table, read as a person wants it.
+"""`status ID [--wait]`, `list [--state ...] [--since ...]`, `prune`: the status table, as a person wants it.
 
 Following a request (`import` without `--no-wait`, `status --wait`) prints a line whenever its state or
 reason changes: the transitions, retries, and the manifests ACR still has pending for a long import.
@@ -154,6 +154,18 @@ def list_requests(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def prune(args: argparse.Namespace) -> int:
+    from shared.settings import load_settings
+
+    cutoff = args.older_than or datetime.now(UTC) - timedelta(days=load_settings().status_retention_days)
+    if args.older_than is None and load_settings().status_retention_days <= 0:
+        print("STATUS_RETENTION_DAYS is 0: rows are kept forever; give --older-than to prune anyway")
+        return EXIT_OK
+    deleted = status_store().prune(cutoff)
+    print(f"deleted {deleted} rows last updated before {cutoff.isoformat(timespec='seconds')}")
+    return EXIT_OK
+
+
 def add_commands(commands) -> None:
     status = commands.add_parser("status", help="show one request's state, reason and history")
     status.add_argument("id", help="the request id (printed by `import`, returned by the HTTP API)")
@@ -169,3 +181,9 @@ def add_commands(commands) -> None:
     listing.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
     listing.add_argument("--json", action="store_true", help="print the rows as JSON")
     listing.set_defaults(handler=list_requests)
+
+    pruning = commands.add_parser("prune", help="delete status rows older than the retention (the app does this "
+                                                "daily with STATUS_RETENTION_DAYS)")
+    pruning.add_argument("--older-than", type=parse_since, metavar="AGE",
+                         help="e.g. 90d, or an ISO date (default: STATUS_RETENTION_DAYS ago)")
+    pruning.set_defaults(handler=prune)

@@ -163,6 +163,26 @@ def test_bad_flags_and_bad_requests_exit_2_with_every_problem(app_env):
     assert {"source", "targetTags[0]", "credential"} <= set(problems), invalid.stderr
 
 
+def test_prune_deletes_rows_older_than_the_retention_and_keeps_newer_ones(app_env):
+    from azure.data.tables import TableServiceClient
+
+    from shared.outcome import State
+    from shared.status import StatusRecord, StatusStore
+
+    store = StatusStore(app_env["IMPORT_STATUS_TABLE"])
+    store.transition("recent", State.SUCCEEDED)
+    table = TableServiceClient.from_connection_string(layout.AZURITE_CONNECTION_STRING).get_table_client(
+        app_env["IMPORT_STATUS_TABLE"])
+    table.upsert_entity(StatusRecord("old", State.FAILED, updated_at="2020-01-01T00:00:00+00:00").to_entity())
+    table.upsert_entity({"PartitionKey": "refresh", "RowKey": "latest", "Summary": "{}"})
+    kept_forever = cli("prune", env={**os.environ, "STATUS_RETENTION_DAYS": "0"})
+    assert kept_forever.returncode == 0 and store.get("old") is not None
+    done = cli("prune")
+    assert done.returncode == 0 and done.stdout.startswith("deleted 1 rows"), done.stdout + done.stderr
+    assert store.get("old") is None and store.get("recent") is not None
+    assert table.get_entity("refresh", "latest")
+
+
 def test_missing_storage_settings_are_named():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobsStorage")}
     done = cli("list", env=env)
