@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import app_context, http_api, refresh, status
+from shared import app_context, http_api, refresh, status, telemetry
 from shared.worker import handle_import_message, handle_poison_message
 
+telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
 app = func.FunctionApp()
 
 

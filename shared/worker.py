@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared import telemetry
 from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
 from shared.engine import import_parameters, resolve_source_registry
 from shared.failures import classify_error, retry_after_of
@@ -67,6 +68,7 @@ def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: floa
     return max(failure.retry_after or 0.0, backoff * (0.5 + jitter / 2))
 
 
+@telemetry.import_span
 def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
                           dequeue_count: int = 1) -> Outcome:
     started = time.monotonic()
@@ -107,6 +109,7 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
     return _finish(worker, request, State.FAILED, reason, attempt, started, failure=failure)
 
 
+@telemetry.import_span
 def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                           dequeue_count: int = 1) -> Outcome:
     """The host gave up on a message after repeated crashes: record it as failed so it is not lost."""
@@ -371,3 +374,4 @@ def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, starte
     line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), worker._secrets)
     level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
     log.log(level, line)
+    telemetry.record_import(fields, worker._secrets)
