@@ -75,7 +75,8 @@ def _identity():
 
 def test_head_returns_the_digest_of_every_manifest_type(stack, client):
     cases = [("docker.io", "library/hello-world", "latest"), ("docker.io", "library/nginx", "1.27"),
-             ("docker.io", "tensorflow/tensorflow", "latest-gpu"), ("mcr.microsoft.com", "windows/servercore", "ltsc2022")]
+             ("docker.io", "tensorflow/tensorflow", "latest-gpu"),
+             ("mcr.microsoft.com", "windows/servercore", "ltsc2022")]
     for host, repo, tag in cases:
         seeded = stack.find(host, repo, tag)
         head = client.head_manifest(host, repo, tag)
