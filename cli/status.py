@@ -50,10 +50,12 @@ class Follower:
         key = (record.state, record.reason, record.attempts, record.checks)
         if key == self._seen:
             return
+        # the worker keeps the previous reason when it moves on; do not show it again under the new state
+        stale = bool(self._seen) and record.state != self._seen[0] and record.reason == self._seen[1]
         self._seen = key
         elapsed = time.monotonic() - self._began
         attempt = f"attempt {record.attempts}" if record.attempts else ""
-        detail = "; ".join(part for part in (attempt, record.reason) if part)
+        detail = "; ".join(part for part in (attempt, "" if stale else record.reason) if part)
         print(f"{elapsed:6.1f}s  {record.state!s:10} {detail}", file=self.out, flush=True)
 
     def follow(self, store: StatusStore, request_id: str, *, timeout: float | None,
@@ -84,7 +86,9 @@ def summary_lines(record: StatusRecord) -> list[str]:
     if record.code:
         lines.append(f"code:       {record.code} ({record.kind})")
     lines.append("history:")
-    lines += [f"  {t.get('at', '')[:23]}  {t.get('state', '')}" for t in record.transitions]
+    shown = [t for i, t in enumerate(record.transitions)
+             if i == 0 or t.get("state") != record.transitions[i - 1].get("state")]  # one line per state change
+    lines += [f"  {t.get('at', '')[:23]}  {t.get('state', '')}" for t in shown]
     return lines
 
 
