@@ -19,6 +19,7 @@ DEFAULT_STATUS_TABLE = "importstatus"
 # whoever can write to the queue can otherwise pull anything into your registry.
 DEFAULT_ALLOWED_SOURCES = ("docker.io", "mcr.microsoft.com")
 DEFAULT_TRACKED_IMAGES = "tracked-images.json"  # shipped with the app, relative to its root
+DEFAULT_REPLICATION_RULES = "replication-rules.json"  # likewise; an empty rule list replicates nothing
 
 CREDENTIAL_PREFIX = "SOURCE_CREDENTIALS__"
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -67,6 +68,7 @@ class Settings:
     refresh_backoff_seconds: float = 300.0
     refresh_time_budget_seconds: float = 420.0  # well inside the 10-minute Consumption limit
     status_retention_days: float = 30.0
+    replication_rules: str = DEFAULT_REPLICATION_RULES
 
     @property
     def dead_letter_queue(self) -> str:
@@ -187,4 +189,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         refresh_backoff_seconds=_number(env, "REFRESH_BACKOFF_SECONDS", 300.0, 0),
         refresh_time_budget_seconds=_number(env, "REFRESH_TIME_BUDGET_SECONDS", 420.0, 1),
         status_retention_days=_number(env, "STATUS_RETENTION_DAYS", 30.0, 0),
+        replication_rules=(env.get("REPLICATION_RULES") or DEFAULT_REPLICATION_RULES).strip(),
     )
