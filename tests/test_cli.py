@@ -183,6 +183,22 @@ def test_prune_deletes_rows_older_than_the_retention_and_keeps_newer_ones(app_en
     assert table.get_entity("refresh", "latest")
 
 
+def test_the_daily_prune_timer_applies_the_retention(app_env, runner_factory):
+    from azure.data.tables import TableServiceClient
+
+    from shared.outcome import State
+    from shared.status import StatusRecord, StatusStore
+
+    table = TableServiceClient.from_connection_string(layout.AZURITE_CONNECTION_STRING).create_table_if_not_exists(
+        app_env["IMPORT_STATUS_TABLE"])
+    table.upsert_entity(StatusRecord("years-old", State.SUCCEEDED, updated_at="2020-01-01T00:00:00+00:00").to_entity())
+    store = StatusStore(app_env["IMPORT_STATUS_TABLE"])
+    store.transition("today", State.SUCCEEDED)
+    runner = runner_factory(STATUS_RETENTION_DAYS="1")
+    assert runner.trigger_timer("prune_import_status").outcome == "ok"
+    assert store.get("years-old") is None and store.get("today") is not None
+
+
 def test_missing_storage_settings_are_named():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobsStorage")}
     done = cli("list", env=env)
