@@ -51,6 +51,9 @@ param refreshSchedule string = '0 0 * * * *'
 @description('TRACKED_IMAGES: the refresh configuration, a path in the app package or an https blob URL.')
 param trackedImages string = 'tracked-images.json'
 
+@description('REPLICATION_RULES: the replication rules of replicate_on_push, a path in the app package or an https blob URL.')
+param replicationRules string = 'replication-rules.json'
+
 @description('REGISTRY_ENDPOINTS: host=https://endpoint pairs for the app\'s own registry reads (private networking).')
 param registryEndpoints string = ''
 
@@ -240,6 +243,7 @@ var appSettingsList = [
   { name: 'REFRESH_BACKOFF_SECONDS', value: string(tuned.REFRESH_BACKOFF_SECONDS) }
   { name: 'REFRESH_TIME_BUDGET_SECONDS', value: string(tuned.REFRESH_TIME_BUDGET_SECONDS) }
   { name: 'REGISTRY_ENDPOINTS', value: registryEndpoints }
+  { name: 'REPLICATION_RULES', value: replicationRules }
   { name: 'STATUS_RETENTION_DAYS', value: string(tuned.STATUS_RETENTION_DAYS) }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: insightsAuthentication }
