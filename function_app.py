@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import app_context, http_api, refresh, status, telemetry
+from shared import app_context, http_api, refresh, replication, status, telemetry
+from shared.events import event_document
 from shared.worker import handle_import_message, handle_poison_message
 
 telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
@@ -30,6 +31,11 @@ def import_image_poison(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def refresh_tracked_images(timer: func.TimerRequest) -> None:
     refresh.refresh_for(app_context.worker())
+
+
+@app.event_grid_trigger(arg_name="event")
+def replicate_on_push(event: func.EventGridEvent) -> None:
+    replication.replicate(app_context.worker(), event_document(event))
 
 
 @app.route(route="imports", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

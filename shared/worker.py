@@ -18,8 +18,9 @@ from typing import Any
 from shared import telemetry
 from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
 from shared.engine import import_parameters, resolve_source_registry
+from shared.events import is_event_like
 from shared.failures import classify_error, retry_after_of
-from shared.outcome import Failure, Kind, State
+from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
@@ -70,8 +71,15 @@ def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: floa
 
 @telemetry.import_span
 def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome:
+                          dequeue_count: int = 1) -> Outcome | list:
+    """One queue message: an import request, or ACR events delivered straight by Event Grid (a list of
+    `replication.EventResult` then)."""
     started = time.monotonic()
+    document, problem = decode_body(body)
+    if problem is None and is_event_like(document):  # Event Grid delivering straight into the queue
+        from shared.replication import replicate
+
+        return replicate(worker, document)
     parsed = parse_request(body, worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _finish_rejected(worker, parsed, body, started)
@@ -86,7 +94,7 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
     first_attempt_at = request.first_attempt_at or worker.clock()
     note = ""
     if request.operation is None:
-        worker.status.transition(request.id, State.RUNNING, attempts=attempt, **_summary(request))
+        worker.status.transition(request.id, State.RUNNING, attempts=attempt, reason="", **_summary(request))
         if request.mode == "IfChanged":
             same, note = unchanged_digest(worker, request)
             if same:
@@ -96,7 +104,8 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
         return _hand_over(worker, request, progress, attempt, started)
     failure = progress
     if failure is None:
-        return _finish(worker, request, State.SUCCEEDED, f"imported{note}", attempt, started)
+        return _finish(worker, request, State.SUCCEEDED, f"imported{note}", attempt, started,
+                       **imported_image(worker, request))
     if request.mode == "NoForce" and _is_tag_conflict(failure):
         same, _ = unchanged_digest(worker, request)
         if same:
@@ -111,9 +120,12 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
 
 @telemetry.import_span
 def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome:
+                          dequeue_count: int = 1) -> Outcome | list[Outcome]:
     """The host gave up on a message after repeated crashes: record it as failed so it is not lost."""
     started = time.monotonic()
+    document, problem = decode_body(body)
+    if problem is None and is_event_like(document):
+        return _events_poisoned(worker, document, started)
     parsed = parse_request(body, worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _finish_rejected(worker, parsed, body, started)
@@ -155,6 +167,28 @@ def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None
     except RegistryError as err:
         return None, f" (digests not compared: {err})"
     return upstream.digest, ""
+
+
+def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
+    """What landed in the target, for the status row: its digest and how many platforms. Best effort: a
+    read that fails leaves them out and never changes the outcome."""
+    if worker.registries is None:
+        return {}
+    host = request.target.login_server(worker.settings.acr_login_server_suffix)
+    if request.target_tags:
+        repository, _, reference = request.target_tags[0].rpartition(":")
+    else:
+        repository, reference = request.untagged_target_repositories[0], request.source.digest or ""
+    if not reference:
+        return {}
+    try:
+        head = worker.registries.head_manifest(host, repository, reference, worker.identity)
+        platforms = worker.registries.platforms(host, repository, reference, worker.identity) if head else None
+    except RegistryError:
+        return {}
+    if head is None:
+        return {}
+    return {"digest": head.digest, "platforms": len(platforms) if platforms else 1}
 
 
 def _is_tag_conflict(failure: Failure) -> bool:
@@ -279,11 +313,11 @@ def _schedule_retry(worker: Worker, request: ImportRequest, failure: Failure, at
 
 
 def _finish(worker: Worker, request: ImportRequest, state: State, reason: str, attempts: int, started: float,
-            *, failure: Failure | None = None) -> Outcome:
+            *, failure: Failure | None = None, **found: Any) -> Outcome:
     reason = _redact(worker, request, reason)
     worker.status.transition(request.id, state, reason=reason, attempts=attempts,
                              kind=str(failure.kind) if failure else "", code=failure.code if failure else "",
-                             **_summary(request))
+                             **_summary(request), **found)
     if state is State.FAILED:
         worker.queues.dead_letter(_letter(worker, request.id, state, reason, request.document, failure, attempts,
                                           extra_secrets=_inline_secrets(request)))
@@ -307,6 +341,43 @@ def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, star
     outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
     _log(worker, outcome, None, started, document=document)
     return outcome
+
+
+def record_rejected(worker: Worker, rejected: Rejected) -> Outcome:
+    """Record something that will never be imported (an event we refuse) the way a rejected request is:
+    status row, dead-letter copy without secrets, one log line."""
+    body = json.dumps(rejected.document, default=str) if rejected.document is not None else ""
+    return _finish_rejected(worker, rejected, body, time.monotonic())
+
+
+def record_ignored(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome:
+    """Record an input that is fine but asks for nothing (an event no rule selects): skipped, not dead-lettered."""
+    started = time.monotonic()
+    reason = redact_text(reason, worker._secrets)
+    worker.status.transition(record_id, State.SKIPPED, reason=reason, **_summary_of(document))
+    outcome = Outcome(record_id, State.SKIPPED, reason)
+    _log(worker, outcome, None, started, document=document)
+    return outcome
+
+
+def _events_poisoned(worker: Worker, document: Any, started: float) -> list[Outcome]:
+    """Events whose every delivery crashed (usually unusable replication rules): rejected, so the reason is
+    kept; the dead-letter copy can be re-queued once the cause is fixed."""
+    from shared.events import read_events
+
+    reason = ("processing this event raised an error on every delivery, so the host moved it to the poison "
+              "queue; the function logs say why (unusable replication rules stop every event)")
+    outcomes = []
+    for event in read_events(document):
+        record_id = f"event-{event.key}"
+        previous = worker.status.get(record_id)
+        if previous and previous.state.terminal:
+            continue
+        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
+                                                   "eventType": event.event_type}
+        outcomes.append(_finish_rejected(worker, Rejected(record_id, (Problem("(event)", reason),), raw),
+                                         json.dumps(raw, default=str), started))
+    return outcomes
 
 
 def _letter(worker: Worker, request_id: str, state: State, reason: str, document: Any, failure: Failure | None,

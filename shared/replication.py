@@ -1,0 +1,364 @@
+"""Replication on push: rules, loading them (refusing cycles), and what one ACR event becomes.
+
+An import into a registry raises ImagePushed there too, so rules that lead back to a registry they
+start from would copy forever. Cycles are refused when the rules are loaded; a chain (A->B, B->C) is
+fine: B's ImagePushed from our own import carries the image on to C, once.
+
+`plan_event` is pure (event + rules -> import request documents, or why none); `replicate` does the
+I/O through the worker: requests go on the queue, ignored and rejected events get their status row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from shared import events as ev
+from shared.outcome import Problem, State
+from shared.reference import InvalidReference, parse_repository, registry_host_matches
+from shared.request import ImportRequest, Rejected, field_path, validate_document
+from shared.resource_ids import RegistryId, parse_registry_id
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.worker import Outcome, Worker
+
+log = logging.getLogger("acr_importer")
+DEFAULT_MODE = "IfChanged"
+EVENT_FIELD = "(event)"
+
+
+class ReplicationConfigError(ValueError):
+    """The rules cannot be used (unreadable, invalid, or cyclic); the message says where."""
+
+
+@dataclass(frozen=True)
+class NamePatterns:
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    def selects(self, name: str) -> bool:
+        if any(p.fullmatch(name) for p in self.exclude):
+            return False
+        return not self.include or any(p.fullmatch(name) for p in self.include)
+
+
+@dataclass(frozen=True)
+class ReplicationRule:
+    index: int
+    name: str
+    source: RegistryId
+    targets: tuple[RegistryId, ...]
+    repositories: NamePatterns
+    tags: NamePatterns
+    target_prefix: str
+    mode: str
+
+    @property
+    def label(self) -> str:
+        return f"rules[{self.index}] ({self.name})"
+
+    def selects(self, repository: str, tag: str) -> bool:
+        return self.repositories.selects(repository) and self.tags.selects(tag)
+
+
+@dataclass(frozen=True)
+class ReplicationRules:
+    rules: tuple[ReplicationRule, ...]
+
+    def for_topic(self, topic: RegistryId) -> list[ReplicationRule]:
+        return [r for r in self.rules if r.source.same_as(topic)]
+
+
+@cache
+def rules_schema() -> dict[str, Any]:
+    return json.loads(resources.files("shared.schemas").joinpath("replication-rules.v1.json").read_text())
+
+
+@cache
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(rules_schema())
+
+
+def parse_rules(text: str, settings: Settings) -> ReplicationRules:
+    """Every rule, or ReplicationConfigError listing every problem (a partial rule set could copy where
+    nobody meant to, or miss a guard, so one bad rule refuses the set)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReplicationConfigError(f"replication rules: not JSON: {err.msg} at line {err.lineno}") from None
+    problems = [Problem(field_path(e.absolute_path), e.message[:200])
+                for e in sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+    if problems:
+        raise ReplicationConfigError("replication rules: " + "; ".join(map(str, problems)))
+    rules = [_rule(index, entry, settings, problems) for index, entry in enumerate(doc["rules"])]
+    if problems:
+        raise ReplicationConfigError("replication rules: " + "; ".join(map(str, problems)))
+    found = tuple(r for r in rules if r is not None)
+    cycle = find_cycle(found)
+    if cycle:
+        raise ReplicationConfigError("replication rules form a cycle, so an image would be copied around it "
+                                     f"forever (each import raises ImagePushed again): {describe_cycle(cycle)}; "
+                                     "remove one of these rules")
+    return ReplicationRules(found)
+
+
+def _registry(value: str, where: str, problems: list[Problem]) -> RegistryId | None:
+    try:
+        return parse_registry_id(value)
+    except (ValueError, KeyError) as err:
+        problems.append(Problem(where, str(err) if isinstance(err, ValueError) else "is not a registry resource id"))
+        return None
+
+
+def _patterns(entry: dict[str, Any], name: str, where: str, problems: list[Problem]) -> NamePatterns:
+    compiled: dict[str, list[re.Pattern[str]]] = {"include": [], "exclude": []}
+    for kind in compiled:
+        for i, text in enumerate((entry.get(name) or {}).get(kind, [])):
+            try:
+                compiled[kind].append(re.compile(text))
+            except re.error as err:
+                problems.append(Problem(f"{where}.{name}.{kind}[{i}]", f"is not a regular expression: {err}"))
+    return NamePatterns(tuple(compiled["include"]), tuple(compiled["exclude"]))
+
+
+def _rule(index: int, entry: dict[str, Any], settings: Settings, problems: list[Problem]) -> ReplicationRule | None:
+    where = f"rules[{index}]"
+    before = len(problems)
+    source = _registry(entry["source"], f"{where}.source", problems)
+    targets = [_registry(t, f"{where}.targets[{i}]", problems) for i, t in enumerate(entry["targets"])]
+    if source is not None and not _source_allowed(source, settings):
+        allowed_sources = ",".join(settings.allowed_source_registries)
+        problems.append(Problem(f"{where}.source", f"registry {source.name!r} is not allowed by "
+                                                   f"ALLOWED_SOURCE_REGISTRIES ({allowed_sources}); "
+                                                   "add its login server or resource id"))
+    allowed = {a.lower() for a in settings.allowed_target_registries}
+    for i, target in enumerate(targets):
+        if target is not None and str(target).lower() not in allowed:
+            problems.append(Problem(f"{where}.targets[{i}]", f"registry {target.name!r} is not in "
+                                                             "ALLOWED_TARGET_REGISTRIES"))
+    prefix = entry.get("targetPrefix", "")
+    if prefix:
+        try:
+            parse_repository(prefix.rstrip("/") + "/x" if prefix.endswith("/") else prefix + "x")
+        except InvalidReference as err:
+            problems.append(Problem(f"{where}.targetPrefix", err.reason))
+    repositories = _patterns(entry, "repositories", where, problems)
+    tags = _patterns(entry, "tags", where, problems)
+    if len(problems) > before or source is None:
+        return None
+    return ReplicationRule(index, entry.get("name") or where, source, tuple(t for t in targets if t),
+                           repositories, tags, prefix, entry.get("mode", DEFAULT_MODE))
+
+
+def _source_allowed(source: RegistryId, settings: Settings) -> bool:
+    host = source.login_server(settings.acr_login_server_suffix)
+    return any(a == "*" or a.lower() == str(source).lower()
+               or (not a.startswith("/") and registry_host_matches(host, a))
+               for a in settings.allowed_source_registries)
+
+
+def find_cycle(rules: Iterable[ReplicationRule]) -> list[tuple[RegistryId, ReplicationRule]] | None:
+    """A cycle in the registry graph (source -> each target), as (registry, rule leaving it) steps.
+
+    Registry-level on purpose: repository filters and prefixes could make some cycles harmless, but
+    proving that for regular expressions is not worth the risk of an endless copy loop.
+    """
+    edges: dict[str, list[tuple[str, RegistryId, ReplicationRule]]] = {}
+    names: dict[str, RegistryId] = {}
+    for rule in rules:
+        names[str(rule.source).lower()] = rule.source
+        for target in rule.targets:
+            names.setdefault(str(target).lower(), target)
+            edges.setdefault(str(rule.source).lower(), []).append((str(target).lower(), target, rule))
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[tuple[str, ReplicationRule]] = []
+
+    def visit(node: str) -> list[tuple[str, ReplicationRule]] | None:
+        state[node] = 1
+        for nxt, _, rule in edges.get(node, []):
+            path.append((node, rule))
+            if state.get(nxt) == 1:
+                start = next(i for i, (n, _) in enumerate(path) if n == nxt)
+                return path[start:]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+            path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return [(names[n], rule) for n, rule in found]
+    return None
+
+
+def describe_cycle(cycle: list[tuple[RegistryId, ReplicationRule]]) -> str:
+    hops = " -> ".join([registry.name for registry, _ in cycle] + [cycle[0][0].name])
+    return f"{hops} (by {', '.join(rule.label for _, rule in cycle)})"
+
+
+_url_cache: dict[str, tuple[float, str]] = {}
+URL_CACHE_SECONDS = 60.0
+
+
+def load_rules(settings: Settings) -> ReplicationRules:
+    """The rules from REPLICATION_RULES (a file relative to the app root, or an https blob URL, read at
+    most once a minute); raises ReplicationConfigError when they cannot be used."""
+    from shared.tracked import TrackedConfigError, read_config_text
+
+    location = settings.replication_rules
+    try:
+        if location.startswith(("https://", "http://")):
+            cached = _url_cache.get(location)
+            if cached is None or time.monotonic() - cached[0] > URL_CACHE_SECONDS:
+                cached = (time.monotonic(), read_config_text(location))
+                _url_cache[location] = cached
+            text = cached[1]
+        else:
+            text = read_config_text(location)
+    except TrackedConfigError as err:
+        raise ReplicationConfigError(str(err).replace("TRACKED_IMAGES", "REPLICATION_RULES")) from None
+    return parse_rules(text, settings)
+
+
+# --- one event -> what to do ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventPlan:
+    """What an event becomes: import request documents, or `state` (skipped/rejected) with a reason."""
+
+    event: ev.RegistryEvent | ev.UnreadableEvent
+    state: State
+    reason: str
+    requests: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def record_id(self) -> str:
+        """The status row of an event that imports nothing (deterministic: a redelivery finds it)."""
+        return f"event-{self.event.key}"
+
+
+def request_id(event: ev.RegistryEvent, target: RegistryId, target_tag: str) -> str:
+    """Deterministic per (event, target, tag): Event Grid redelivers, and a duplicate must do nothing."""
+    text = f"{event.key}|{str(target).lower()}|{target_tag}"
+    return f"evt-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationRules) -> EventPlan:
+    if isinstance(event, ev.UnreadableEvent):
+        return EventPlan(event, State.REJECTED, f"malformed event: {event.reason}")
+    what = f"event {event.id[:128]!r} ({event.event_type})"
+    try:
+        topic = parse_registry_id(event.topic)
+    except (ValueError, KeyError):
+        return EventPlan(event, State.REJECTED, f"{what}: topic {event.topic[:256]!r} is not a container registry "
+                                                "resource id; no rule names it")
+    selected = rules.for_topic(topic)
+    if not selected:
+        return EventPlan(event, State.REJECTED, f"{what} from {topic.name!r} ({topic}): no replication rule names "
+                                                "this registry as its source, so its events are not trusted")
+    if event.event_type != ev.IMAGE_PUSHED:
+        return EventPlan(event, State.SKIPPED, f"ignored: {what} from {topic.name!r}; only ImagePushed is "
+                                               "replicated (deletes and charts are recorded, never copied)")
+    if event.problems or not event.repository or not event.digest:
+        missing = [n for n in ("repository", "digest") if not getattr(event, n)]
+        reasons = [*event.problems, *(f"data.target.{n} is missing" for n in missing
+                                      if not any(p.startswith(f"data.target.{n} ") for p in event.problems))]
+        return EventPlan(event, State.REJECTED, f"malformed {what}: {'; '.join(reasons)}")
+    image = f"{event.repository}@{event.digest}"
+    if not event.tag:
+        return EventPlan(event, State.SKIPPED, f"ignored: untagged manifest {image} (a platform of a multi-arch "
+                                               "push, or a push by digest); the tagged push carries the image")
+    documents: dict[str, dict[str, Any]] = {}
+    for rule in selected:
+        if not rule.selects(event.repository, event.tag):
+            continue
+        target_tag = f"{rule.target_prefix}{event.repository}:{event.tag}"
+        for target in rule.targets:
+            rid = request_id(event, target, target_tag)
+            documents.setdefault(rid, {"id": rid, "source": image, "sourceRegistry": str(topic),
+                                       "target": str(target), "targetTags": [target_tag], "mode": rule.mode})
+    if not documents:
+        names = ", ".join(r.label for r in selected)
+        return EventPlan(event, State.SKIPPED, f"ignored: {event.repository}:{event.tag} from {topic.name!r} is "
+                                               f"not selected by {names}")
+    return EventPlan(event, State.RECEIVED, f"{image} ({event.repository}:{event.tag}) -> "
+                                            f"{len(documents)} import(s)", tuple(documents.values()))
+
+
+# --- the I/O ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventResult:
+    event_id: str
+    state: State  # RECEIVED: its imports are queued; SKIPPED or REJECTED: recorded with the reason
+    reason: str
+    request_ids: tuple[str, ...] = ()
+
+
+def replicate(worker: Worker, payload: Any) -> list[EventResult]:
+    """Handle one delivery (an event or an array of them). Never raises for what an event says; raises
+    ReplicationConfigError when the rules are unusable (so the delivery is retried after a fix) and
+    storage errors (so the host retries)."""
+    found = ev.read_events(payload)
+    rules = load_rules(worker.settings)
+    return [_handle(worker, plan_event(event, rules)) for event in found]
+
+
+def _handle(worker: Worker, plan: EventPlan) -> EventResult:
+    from shared.worker import record_ignored
+
+    event = plan.event
+    document = event.document if isinstance(event, ev.UnreadableEvent) else _event_summary(event)
+    if plan.state is State.SKIPPED:
+        record_ignored(worker, plan.record_id, plan.reason, document)
+        return EventResult(event.id, plan.state, plan.reason)
+    if plan.state is State.REJECTED:
+        outcome = _reject_once(worker, plan.record_id, plan.reason, document)
+        return EventResult(event.id, plan.state, outcome.reason if outcome else plan.reason)
+    queued = []
+    for doc in plan.requests:
+        checked = validate_document(doc, worker.settings, fallback_id=doc["id"])
+        if isinstance(checked, Rejected):
+            _reject_once(worker, doc["id"], f"event {event.id[:128]!r}: {checked.reason}", doc)
+            continue
+        _enqueue_once(worker, checked)
+        queued.append(checked.id)
+    log.info(json.dumps({"event": "replication", "eventId": event.id[:128], "topic": event.topic[:512],
+                         "subject": getattr(event, "subject", "")[:512], "requests": queued,
+                         "reason": plan.reason}))
+    return EventResult(event.id, plan.state, plan.reason, tuple(queued))
+
+
+def _enqueue_once(worker: Worker, request: ImportRequest) -> None:
+    """Queue the request unless a delivery of this event already did (its status row exists then). A
+    redelivery racing the first may queue it twice: the worker then finds it done and changes nothing."""
+    if worker.status.get(request.id) is None:
+        worker.queues.enqueue(request.document)
+
+
+def _reject_once(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome | None:
+    from shared.worker import record_rejected
+
+    previous = worker.status.get(record_id)
+    if previous is not None and previous.state.terminal:
+        return None
+    return record_rejected(worker, Rejected(record_id, (Problem(EVENT_FIELD, reason),), document))
+
+
+def _event_summary(event: ev.RegistryEvent) -> dict[str, Any]:
+    return {"id": event.id, "topic": event.topic, "eventType": event.event_type, "subject": event.subject,
+            "repository": event.repository, "tag": event.tag, "digest": event.digest}
