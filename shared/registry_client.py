@@ -242,6 +242,23 @@ class RegistryClient:
         return ManifestHead(digest, response.headers.get("Content-Type", "").split(";")[0].strip(),
                             int(response.headers.get("Content-Length") or 0))
 
+    def platforms(self, host: str, repository: str, reference: str, auth: Auth = None) -> list[str] | None:
+        """The platforms of an index (`os/arch[/variant]`, attestations left out), or [] for a single
+        manifest; None when it does not exist. One GET: meant for our own target, not for Docker Hub."""
+        url = f"{self._base(host)}/v2/{repository}/manifests/{reference}"
+        response = self._send("GET", host, url, repository, auth, {"Accept": MANIFEST_ACCEPT}, kind="manifest")
+        if response.status_code == 404:
+            return None
+        self._raise_for(host, response, f"GET {repository}:{reference}")
+        document = response.json() or {}
+        found = []
+        for entry in document.get("manifests") or []:
+            platform = entry.get("platform") or {}
+            if platform.get("os", "unknown") != "unknown":
+                found.append("/".join(p for p in (platform.get("os"), platform.get("architecture"),
+                                                  platform.get("variant")) if p))
+        return found
+
     def list_tags(self, host: str, repository: str, auth: Auth = None, *, page_size: int = 1000) -> list[str]:
         """Every tag of a repository, following `Link` pages. A missing repository has no tags."""
         url: str | None = f"{self._base(host)}/v2/{repository}/tags/list?n={page_size}"

@@ -54,7 +54,12 @@ def test_every_seed_scenario_arrives_with_the_source_digest_and_all_platforms(ap
     for request_id, scenario in sent.items():
         *_, problem, ok = demo.check(scenario, records[request_id])
         assert ok, (scenario.name, problem)
+    for request_id in sent:
+        assert records[request_id].digest.startswith("sha256:") and records[request_id].platforms >= 1
+    hello_record = next(records[i] for i, s in sent.items() if s.target == ("hello-world", "latest"))
+    assert hello_record.platforms == 4
     hello = target_image("hello-world", "latest")
+    assert hello_record.digest == hello.digest
     assert hello.platforms == ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "windows/amd64:10.0.20348.2700"]
     assert hello.digest == stack.digest("docker.io", "library/hello-world", "latest")
 

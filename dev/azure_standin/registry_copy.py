@@ -4,6 +4,7 @@ request's credentials or a token the stand-in mints for the caller) and copy wit
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 
 import requests
@@ -85,7 +86,19 @@ class RegistryDataPlane:
         digest = ""
         try:
             for repo, tags in by_repo.items():
-                digest = oci.copy_image(src, job.repository, job.reference, dst, repo, tags=tags).digest
+                # docker-registry's filesystem storage can fail concurrent uploads of one blob into one
+                # repository (DIGEST_INVALID); ACR does not, so copies into a repository take turns here.
+                with _repository_lock(job.target.port, repo):
+                    digest = oci.copy_image(src, job.repository, job.reference, dst, repo, tags=tags).digest
         except oci.RegistryError as err:
             raise _failure(err, job.source.host) from None
         return digest
+
+
+_REPOSITORY_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _repository_lock(port: int, repository: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _REPOSITORY_LOCKS.setdefault((port, repository), threading.Lock())
