@@ -141,6 +141,12 @@ def acr_token_realm(acr: AcrSpec) -> str:
     return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/token"
 
 
+def acr_registry_events_url(acr: AcrSpec) -> str:
+    """Where an ACR data plane's docker-registry posts its notifications; the stand-in turns them into
+    Event Grid events on the registry's topic, as ACR does."""
+    return f"{CONTROL_ENDPOINT}/registry-events/{acr.name}"
+
+
 def acr_exchange_url(acr: AcrSpec) -> str:
     """Entra access token -> ACR refresh token (real ACR: https://<login server>/oauth2/exchange)."""
     return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/exchange"

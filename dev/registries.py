@@ -85,6 +85,11 @@ def registry_config(spec: RegistrySpec) -> dict:
     auth = _auth_section(spec)
     if auth:
         config["auth"] = auth
+    if isinstance(spec, layout.AcrSpec):  # pushes (ours and the stand-in's imports) become ImagePushed events
+        config["notifications"] = {"endpoints": [{
+            "name": "azure-standin", "url": layout.acr_registry_events_url(spec), "timeout": "2s",
+            "threshold": 3, "backoff": "1s",
+            "ignore": {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}}]}
     return config
 
 

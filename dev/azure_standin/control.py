@@ -75,3 +75,33 @@ class StandinControl:
     def put_image(self, ref: str, digest: str, manifests: list[str] | None = None) -> None:
         """Memory data plane only: make `host/repo:tag` (or `@digest`) exist with these manifests."""
         self._call("PUT", "images", {"ref": ref, "digest": digest, "manifests": manifests})
+
+    def subscribe_webhook(self, topic: str, endpoint: str, *, name: str | None = None,
+                          event_types: list[str] | None = None) -> dict:
+        """An Event Grid subscription on a registry's topic delivering to a webhook; the stand-in makes the
+        validation handshake first and refuses the subscription (RuntimeError) when it fails."""
+        return self._call("POST", "event-subscriptions", {"topic": topic, "endpointType": "WebHook",
+                                                          "endpoint": endpoint, "name": name,
+                                                          "includedEventTypes": event_types})
+
+    def subscribe_queue(self, topic: str, queue: str, *, name: str | None = None,
+                        event_types: list[str] | None = None) -> dict:
+        """An Event Grid subscription writing each event as plain JSON onto an Azurite queue."""
+        return self._call("POST", "event-subscriptions", {"topic": topic, "endpointType": "StorageQueue",
+                                                          "queue": queue, "name": name,
+                                                          "includedEventTypes": event_types})
+
+    def event_subscriptions(self) -> list[dict]:
+        return self._call("GET", "event-subscriptions")
+
+    def unsubscribe(self, name: str | None = None) -> int:
+        """Remove one subscription, or all of them."""
+        return self._call("DELETE", "event-subscriptions", {"name": name})["removed"]
+
+    def event_deliveries(self) -> dict:
+        """{"pending": n, "published": [events raised], "deliveries": [{subscription, eventId, eventType,
+        subject, attempts: [HTTP status...], done}]}"""
+        return self._call("GET", "event-deliveries")
+
+    def clear_event_log(self) -> None:
+        self._call("DELETE", "event-deliveries")

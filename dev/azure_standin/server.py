@@ -12,6 +12,7 @@ from dev.azure_standin.acr_auth import serve_acr_auth, sp_can_pull
 from dev.azure_standin.arm import Arm
 from dev.azure_standin.control_api import serve_control
 from dev.azure_standin.data_plane import DataPlane, MemoryDataPlane
+from dev.azure_standin.events import EventGrid, serve_events
 from dev.azure_standin.http_base import Request, Response, make_handler
 from dev.azure_standin.identity import serve_identity
 from dev.azure_standin.world import World
@@ -30,6 +31,7 @@ class Standin:
                                                                                       acr))
         self._registry: DataPlane | None = None
         self.arm = Arm(self.world, self.data_plane)
+        self.event_grid = EventGrid()
         self.https = ThreadingHTTPServer((layout.HOST, https_port), make_handler(self.route_https, "azure-standin"))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(layout.SERVER_CERT, layout.SERVER_KEY)
@@ -50,7 +52,9 @@ class Standin:
 
     def route_https(self, request: Request) -> Response:
         if request.path.startswith("/_control"):
-            return serve_control(self.world, self.memory, request)
+            if request.path.rstrip("/") == "/_control/reset" and request.method == "POST":
+                self.event_grid.reset()
+            return serve_events(self.event_grid, request) or serve_control(self.world, self.memory, request)
         match = ACR_AUTH.fullmatch(request.path.rstrip("/"))
         if match:
             return serve_acr_auth(self.world, request, match.group(1), match.group(2))
