@@ -87,7 +87,7 @@ def is_event_like(document: Any) -> bool:
     if not isinstance(document, Mapping):
         return False
     grid = "eventType" in document and ("topic" in document or "data" in document or "subject" in document)
-    cloud = "specversion" in document and "type" in document
+    cloud = "specversion" in document
     return grid or cloud
 
 

@@ -76,7 +76,7 @@ def test_invalid_target_fields_are_problems_not_values(field, value):
 
 def test_events_are_told_apart_from_import_requests():
     assert ev.is_event_like(SAMPLE) and ev.is_event_like([SAMPLE, SAMPLE])
-    assert ev.is_event_like({"specversion": "1.0", "type": ev.IMAGE_PUSHED})
+    assert ev.is_event_like({"specversion": "1.0", "type": ev.IMAGE_PUSHED}) and ev.is_event_like({"specversion": 1})
     assert not ev.is_event_like({"source": "nginx:1.27", "targetTags": ["nginx:1.27"]})
     assert not ev.is_event_like([]) and not ev.is_event_like([SAMPLE, {"source": "nginx"}])
 
