@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from shared import telemetry
 from shared.registry_client import (
     Auth,
     IdentityAuth,
@@ -326,6 +327,7 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
     log.log(level, json.dumps(summary.as_log(), ensure_ascii=False))
     if refresh_log is not None and not dry_run:
         refresh_log.record(summary)
+        telemetry.record_refresh(summary.checked, summary.changed + summary.missing, summary.rate_limit_remaining)
     return RefreshResult(plan, summary)
 
 

@@ -290,7 +290,7 @@ def _hand_over(worker: Worker, request: ImportRequest, handover: HandOver, attem
                               "checks": handover.checks}}
     worker.queues.enqueue(document, delay_seconds=handover.delay)  # first: if it fails, the host retries us
     pending = f"{handover.pending} manifests pending; " if handover.pending else ""
-    reason = f"importing: {pending}checking again in {handover.delay:.0f} s (check {handover.checks})"
+    reason = f"importing: {pending}checking again in {handover.delay:.1f} s (check {handover.checks})"
     worker.status.transition(request.id, State.RUNNING, reason=reason, checks=handover.checks, attempts=attempt)
     outcome = Outcome(request.id, State.RUNNING, reason, attempt, retry_in_seconds=handover.delay)
     _log(worker, outcome, request, started)

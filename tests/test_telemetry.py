@@ -163,3 +163,25 @@ def test_with_a_connection_string_azure_monitor_is_configured(tmp_path):
                      "print(telemetry.enabled(), 'azure.monitor.opentelemetry' in sys.modules, "
                      "type(trace.get_tracer_provider()).__module__.startswith('opentelemetry.sdk'))", env)
     assert loaded == "True True True"
+
+
+def test_a_refresh_run_reports_checked_changed_and_rate_limits(monkeypatch):
+    """The refresh calls the telemetry once per (non-dry) run with its summary's figures."""
+    from shared import refresh
+
+    seen = []
+    monkeypatch.setattr(refresh.telemetry, "record_refresh", lambda *args: seen.append(args))
+
+    class Log:
+        def backoff_until(self):
+            return {}
+
+        def record(self, summary):
+            pass
+
+    from shared.settings import load_settings
+
+    settings = load_settings({"TARGET_REGISTRY": "/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/"
+                                                 "rg/providers/Microsoft.ContainerRegistry/registries/myregistry"})
+    refresh.run_refresh(settings, reader=None, identity=None, refresh_log=Log(), config_text='{"images": []}')
+    assert seen == [(0, 0, {})]
