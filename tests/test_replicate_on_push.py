@@ -132,6 +132,7 @@ def in_registry(acr: layout.AcrSpec, repository: str, ref: str) -> oci.ImageSumm
 def test_webhook_refuses_a_wrong_key_and_answers_the_validation_handshake(world):
     runner = world({"source": A.resource_id, "targets": [B.resource_id]})
     assert post_events(runner, [SAMPLE], code="not-the-key").status_code == 401
+    assert post_events(runner, [SAMPLE], code="").status_code == 401
     validation = {"id": "v1", "topic": A.resource_id, "subject": "", "eventType":
                   "Microsoft.EventGrid.SubscriptionValidationEvent", "eventTime": "2024-01-01T00:00:00Z",
                   "data": {"validationCode": "code-123"}, "dataVersion": "2"}
