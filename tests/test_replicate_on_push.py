@@ -242,3 +242,23 @@ def test_unknown_topics_and_malformed_events_end_rejected_without_retries(world,
     letters = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
                                                  f"{app_env['IMPORT_QUEUE']}-rejected").peek_messages(max_messages=32)
     assert len(letters) == 5
+
+
+def test_events_on_the_queue_with_unusable_rules_fail_then_end_rejected_from_the_poison_queue(
+        app_env, stack, tmp_path, monkeypatch):
+    from shared import app_context
+    from shared.replication import ReplicationConfigError
+    from tests.helpers import dead_letters, deliver, status
+
+    rules = tmp_path / "cyclic.json"
+    rules.write_text(json.dumps({"rules": [{"source": A.resource_id, "targets": [A.resource_id]}]}))
+    monkeypatch.setenv("REPLICATION_RULES", str(rules))
+    monkeypatch.setenv("ALLOWED_TARGET_REGISTRIES", A.resource_id)
+    app_context.reset()
+    event = pushed_event("aci-helloworld", "latest", stack.digest(A.login_server, "aci-helloworld", "latest"))
+    with pytest.raises(ReplicationConfigError, match="mysourceregistry -> mysourceregistry"):
+        deliver(event)  # the host retries, then moves the message to the poison queue
+    deliver(event, function="import_image_poison")
+    record = status(f"event-{event_key(A.resource_id, event['id'])}")
+    assert record.state is State.REJECTED and "poison queue" in record.reason
+    assert [letter["body"]["id"] for letter in dead_letters(app_env)] == [event["id"]]
