@@ -45,10 +45,12 @@ class ImportQueues:
         return sent.id
 
     def dead_letter(self, letter: dict[str, Any]) -> None:
-        """Keep a request that ended rejected or failed, with its reason, for a person to look at."""
-        text = json.dumps(letter, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode()) > MAX_QUEUE_MESSAGE_BYTES // 2:  # keep the reason; cut the body
-            body = json.dumps(letter.get("body"), ensure_ascii=False)[:8192]
-            text = json.dumps({**letter, "body": body, "bodyTruncated": True}, separators=(",", ":"),
-                              ensure_ascii=False)
+        """Keep a request that ended rejected or failed, with its reason, for a person to look at.
+
+        ASCII JSON: a hostile body may hold lone surrogates (not encodable) or U+FFFE/U+FFFF (not XML, so the
+        queue service refuses them, or Azurite stores them and then fails every peek of the queue)."""
+        text = json.dumps(letter, separators=(",", ":"))
+        if len(text) > MAX_QUEUE_MESSAGE_BYTES // 2:  # keep the reason; cut the body
+            body = json.dumps(letter.get("body"))[:8192]
+            text = json.dumps({**letter, "body": body, "bodyTruncated": True}, separators=(",", ":"))
         self._queue(self._settings.dead_letter_queue).send_message(text)
