@@ -36,11 +36,12 @@ def parse_registry_id(text: str) -> RegistryId:
     text = text.strip()
     if not is_valid_resource_id(text):
         raise ValueError(f"must be a registry resource id like {EXAMPLE}")
-    parts = parse_resource_id(text)
-    if f"{parts['namespace']}/{parts['type']}".lower() != REGISTRY_TYPE.lower() or parts.get("children"):
+    parts = parse_resource_id(text)  # a subscription or resource group id is "valid" too: keys may be missing
+    if f"{parts.get('namespace')}/{parts.get('type')}".lower() != REGISTRY_TYPE.lower() or parts.get("children") \
+            or not parts.get("resource_group"):
         raise ValueError(f"must be a container registry resource id ({REGISTRY_TYPE}), like {EXAMPLE}")
-    if not _GUID.match(str(parts["subscription"])):
+    if not _GUID.match(str(parts.get("subscription"))):
         raise ValueError("has a subscription that is not a GUID")
-    if not _REGISTRY_NAME.match(str(parts["name"])):
+    if not _REGISTRY_NAME.match(str(parts.get("name"))):
         raise ValueError("has a registry name that is not 5-50 letters or digits")
     return RegistryId(str(parts["subscription"]).lower(), str(parts["resource_group"]), str(parts["name"]))
