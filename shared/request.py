@@ -12,8 +12,6 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from shared import policy
@@ -28,9 +26,11 @@ from shared.reference import (
     parse_target_tag,
 )
 from shared.resource_ids import RegistryId, parse_registry_id
+from shared.schemas import schema, validator
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
+REQUEST_SCHEMA = "import-request.v1.json"
 MESSAGE = "(message)"  # the field name used for problems with the body as a whole
 SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
@@ -81,16 +81,12 @@ class Rejected:
         return "; ".join(str(p) for p in self.problems)
 
 
-@cache
 def request_schema() -> dict[str, Any]:
-    return json.loads(resources.files("shared.schemas").joinpath("import-request.v1.json").read_text())
+    return schema(REQUEST_SCHEMA)
 
 
-@cache
 def _validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(request_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return validator(REQUEST_SCHEMA)
 
 
 def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
@@ -226,6 +222,9 @@ def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], proble
     def ok(name: str) -> bool:
         return name in doc and name not in bad
 
+    for name, key in (("retry", "firstAttemptAt"), ("operation", "startedAt")):
+        if ok(name) and isinstance(doc[name].get(key), str) and _aware_time(doc[name][key]) is None:
+            problems.append(Problem(f"{name}.{key}", "must be an RFC 3339 date-time with a UTC offset"))
     source_registry = target = source = None
     if ok("sourceRegistry"):
         source_registry = _registry_id("sourceRegistry", doc["sourceRegistry"], problems)
@@ -262,6 +261,16 @@ def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], proble
                                               "name at least one target"))
         return None
     return source, source_registry, target, tags, untagged, credentials
+
+
+def _aware_time(text: str) -> datetime | None:
+    """The schema's `date-time` format is not enforced (jsonschema checks it only with an optional package),
+    and the worker subtracts these from the current UTC time: a naive or malformed one must not get that far."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else None
 
 
 def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem], parse) -> list[str]:
