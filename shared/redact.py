@@ -12,9 +12,10 @@ from typing import Any
 
 REMOVED = "[removed]"
 SECRET_KEYS = frozenset({"password", "credentials", "secret", "token", "access_token", "refresh_token"})
-# `"password": "..."` in JSON-ish text, `password=...` in query strings; not prose like "password: is required".
+# `"password": "..."` in JSON-ish text (also unterminated, as in a truncated or broken body), `password=...` in
+# query strings; not prose like "password: is required".
 _SECRET_IN_TEXT = re.compile(
-    r'(?:("(?:password|secret|token|access_token|refresh_token)"\s*:\s*)"(?:[^"\\]|\\.)*"'
+    r'(?:("(?:password|secret|token|access_token|refresh_token)"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)'
     r'|\b((?:password|secret|token|access_token|refresh_token)=)[^\s,;&"]+)',
     re.IGNORECASE)
 _MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
