@@ -1,0 +1,270 @@
+"""Writes the hostile corpus: `messages.jsonl` (bad import requests) and `events.jsonl` (bad Event Grid events).
+
+`python -m tests.hostile.generate` rewrites both files; `tests/test_hostile_input.py` checks they match this
+script, so a reviewer reads the rules here and the cases there. Each line is one case:
+`{"name", "text" | "bytes" (base64 of raw bytes that are not text), "field"}`, where `field` is the field the
+rejection must name (`(message)` for the body as a whole; null: any). Secrets below are planted, never real.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from dev import layout
+
+HERE = Path(__file__).resolve().parent
+MESSAGES = HERE / "messages.jsonl"
+EVENTS = HERE / "events.jsonl"
+PLANTED_PASSWORD = "planted-inline-pass-0b7d41"  # tests/test_secret_hygiene.py scans for it
+MESSAGE = "(message)"
+OK = {"source": "nginx:1.27", "targetTags": ["hostile:ok"]}
+
+
+def _case(name: str, body: object, field: str) -> dict:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {"name": name, "text": text, "field": field}
+
+
+def broken_bodies() -> Iterator[dict]:
+    texts = {
+        "empty": "", "blank": "   \n\t", "truncated object": '{"source": "nginx"',
+        "trailing comma": '{"source": "nginx",}', "single quotes": "{'source': 'nginx'}",
+        "comment": '{"source": "nginx" /* x */}',
+        "two objects": '{"source": "nginx"}{"source": "nginx"}', "unquoted key": "{source: 1}",
+        "bare word": "nginx", "xml": "<source>nginx</source>", "yaml": "source: nginx",
+        "null": "null", "array": '["nginx"]', "number": "42", "string": '"nginx"', "true": "true",
+        "empty array": "[]", "nested arrays": "[" * 50 + "]" * 50, "BOM then JSON": "\ufeff{\"source\": \"nginx\"}",
+        "unterminated string": '{"source": "ngin', "lone brace": "}", "deep nesting": "[" * 100_000,
+        "escaped garbage": '{"source": "\\x41"}', "control char in JSON": '{"source": "a\x01b"}',
+    }
+    for name, text in texts.items():
+        yield _case(f"body: {name}", text, MESSAGE)
+    b64 = {
+        "bad padding": "eyJzb3VyY2UiOiAibmdpbngifQ=", "invalid alphabet": "eyJzb3VyY2UiOi!!bmdpbngifQ==",
+        "base64 of text": base64.b64encode(b"just text").decode(), "base64 of array": base64.b64encode(b"[1]").decode(),
+        "base64 of latin-1": base64.b64encode(b"\xff\xfe{}").decode(),
+        "double base64": base64.b64encode(base64.b64encode(json.dumps(OK).encode())).decode(),
+        "url-safe alphabet": base64.urlsafe_b64encode(b'{"source": "nginx??>>"}').decode().replace("=", ""),
+        "base64 of truncated JSON": base64.b64encode(b'{"source": "ng').decode(),
+        "base64 with spaces inside": "eyJzb3Vy Y2UiOiAi bmdpbngifQ==", "only padding": "====",
+    }
+    for name, text in b64.items():
+        yield _case(f"base64: {name}", text, MESSAGE)
+    for name, raw in {"latin-1": b'{"source": "caf\xe9"}', "lone continuation": b"\x80\x81",
+                      "utf-16": '{"source": "nginx"}'.encode("utf-16"), "NUL bytes": b"\x00" * 16,
+                      "overlong": b'{"source": "\xc0\xaf"}'}.items():
+        yield {"name": f"bytes: {name}", "bytes": base64.b64encode(raw).decode(), "field": MESSAGE}
+
+
+WRONG_VALUES = {"null": None, "number": 1, "float": 1.5, "boolean": True, "array": ["x"], "object": {"a": 1}}
+FIELDS = {  # field -> the right JSON type, so a value of that type is not "wrong"
+    "source": str, "sourceRegistry": str, "credential": str, "target": str, "targetTags": list,
+    "untaggedTargetRepositories": list, "mode": str, "id": str, "version": int, "username": str,
+    "password": str, "retry": dict, "operation": dict,
+}
+
+
+def wrong_types() -> Iterator[dict]:
+    for field, right in FIELDS.items():
+        for label, value in WRONG_VALUES.items():
+            if isinstance(value, right) and not (right is int and isinstance(value, bool)):
+                value = "text"
+            doc = {**OK, field: value}
+            if field == "source":
+                doc.pop("targetTags")
+            yield _case(f"type: {field} {label}", doc, field)
+    for label, value in {"number": 7, "null": None, "object": {}, "array": [[]]}.items():
+        yield _case(f"type: targetTags item {label}", {**OK, "targetTags": [value]}, "targetTags[0]")
+        yield _case(f"type: untagged item {label}", {**OK, "untaggedTargetRepositories": [value]},
+                    "untaggedTargetRepositories[0]")
+
+
+def huge_values() -> Iterator[dict]:
+    yield _case("huge: message over 64 KiB", {**OK, "id": "big", "pad": "x" * 70_000}, MESSAGE)
+    yield _case("huge: source 10 KB", {"source": "a" * 10_000}, "source")
+    yield _case("huge: tag 200 chars", {"source": "nginx:" + "t" * 200}, "source")
+    yield _case("huge: id 129 chars", {**OK, "id": "i" * 129}, "id")
+    yield _case("huge: 5,000 target tags", {**OK, "targetTags": [f"r:t{i}" for i in range(5000)]}, "targetTags")
+    yield _case("huge: repeated target tags", {**OK, "targetTags": ["r:t"] * 3}, "targetTags")
+    yield _case("huge: deeply nested source", {"source": json.loads("[" * 500 + "]" * 500)}, "source")
+    yield _case("huge: deeply nested retry", {**OK, "retry": json.loads('{"a":' * 300 + "1" + "}" * 300)},
+                "retry")
+    yield _case("huge: NaN source", '{"source": NaN}', "source")
+    yield _case("huge: 1e308 version", '{"source": "nginx", "version": 1e308}', "version")
+    yield _case("huge: big integer version", '{"source": "nginx", "version": ' + "9" * 400 + "}", "version")
+    yield _case("huge: 2,000 unknown fields", {**OK, **{f"f{i}": i for i in range(2_000)}}, "f0")
+
+
+ODD_TEXT = {
+    "NUL": "\u0000", "tab": "\t", "newline": "\n", "carriage return": "\r", "escape": "\u001b[31m",
+    "DEL": "\u007f", "right-to-left override": "\u202e", "zero-width space": "\u200b", "BOM": "\ufeff",
+    "fullwidth": "\uff4e\uff47\uff49\uff4e\uff58", "Cyrillic o": "\u043e", "combining acute": "e\u0301",
+    "emoji": "\U0001f433", "lone high surrogate": "\ud800", "lone low surrogate": "\udfff",
+    "noncharacter U+FFFF": "\uffff", "noncharacter U+FFFE": "\ufffe", "line separator": "\u2028",
+    "replacement char": "\ufffd", "non-breaking space": "\u00a0",
+}
+
+
+def odd_text() -> Iterator[dict]:
+    for label, odd in ODD_TEXT.items():
+        yield _case(f"unicode: source {label}", {"source": f"ngin{odd}x:1"}, "source")
+        yield _case(f"unicode: tag {label}", {**OK, "targetTags": [f"web:v{odd}1"]}, "targetTags[0]")
+        yield _case(f"unicode: id {label}", {**OK, "id": f"req{odd}1"}, "id")
+        yield _case(f"unicode: mode {label}", {**OK, "mode": f"Force{odd}"}, "mode")
+
+
+BAD_REFERENCES = [
+    "../etc/passwd", "library/../nginx", "nginx/..", "./nginx", "nginx@", "nginx@sha256:", "nginx@sha256:abc",
+    "nginx@md5:" + "a" * 32, "nginx@sha256:" + "g" * 64, "nginx@@sha256:" + "a" * 64, "user@docker.io/nginx",
+    "https://docker.io/nginx", "docker://nginx", "oci://nginx", "http://mcr.microsoft.com/x", "file:///etc/passwd",
+    "ngi nx", " nginx", "nginx ", "nginx:1 .27", "Library/Nginx", "NGINX", "docker.io/Library/nginx",
+    "nginx:", "nginx::1", ":1.27", "nginx:-1", "nginx:.x", "nginx:" + "x" * 129, "//nginx", "/nginx", "nginx/",
+    "docker.io//nginx", "-nginx", "nginx-", "_nginx", "ngin___x", "a" * 300, "nginx:1.27@sha256:short",
+    "docker.io:99999/nginx", "docker.io:port/nginx", "[::1]/nginx", "nginx?x=1", "nginx#frag", "nginx;rm -rf /",
+    "$(id)", "`id`", "nginx\\x", "*", "docker.io/*", "%2e%2e/nginx", "nginx%00", "",
+]
+FORBIDDEN_SOURCES = [
+    "ghcr.io/owner/image:1", "quay.io/coreos/etcd:v3", "localhost:5000/x:1", "127.0.0.1:5000/x:1",
+    "169.254.169.254/latest:1", "evil.com/nginx:1", "myregistry.azurecr.io.evil.com/x:1", "azurecr.io/x:1",
+    "a.b.azurecr.io/x:1", "registry.contoso.com.evil/x:1", "xn--dcker-rta.io/nginx:1", "gcr.io/distroless/base:1",
+    "public.ecr.aws/nginx/nginx:1", "docker.io.evil.com/nginx:1", "10.0.0.1/x:1",
+]
+
+
+def references() -> Iterator[dict]:
+    for index, ref in enumerate(BAD_REFERENCES):
+        yield _case(f"reference {index}: source {ref[:40]!r}", {"source": ref}, "source")
+        yield _case(f"reference {index}: target tag {ref[:40]!r}", {**OK, "targetTags": [ref]}, "targetTags[0]")
+    for ref in BAD_REFERENCES[:30]:
+        yield _case(f"reference: untagged {ref[:40]!r}", {**OK, "untaggedTargetRepositories": [ref]},
+                    "untaggedTargetRepositories[0]")
+    for ref in FORBIDDEN_SOURCES:
+        yield _case(f"allowlist: source {ref}", {"source": ref, "targetTags": ["x:1"]}, "source")
+
+
+def policy() -> Iterator[dict]:
+    other = layout.OTHER_SUB_ACR.resource_id
+    for name, target in {"another subscription's ACR": other, "source ACR": layout.SOURCE_ACR.resource_id,
+                         "unknown ACR": other.replace("sourceregistry", "elsewhere"),
+                         "not a resource id": "myregistry.azurecr.io", "storage account":
+                         other.replace("Microsoft.ContainerRegistry/registries", "Microsoft.Storage/storageAccounts"),
+                         "path traversal": layout.TARGET_ACR.resource_id + "/../../x",
+                         "empty": ""}.items():
+        yield _case(f"allowlist: target {name}", {**OK, "target": target}, "target")
+    yield _case("secret: inline password refused", {**OK, "username": "u", "password": PLANTED_PASSWORD}, "password")
+    yield _case("secret: inline username alone", {**OK, "username": "u"}, "username")
+    yield _case("secret: password beside a credential set",
+                {**OK, "credential": "dockerhub", "password": PLANTED_PASSWORD}, "password")
+    yield _case("secret: password in an unknown field", {**OK, "secret": PLANTED_PASSWORD}, "secret")
+    yield _case("secret: broken JSON holding a password", '{"source": "nginx", "password": "' + PLANTED_PASSWORD,
+                MESSAGE)
+    for name in ("nosuchset", "DOCKERHUB;x", "../contoso", "", "a" * 65):
+        yield _case(f"credential: {name[:20]!r}", {**OK, "credential": name}, "credential")
+    yield _case("credential: set sent to another registry", {"source": "registry.contoso.com/team/app:1",
+                                                              "targetTags": ["x:1"], "credential": "dockerhub"},
+                "credential")
+    for name in ("Source", "__proto__", "source ", "targetTag", "force", "constructor", "retry_after", ""):
+        yield _case(f"unknown field {name!r}", {**OK, name: "x"}, name or MESSAGE)
+    for mode in ("force", "NOFORCE", "", "IfChanged ", "Overwrite"):
+        yield _case(f"mode {mode!r}", {**OK, "mode": mode}, "mode")
+    yield _case("version 2", {**OK, "version": 2}, "version")
+    yield _case("no targets at all", {**OK, "targetTags": [], "untaggedTargetRepositories": []}, "targetTags")
+    yield _case("sourceRegistry names another host", {"source": "docker.io/library/nginx:1",
+                                                      "sourceRegistry": layout.SOURCE_ACR.resource_id},
+                "source")
+    for name, rid in {"subscription id": "/subscriptions/x", "resource group id":
+                      f"/subscriptions/{layout.SUB_A}/resourceGroups/rg", "provider only":
+                      f"/subscriptions/{layout.SUB_A}/providers/Microsoft.ContainerRegistry"}.items():
+        yield _case(f"sourceRegistry: {name}", {**OK, "sourceRegistry": rid}, "sourceRegistry")
+        yield _case(f"target: {name}", {**OK, "target": rid}, "target")
+    for name, retry in {"negative attempt": {"attempt": -1, "firstAttemptAt": "2026-01-01T00:00:00+00:00"},
+                        "string attempt": {"attempt": "1", "firstAttemptAt": "2026-01-01T00:00:00+00:00"},
+                        "bad time": {"attempt": 1, "firstAttemptAt": "yesterday"},
+                        "no UTC offset": {"attempt": 1, "firstAttemptAt": "2026-01-01T00:00:00"}}.items():
+        yield _case(f"forged retry: {name}", {**OK, "retry": retry}, "retry")
+    yield _case("forged retry: extra field", {**OK, "retry": {"attempt": 1, "firstAttemptAt": "2026-01-01T00:00:00Z",
+                                                              "x": 1}}, "x")
+    for name, operation in {"no url": {"startedAt": "2026-01-01T00:00:00+00:00", "checks": 1},
+                            "url not a string": {"url": 5, "startedAt": "2026-01-01T00:00:00+00:00", "checks": 1},
+                            "negative checks": {"url": "https://x/y", "startedAt": "2026-01-01T00:00:00+00:00",
+                                                "checks": -5},
+                            "bad time": {"url": "https://x/y", "startedAt": "soon", "checks": 1},
+                            "no UTC offset": {"url": "https://x/y", "startedAt": "2026-01-01T00:00:00",
+                                              "checks": 1}}.items():
+        yield _case(f"forged operation: {name}", {**OK, "operation": operation}, "operation")
+
+
+def _grid(event_type: str = "Microsoft.ContainerRegistry.ImagePushed", topic: str | None = None,
+          data: object = None, **extra: object) -> dict:
+    topic = topic if topic is not None else layout.SOURCE_ACR.resource_id
+    if data is None:
+        data = {"target": {"repository": "app", "tag": "1.0", "digest": "sha256:" + "a" * 64,
+                           "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+                "request": {"host": layout.SOURCE_ACR.login_server}}
+    return {"id": "evt-1", "topic": topic, "subject": "app:1.0", "eventType": event_type,
+            "eventTime": "2026-01-01T00:00:00Z", "dataVersion": "1.0", "data": data, **extra}
+
+
+def events() -> Iterator[dict]:
+    """Event Grid events written to the import queue by whoever can write to it: never an import."""
+    foreign = "/subscriptions/99999999-9999-4999-8999-999999999999/resourceGroups/x/providers/" \
+              "Microsoft.ContainerRegistry/registries/stranger"
+    topics = {"unknown ACR": foreign, "storage account": "/subscriptions/x/resourceGroups/y/providers/"
+              "Microsoft.Storage/storageAccounts/z", "empty topic": "", "URL topic": "https://evil.example/topic",
+              "target registry itself": layout.TARGET_ACR.resource_id, "uppercase": foreign.upper()}
+    for name, topic in topics.items():
+        yield _case(f"event: from {name}", _grid(topic=topic), MESSAGE)
+        yield _case(f"event: chart pushed from {name}", _grid("Microsoft.ContainerRegistry.ChartPushed", topic),
+                    MESSAGE)
+    for event_type in ("Microsoft.ContainerRegistry.ImageDeleted", "Microsoft.Storage.BlobCreated", "", "x" * 500,
+                       "Microsoft.ContainerRegistry.ImagePushed\u0000"):
+        yield _case(f"event: type {event_type[:40]!r}", _grid(event_type), MESSAGE)
+    datas = {"no data": {}, "data null": "null", "data string": "pushed", "data array": [1],
+             "no target": {"request": {}}, "target string": {"target": "app:1"},
+             "repository with ..": {"target": {"repository": "../app", "tag": "1", "digest": "sha256:" + "a" * 64}},
+             "tag with space": {"target": {"repository": "app", "tag": "1 0", "digest": "sha256:" + "a" * 64}},
+             "uppercase repository": {"target": {"repository": "App", "tag": "1", "digest": "sha256:" + "a" * 64}},
+             "bad digest": {"target": {"repository": "app", "tag": "1", "digest": "md5:00"}},
+             "huge repository": {"target": {"repository": "a" * 5000, "tag": "1"}},
+             "nested bomb": {"target": json.loads("[" * 300 + "]" * 300)}}
+    for name, data in datas.items():
+        yield _case(f"event: {name}", _grid(data=data if data != "null" else {"target": None}), MESSAGE)
+    yield _case("event: a batch (array of events)", [_grid(), _grid(topic=foreign)], MESSAGE)
+    yield _case("event: validation handshake", _grid("Microsoft.EventGrid.SubscriptionValidationEvent",
+                                                      data={"validationCode": "x"}), MESSAGE)
+    yield _case("event: CloudEvent from unknown source", {
+        "specversion": "1.0", "id": "c1", "source": foreign, "type": "Microsoft.ContainerRegistry.ImagePushed",
+        "data": {"target": {"repository": "app", "tag": "1"}}}, MESSAGE)
+    yield _case("event: CloudEvent without type", {"specversion": "1.0", "id": "c2", "source": foreign}, MESSAGE)
+    yield _case("event: event with inline password", _grid(password=PLANTED_PASSWORD), MESSAGE)
+    yield _case("event: event with control chars", _grid(subject="app\u0000\u001b:1"), MESSAGE)
+
+
+def message_cases() -> list[dict]:
+    return [*broken_bodies(), *wrong_types(), *huge_values(), *odd_text(), *references(), *policy()]
+
+
+def event_cases() -> list[dict]:
+    """Which field an event's rejection names depends on how the event code reads it: any named field will do."""
+    cases = []
+    for index, case in enumerate(events()):  # each its own event id, so each gets its own status row
+        text = case["text"].replace('"id": "evt-1"', f'"id": "evt-{index}"').replace('"id": "c', f'"id": "c{index}-')
+        cases.append({**case, "text": text, "field": None})
+    return cases
+
+
+def render(cases: list[dict]) -> str:
+    return "".join(json.dumps(case) + "\n" for case in cases)
+
+
+def main() -> None:
+    MESSAGES.write_text(render(message_cases()))
+    EVENTS.write_text(render(event_cases()))
+    print(f"{len(message_cases())} messages, {len(event_cases())} events")
+
+
+if __name__ == "__main__":
+    main()

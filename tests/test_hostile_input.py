@@ -1,0 +1,143 @@
+"""Hostile input: the corpus in tests/hostile/ (bad requests and Event Grid events), each ending `rejected` with
+a reason naming the field, through the validator and through the queue and the runner; the worker never crashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from dev import layout
+from shared.outcome import State
+from shared.request import Rejected, parse_request
+from shared.resource_ids import parse_registry_id
+from shared.settings import load_settings
+from shared.status import StatusStore
+from tests.helpers import dead_letters, deliver, status
+from tests.hostile import generate
+
+MESSAGES = [json.loads(line) for line in generate.MESSAGES.read_text().splitlines()]
+EVENTS = [json.loads(line) for line in generate.EVENTS.read_text().splitlines()]
+CORPUS = MESSAGES + EVENTS
+
+
+def body_of(case: dict) -> str | bytes:
+    return base64.b64decode(case["bytes"]) if "bytes" in case else case["text"]
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def queue_can_carry(body: str | bytes) -> bool:
+    """Azure Storage refuses a message that is not valid XML text or is over 64 KiB (Azurite stores the first
+    kind, and then fails every receive of a batch holding it: a stand-in artefact, so such bodies go direct)."""
+    return isinstance(body, str) and not _NOT_XML.search(body) and len(body.encode("utf-8", "surrogatepass")) < 60_000
+
+
+def names_field(rejected: Rejected, field: str | None) -> bool:
+    named = [name for problem in rejected.problems for name in problem.field.split(", ")]
+    if field is None:
+        return bool(named) and all(named)
+    return any(name == field or name.startswith((f"{field}.", f"{field}[")) for name in named)
+
+
+@pytest.fixture(scope="module")
+def settings():
+    from dev.app_settings import local_app_settings
+
+    return load_settings(local_app_settings())
+
+
+def test_the_corpus_is_what_the_generator_writes_and_large_enough():
+    assert generate.MESSAGES.read_text() == generate.render(generate.message_cases())
+    assert generate.EVENTS.read_text() == generate.render(generate.event_cases())
+    assert len(CORPUS) >= 300
+    assert len({case["name"] for case in CORPUS}) == len(CORPUS), "case names must be unique"
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c["name"] for c in CORPUS])
+def test_every_case_is_rejected_naming_its_field(case, settings):
+    parsed = parse_request(body_of(case), settings, fallback_id="m1")
+    assert isinstance(parsed, Rejected), f"accepted: {parsed}"
+    assert names_field(parsed, case["field"]), parsed.reason
+
+
+def test_subscription_and_group_ids_are_refused_not_a_crash():
+    """parse_resource_id returns no `namespace` for them; that raised KeyError out of the validator."""
+    for text in ("/subscriptions/x", f"/subscriptions/{layout.SUB_A}/resourceGroups/rg"):
+        with pytest.raises(ValueError, match="container registry resource id"):
+            parse_registry_id(text)
+
+
+def test_forged_retry_and_operation_times_are_refused(settings):
+    """jsonschema skips `date-time` without an optional package; a naive or bad time crashed the worker."""
+    for field, value in (("retry", {"attempt": 1, "firstAttemptAt": "2026-01-01T00:00:00"}),
+                         ("operation", {"url": "https://x/y", "startedAt": "soon", "checks": 1})):
+        parsed = parse_request(json.dumps({"source": "nginx", field: value}), settings)
+        assert isinstance(parsed, Rejected) and "must be an RFC 3339 date-time" in parsed.reason
+
+
+def test_lone_surrogates_and_noncharacters_are_dead_lettered_and_the_queue_stays_readable(app_env):
+    """A dead letter holding U+D800 could not be encoded (the worker crashed on every delivery); one holding
+    U+FFFF was stored by Azurite, after which every peek of the dead-letter queue failed with 500."""
+    ids = [deliver('{"source": "\\ud800"}'), deliver('{"source": "ngin\\uffffx"}'),
+           deliver('{"source": "nginx", "targetTags": ["\\udfff:x"]}')]
+    assert [status(i).state for i in ids] == [State.REJECTED] * 3
+    letters = {letter["id"]: letter for letter in dead_letters(app_env)}
+    assert set(ids) <= set(letters)
+    assert letters[ids[1]]["body"]["source"] == "ngin\uffffx"
+
+
+def _queued(app_env) -> QueueClient:
+    return QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"])
+
+
+def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env):
+    """What a queue writer can send arrives as text; bodies the queue cannot carry (raw bytes, not XML text,
+    over 64 KiB) are handed to the function directly, as the host would if they got there."""
+    from dev.runner import Runner
+    from shared import app_context
+
+    settings = load_settings()
+    expected: dict[str, dict] = {}
+    queue = _queued(app_env)
+    queue.create_queue()
+    direct = []
+    for case in MESSAGES:
+        body = body_of(case)
+        if not queue_can_carry(body):
+            direct.append(case)
+            continue
+        sent = queue.send_message(body)
+        expected[parse_request(body, settings, fallback_id=sent.id).id] = case
+    for case in EVENTS:  # the event code names their rows after topic and event id
+        assert queue_can_carry(body_of(case))
+        queue.send_message(body_of(case))
+    for case in direct:
+        message_id = uuid.uuid4().hex
+        expected[parse_request(body_of(case), settings, fallback_id=message_id).id] = case
+        deliver(body_of(case), message_id=message_id)
+    app_context.reset()
+    with Runner("function_app", env=app_env, http_port=None) as runner:
+        drained = runner.wait_idle(timeout=120)
+        crashed = [(i.function, i.error) for i in runner.invocations if i.outcome != "ok"]
+    assert crashed == []
+    assert drained, "the runner did not drain the queue"
+    store = StatusStore(app_env["IMPORT_STATUS_TABLE"])
+    records = {r.id: r for r in store.list()}
+    missing = [case["name"] for i, case in expected.items() if i not in records]
+    assert missing == []
+    assert [(r.id, r.state, r.reason[:120]) for r in records.values() if r.state is not State.REJECTED] == []
+    assert len(records) >= len(expected) + len(EVENTS)  # a batch of two events is two rows
+    poison = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
+                                                f"{app_env['IMPORT_QUEUE']}-poison")
+    assert not poison.exists() or poison.get_queue_properties().approximate_message_count == 0
+    letters = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
+                                                 f"{app_env['IMPORT_QUEUE']}-rejected")
+    assert letters.get_queue_properties().approximate_message_count == len(records)
+    assert {json.loads(m.content)["id"] for m in letters.receive_messages(max_messages=32)} <= set(records)
