@@ -12,6 +12,8 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from shared import policy
@@ -26,11 +28,9 @@ from shared.reference import (
     parse_target_tag,
 )
 from shared.resource_ids import RegistryId, parse_registry_id
-from shared.schemas import schema, validator
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
-REQUEST_SCHEMA = "import-request.v1.json"
 MESSAGE = "(message)"  # the field name used for problems with the body as a whole
 SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
@@ -81,12 +81,16 @@ class Rejected:
         return "; ".join(str(p) for p in self.problems)
 
 
+@cache
 def request_schema() -> dict[str, Any]:
-    return schema(REQUEST_SCHEMA)
+    return json.loads(resources.files("shared.schemas").joinpath("import-request.v1.json").read_text())
 
 
+@cache
 def _validator():
-    return validator(REQUEST_SCHEMA)
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(request_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
