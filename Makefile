@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo bench stack-up stack-down clean
+.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo bench soak stack-up stack-down clean
 
 help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
@@ -54,6 +54,9 @@ demo: deps
 
 bench: deps
 	$(PYTHON) -m benchmarks
+
+soak: deps
+	$(PYTHON) -m dev.soak 1000
 
 stack-up: deps
 	$(PYTHON) -m dev.stack up
