@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import trustme
 
 from dev import layout
@@ -26,6 +28,14 @@ def ensure_ca() -> None:
     signer = ca.issue_cert("registry-token-signer")
     signer.private_key_pem.write_to_path(str(layout.TOKEN_SIGNING_KEY))
     signer.cert_chain_pems[0].write_to_path(str(layout.TOKEN_SIGNING_CERT))
+
+
+def serve_tls(server) -> None:
+    """Put a stdlib HTTP server behind TLS with the stack's certificate. The handshake happens on first
+    read, in the request's thread, so one stalled client blocks nobody."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(layout.SERVER_CERT), str(layout.SERVER_KEY))
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hmac
 import json
-import ssl
 import sys
 import threading
 import time
@@ -149,10 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(port: int = layout.DOCKERHUB_TOKEN_PORT) -> TokenServer:
     ca.ensure_ca()
     server = TokenServer((layout.HOST, port))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(layout.SERVER_CERT), str(layout.SERVER_KEY))
-    # Handshakes happen on first read, in the request's thread, so one stalled client blocks nobody.
-    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    ca.serve_tls(server)
     return server
 
 

@@ -13,7 +13,6 @@ Control (loopback only): `GET|DELETE /_front/stats`, `POST /_front/faults` `{"st
 from __future__ import annotations
 
 import json
-import ssl
 import sys
 import threading
 import time
@@ -194,9 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(port: int = layout.DOCKERHUB_FRONT_PORT) -> FrontServer:
     ca.ensure_ca()
     server = FrontServer((layout.HOST, port), f"https://{layout.HOST}:{layout.DOCKERHUB.port}")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(layout.SERVER_CERT), str(layout.SERVER_KEY))
-    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    ca.serve_tls(server)
     return server
 
 

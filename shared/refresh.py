@@ -249,18 +249,9 @@ class RefreshLog:
     PARTITION = "refresh"
 
     def __init__(self, table_name: str, service=None) -> None:
-        self._table_name = table_name
-        self._service = service
-        self._table = None
-        self._lock = threading.Lock()
+        from shared.storage import LazyTable
 
-    def _client(self):
-        with self._lock:
-            if self._table is None:
-                from shared.storage import table_service
-
-                self._table = (self._service or table_service()).create_table_if_not_exists(self._table_name)
-            return self._table
+        self._client = LazyTable(table_name, service)
 
     def latest(self) -> dict[str, Any] | None:
         from azure.core.exceptions import ResourceNotFoundError

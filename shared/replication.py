@@ -17,8 +17,6 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from shared import events as ev
@@ -26,6 +24,7 @@ from shared.outcome import Problem, State
 from shared.reference import InvalidReference, parse_repository, registry_host_matches
 from shared.request import ImportRequest, Rejected, field_path, validate_document
 from shared.resource_ids import RegistryId, parse_registry_id
+from shared.schemas import schema, validator
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -78,16 +77,12 @@ class ReplicationRules:
         return [r for r in self.rules if r.source.same_as(topic)]
 
 
-@cache
 def rules_schema() -> dict[str, Any]:
-    return json.loads(resources.files("shared.schemas").joinpath("replication-rules.v1.json").read_text())
+    return schema("replication-rules.v1.json")
 
 
-@cache
 def _validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(rules_schema())
+    return validator("replication-rules.v1.json")
 
 
 def parse_rules(text: str, settings: Settings) -> ReplicationRules:

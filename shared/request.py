@@ -12,8 +12,6 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from shared import policy
@@ -28,9 +26,11 @@ from shared.reference import (
     parse_target_tag,
 )
 from shared.resource_ids import RegistryId, parse_registry_id
+from shared.schemas import schema, validator
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
+REQUEST_SCHEMA = "import-request.v1.json"
 MESSAGE = "(message)"  # the field name used for problems with the body as a whole
 SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
@@ -81,16 +81,12 @@ class Rejected:
         return "; ".join(str(p) for p in self.problems)
 
 
-@cache
 def request_schema() -> dict[str, Any]:
-    return json.loads(resources.files("shared.schemas").joinpath("import-request.v1.json").read_text())
+    return schema(REQUEST_SCHEMA)
 
 
-@cache
 def _validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(request_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return validator(REQUEST_SCHEMA)
 
 
 def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:

@@ -7,13 +7,12 @@ redacted before they get here.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.outcome import State
-from shared.storage import table_service
+from shared.storage import LazyTable
 
 if TYPE_CHECKING:
     from shared.request import ImportRequest
@@ -76,17 +75,7 @@ class StatusStore:
     """Rows keyed by request id. A write moves a request to a state and remembers when it did."""
 
     def __init__(self, table_name: str, service=None) -> None:
-        self._table_name = table_name
-        self._service = service
-        self._table = None
-        self._lock = threading.Lock()
-
-    def _client(self):
-        with self._lock:
-            if self._table is None:
-                service = self._service or table_service()
-                self._table = service.create_table_if_not_exists(self._table_name)
-            return self._table
+        self._client = LazyTable(table_name, service)
 
     def get(self, request_id: str) -> StatusRecord | None:
         from azure.core.exceptions import ResourceNotFoundError

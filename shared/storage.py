@@ -8,6 +8,7 @@ how we deploy: no storage keys anywhere.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 
 CONNECTION = "AzureWebJobsStorage"
@@ -54,3 +55,20 @@ def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION
 
 def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
     return _service("table", env, prefix)
+
+
+class LazyTable:
+    """A table client made (and the table created) on first use, once, whichever thread comes first."""
+
+    def __init__(self, table_name: str, service=None) -> None:
+        self._table_name = table_name
+        self._service = service
+        self._table = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            if self._table is None:
+                service = self._service or table_service()
+                self._table = service.create_table_if_not_exists(self._table_name)
+            return self._table

@@ -15,8 +15,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache, cmp_to_key
-from importlib import resources
+from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from shared.outcome import Problem
 from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
+from shared.schemas import schema, validator
 from shared.settings import Settings
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -71,16 +71,12 @@ class TrackedConfig:
     problems: tuple[Problem, ...]  # field paths like images[2].semver
 
 
-@cache
 def tracked_schema() -> dict[str, Any]:
-    return json.loads(resources.files("shared.schemas").joinpath("tracked-images.v1.json").read_text())
+    return schema("tracked-images.v1.json")
 
 
-@cache
 def _validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(tracked_schema())
+    return validator("tracked-images.v1.json")
 
 
 def read_config_text(location: str, *, fetch: Callable[[str], str] | None = None) -> str:

@@ -96,3 +96,36 @@ def app_env(stack, monkeypatch):
     app_context.reset()
     yield values
     app_context.reset()
+
+
+@pytest.fixture
+def runner_factory(app_env, monkeypatch):
+    """Start the local runner on the app (as the host would), with extra settings; stopped after the test."""
+    from dev.runner import Runner
+    from shared import app_context
+
+    running = []
+
+    def start(*, http_port: int | None = 0, **settings: str):
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        app_context.reset()
+        runner = Runner("function_app", env={**app_env, **settings}, http_port=http_port).start()
+        running.append(runner)
+        return runner
+
+    yield start
+    for runner in running:
+        runner.stop()
+    app_context.reset()
+
+
+@pytest.fixture
+def front(stack):
+    """The Docker Hub front's control (rate limits, 429s, request counts), reset around the test."""
+    from dev import hub_front
+
+    control = hub_front.FrontControl()
+    control.reset()
+    yield control
+    control.reset()

@@ -27,26 +27,6 @@ def cli(*args: str, wrapper: bool = False, cwd=layout.REPO_ROOT, env: dict | Non
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def runner_factory(app_env, monkeypatch):
-    from dev.runner import Runner
-    from shared import app_context
-
-    running = []
-
-    def start(**settings: str):
-        for name, value in settings.items():
-            monkeypatch.setenv(name, value)
-        app_context.reset()
-        runner = Runner("function_app", env={**app_env, **settings}, http_port=None).start()
-        running.append(runner)
-        return runner
-
-    yield start
-    for runner in running:
-        runner.stop()
-    app_context.reset()
-
 
 def queue(app_env, suffix: str = "") -> QueueClient:
     return QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"] + suffix)
@@ -54,7 +34,7 @@ def queue(app_env, suffix: str = "") -> QueueClient:
 
 def test_import_follows_a_multi_arch_image_to_success_with_progress(app_env, control, runner_factory, stack):
     control.add_faults("operation", {"delay": 2})
-    runner_factory(IMPORT_WAIT_SECONDS="0.5")
+    runner_factory(http_port=None, IMPORT_WAIT_SECONDS="0.5")
     tag = f"cli-{uuid.uuid4().hex[:6]}"
     done = cli("import", "-n", "myregistry", "--source", "docker.io/library/hello-world:latest", "-t", f"hw:{tag}",
                "--timeout", "60")

@@ -6,34 +6,12 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
 from azure.storage.queue import QueueClient
 
 from dev import layout, oci, seed
 from shared.outcome import State
 from shared.status import StatusStore
 from tests.helpers import deliver, next_retry
-
-
-@pytest.fixture
-def runner_factory(app_env, monkeypatch):
-    from dev.runner import Runner
-    from shared import app_context
-
-    running = []
-
-    def start(**settings: str):
-        for name, value in settings.items():
-            monkeypatch.setenv(name, value)
-        app_context.reset()
-        runner = Runner("function_app", env={**app_env, **settings}, http_port=0).start()
-        running.append(runner)
-        return runner
-
-    yield start
-    for runner in running:
-        runner.stop()
-    app_context.reset()
 
 
 def enqueue(app_env, doc: dict) -> str:

@@ -16,7 +16,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from dev import hub_front, layout, seed
+from dev import layout, seed
 from shared.outcome import State
 from shared.refresh import RefreshLog
 from shared.status import StatusStore
@@ -25,13 +25,6 @@ TARGET_LOG = layout.STATE_DIR / "logs" / "acr-myregistry.log"
 ACCESS = re.compile(r'"(HEAD|GET|PUT|POST|PATCH|DELETE) (/v2/\S*) HTTP')
 
 
-@pytest.fixture
-def front(stack):
-    control = hub_front.FrontControl()
-    control.reset()
-    yield control
-    control.reset()
-
 
 @pytest.fixture
 def uid() -> str:
@@ -39,25 +32,14 @@ def uid() -> str:
 
 
 @pytest.fixture
-def tracked(tmp_path, app_env):
+def tracked(tmp_path, runner_factory):
     """Write a tracked-images file and start the runner with TRACKED_IMAGES pointing at it."""
-    from dev.runner import Runner
-    from shared import app_context
-
-    started = []
-
     def start(*images: dict):
         path = tmp_path / "tracked.json"
         path.write_text(json.dumps({"version": 1, "images": list(images)}))
-        app_context.reset()
-        runner = Runner("function_app", env={**app_env, "TRACKED_IMAGES": str(path)}, http_port=0).start()
-        started.append(runner)
-        return runner
+        return runner_factory(TRACKED_IMAGES=str(path))
 
-    yield start
-    for runner in started:
-        runner.stop()
-    app_context.reset()
+    return start
 
 
 def push(host: str, repo: str, tag: str, *, version: int = 1) -> str:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from dev import dockerhub_token, hub_front, layout, seed
+from dev import dockerhub_token, layout, seed
 from shared.registry_client import (
     BasicAuth,
     IdentityAuth,
@@ -58,13 +58,6 @@ def test_a_credential_set_wins_an_acr_gets_the_identity_else_anonymous():
 def client(app_env):
     return RegistryClient(endpoints=layout.registry_endpoints())
 
-
-@pytest.fixture
-def front(stack):
-    control = hub_front.FrontControl()
-    control.reset()
-    yield control
-    control.reset()
 
 
 def _identity():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import ssl
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -16,6 +15,7 @@ from dev.azure_standin.events import EventGrid, serve_events
 from dev.azure_standin.http_base import Request, Response, make_handler
 from dev.azure_standin.identity import serve_identity
 from dev.azure_standin.world import World
+from dev.ca import serve_tls
 
 ACR_AUTH = re.compile(r"/acr/([^/]+)/oauth2/(exchange|token)")
 
@@ -33,9 +33,7 @@ class Standin:
         self.arm = Arm(self.world, self.data_plane)
         self.event_grid = EventGrid()
         self.https = ThreadingHTTPServer((layout.HOST, https_port), make_handler(self.route_https, "azure-standin"))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(layout.SERVER_CERT, layout.SERVER_KEY)
-        self.https.socket = context.wrap_socket(self.https.socket, server_side=True)
+        serve_tls(self.https)
         self.identity = ThreadingHTTPServer((layout.HOST, identity_port),
                                             make_handler(self.route_identity, "azure-standin-identity"))
         for server in (self.https, self.identity):
