@@ -41,6 +41,8 @@ class StatusRecord:
     digest: str = ""
     platforms: int | None = None
     checks: int = 0  # looks at a long-running import so far; a follow-up message with fewer is stale
+    operation: str = ""  # ARM's operation URL of the running import, so a redelivery watches it, not a new one
+    operation_started_at: str = ""
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)
@@ -52,7 +54,8 @@ class StatusRecord:
             "UntaggedTargetRepositories": json.dumps(self.untagged_target_repositories), "Mode": self.mode,
             "Reason": self.reason[:16000], "Kind": self.kind, "Code": self.code, "Attempts": self.attempts,
             "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
-            "Checks": self.checks, "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
+            "Checks": self.checks, "Operation": self.operation, "OperationStartedAt": self.operation_started_at,
+            "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
         }
 
@@ -66,6 +69,7 @@ class StatusRecord:
             mode=entity.get("Mode", ""), reason=entity.get("Reason", ""), kind=entity.get("Kind", ""),
             code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
             platforms=None if platforms in (None, -1) else int(platforms), checks=int(entity.get("Checks", 0)),
+            operation=entity.get("Operation", ""), operation_started_at=entity.get("OperationStartedAt", ""),
             created_at=entity.get("CreatedAt", ""), updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
         )

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import ImportRequest, Rejected, decode_body, parse_request
+from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_request
 from shared.settings import Settings
 from shared.status import StatusRecord, StatusStore, utc_now
 
@@ -92,6 +92,7 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
         return outcome
     attempt = request.attempt + 1
     first_attempt_at = request.first_attempt_at or worker.clock()
+    request = _resume_after_crash(request, previous, attempt)
     note = ""
     if request.operation is None:
         worker.status.transition(request.id, State.RUNNING, attempts=attempt, reason="", **_summary(request))
@@ -206,6 +207,16 @@ class HandOver:
     pending: int | None
 
 
+def _resume_after_crash(request: ImportRequest, previous: StatusRecord | None, attempt: int) -> ImportRequest:
+    """The same attempt delivered again while its import was running (the worker died; the host let the
+    message reappear): watch the import ARM already has instead of starting a second one."""
+    if (request.operation is None and previous is not None and previous.state is State.RUNNING
+            and previous.operation and previous.attempts == attempt and previous.operation_started_at):
+        started = datetime.fromisoformat(previous.operation_started_at)
+        return replace(request, operation=PendingOperation(previous.operation, started, max(previous.checks, 1)))
+    return request
+
+
 def _already_handled(request: ImportRequest, previous: StatusRecord) -> bool:
     """A redelivered success, or a stale copy of a follow-up (a later one has looked since, or it ended)."""
     if request.operation is not None:
@@ -229,6 +240,8 @@ def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: date
             if url is None:
                 return None
             operation_started, checks = worker.clock(), 0
+            worker.status.transition(request.id, State.RUNNING, operation=url,
+                                     operation_started_at=operation_started.isoformat())
         while True:
             status = _look(worker, request, url)
             if status.done:
