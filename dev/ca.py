@@ -38,6 +38,20 @@ def serve_tls(server) -> None:
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
 
 
+def serve_until_stopped(server, banner: str) -> None:
+    """Run a stand-in server in the foreground until Ctrl-C (the stack ends it with SIGTERM)."""
+    import sys
+    import time
+
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {banner}\n")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 if __name__ == "__main__":
     ensure_ca()
     print(layout.CA_CERT)

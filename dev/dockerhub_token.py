@@ -11,9 +11,7 @@ import base64
 import binascii
 import hmac
 import json
-import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,13 +171,7 @@ def request_counts() -> dict[str, int]:
 
 def main() -> None:
     server = make_server()
-    sys.stderr.write(f"{time.strftime('%H:%M:%S')} Docker Hub token server on {layout.DOCKERHUB_TOKEN_REALM}\n")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    ca.serve_until_stopped(server, f"Docker Hub token server on {layout.DOCKERHUB_TOKEN_REALM}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ Control (loopback only): `GET|DELETE /_front/stats`, `POST /_front/faults` `{"st
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -230,13 +228,7 @@ class FrontControl:
 
 def main() -> None:
     server = make_server()
-    sys.stderr.write(f"{time.strftime('%H:%M:%S')} Docker Hub front on {base_url()} -> {server.upstream}\n")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    ca.serve_until_stopped(server, f"Docker Hub front on {base_url()} -> {server.upstream}")
 
 
 if __name__ == "__main__":
