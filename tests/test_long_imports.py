@@ -56,8 +56,8 @@ def test_an_import_that_never_finishes_fails_at_the_deadline(app_env, control, r
 
 
 def test_many_slow_imports_run_at_once_on_two_threads(app_env, control, runner_factory):
-    """Eight imports of 3 s each on a two-thread worker: ACR runs them side by side because no thread waits."""
-    control.add_faults("operation", *({"delay": 3} for _ in range(8)))
+    """Eight imports of 5 s each on a two-thread worker: ACR runs them side by side because no thread waits."""
+    control.add_faults("operation", *({"delay": 5} for _ in range(8)))
     runner = runner_factory(IMPORT_WAIT_SECONDS="0.3", PYTHON_THREADPOOL_THREAD_COUNT="2")
     ids = [enqueue(app_env, {"source": "nginx:1.27", "targetTags": [f"many:{uuid.uuid4().hex[:6]}"]})
            for _ in range(8)]

@@ -4,7 +4,7 @@ request's credentials or a token the stand-in mints for the caller) and copy wit
 from __future__ import annotations
 
 import json
-import threading
+import time
 from collections.abc import Callable
 
 import requests
@@ -86,19 +86,22 @@ class RegistryDataPlane:
         digest = ""
         try:
             for repo, tags in by_repo.items():
-                # docker-registry's filesystem storage can fail concurrent uploads of one blob into one
-                # repository (DIGEST_INVALID); ACR does not, so copies into a repository take turns here.
-                with _repository_lock(job.target.port, repo):
-                    digest = oci.copy_image(src, job.repository, job.reference, dst, repo, tags=tags).digest
+                digest = _copy_racing_writers(src, job.repository, job.reference, dst, repo, tags)
         except oci.RegistryError as err:
             raise _failure(err, job.source.host) from None
         return digest
 
 
-_REPOSITORY_LOCKS: dict[tuple[int, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
 
-
-def _repository_lock(port: int, repository: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _REPOSITORY_LOCKS.setdefault((port, repository), threading.Lock())
+def _copy_racing_writers(src, src_repo: str, ref: str, dst, dst_repo: str, tags: list[str], attempts: int = 6) -> str:
+    """docker-registry's filesystem storage can fail two concurrent writes of the same manifest into one
+    repository with DIGEST_INVALID (a half-written file is read back); ACR does not. A copy is idempotent,
+    so the stand-in simply copies again, keeping imports concurrent as they are on ACR."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return oci.copy_image(src, src_repo, ref, dst, dst_repo, tags=tags).digest
+        except oci.RegistryError as err:
+            if err.code != "DIGEST_INVALID" or attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
