@@ -50,7 +50,12 @@ class LoadReport:
                 f"- throughput: {self.throughput:.1f} requests/s over {self.seconds:.0f} s\n"
                 f"- worker CPU per request: {1000 * self.cpu_seconds / max(1, self.requests):.0f} ms "
                 "(the runner runs in this process: includes the enqueueing and checking)\n\n"
-                f"| fault injected | times |\n|---|---|\n{rows}\n")
+                f"| fault injected | times |\n|---|---|\n{rows}\n\n"
+                "Expected failures: `ImportTimedOut` are the operations scripted never to end (they fail at "
+                "IMPORT_DEADLINE_SECONDS); a transient code (`InvalidParameters`: Error copying blobs, upstream "
+                "toomanyrequests) marks a request that met a scripted fault on every one of its IMPORT_MAX_ATTEMPTS "
+                "attempts (faults are consumed in order, so early requests meet bursts) and gave up with that "
+                "reason, as designed. Anything else failing, or any request lost, is a defect.\n")
 
 
 def script_faults(control, count: int, rng: random.Random) -> Counter:
