@@ -41,15 +41,17 @@ def replicate_on_push(event: func.EventGridEvent) -> None:
 @app.route(route="imports", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def submit_import(req: func.HttpRequest) -> func.HttpResponse:
     worker = app_context.worker()
-    answer = http_api.submit_import(req.get_body(), req.url, worker.settings, worker.status, worker.queues.enqueue)
-    return func.HttpResponse(answer.text(), status_code=answer.status, headers=answer.headers,
-                             mimetype="application/json")
+    return _http(http_api.submit_import(req.get_body(), req.url, worker.settings, worker.status,
+                                        worker.queues.enqueue))
 
 
 @app.route(route="imports/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def import_status(req: func.HttpRequest) -> func.HttpResponse:
     request_id = req.route_params.get("id", "")
-    answer = http_api.status_response(request_id, app_context.worker().status.get(request_id))
+    return _http(http_api.status_response(request_id, app_context.worker().status.get(request_id)))
+
+
+def _http(answer: http_api.ApiResponse) -> func.HttpResponse:
     return func.HttpResponse(answer.text(), status_code=answer.status, headers=answer.headers,
                              mimetype="application/json")
 
