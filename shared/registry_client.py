@@ -26,11 +26,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
-from urllib.parse import urljoin
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urljoin
 
-import requests
-from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
+    import requests
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -211,6 +211,9 @@ class RegistryClient:
 
     def __post_init__(self) -> None:
         if self.session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
             self.session = requests.Session()
             adapter = HTTPAdapter(pool_connections=16, pool_maxsize=self.pool_size)
             self.session.mount("https://", adapter)
@@ -299,11 +302,13 @@ class RegistryClient:
               data: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None) -> requests.Response:
         with self._lock:
             self.requests_sent[(host.lower(), method, kind)] += 1
+        from requests import RequestException
+
         try:
             response = self.session.request(method, url, headers=headers, data=data, auth=auth,
                                             timeout=self.timeout, allow_redirects=True,
                                             proxies=self._proxies_for(url))
-        except requests.RequestException as exc:
+        except RequestException as exc:
             raise RegistryError(host, 0, "CONNECTION", f"{method} {url.split('?')[0]} failed: "
                                                        f"{type(exc).__name__}") from None
         limit = parse_rate_limit(response.headers)
@@ -320,7 +325,9 @@ class RegistryClient:
         origin = url.split("/", 3)[2] if "://" in url else url
         found = self._proxies.get(origin)
         if found is None:
-            found = requests.utils.get_environ_proxies(url)
+            from requests.utils import get_environ_proxies
+
+            found = get_environ_proxies(url)
             self._proxies[origin] = found
         return found
 
@@ -397,7 +404,7 @@ class RegistryClient:
 
     def _realm_token(self, host: str, challenge: _Challenge, scope: str, auth: BasicAuth | None) -> _Token:
         params = {"service": challenge.service, "scope": scope} if challenge.service else {"scope": scope}
-        query = "&".join(f"{k}={requests.utils.quote(v, safe='')}" for k, v in params.items())
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
         basic = (auth.username or "", auth.password) if isinstance(auth, BasicAuth) else None
         response = self._http("GET", host, f"{challenge.realm}?{query}", {}, kind="token", auth=basic)
         self._raise_for(host, response, "token")
