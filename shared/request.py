@@ -183,7 +183,13 @@ def _default_targets(source: ImageReference) -> tuple[tuple[str, ...], tuple[str
 
 def parse_request(body: bytes | str, settings: Settings, *, fallback_id: str | None = None) -> ImportRequest | Rejected:
     """Decode, validate and normalise one queue body. Every problem found is reported, each with its field."""
-    doc, problem = decode_body(body)
+    return parse_decoded(decode_body(body), settings, fallback_id=fallback_id)
+
+
+def parse_decoded(decoded: tuple[Any, Problem | None], settings: Settings, *,
+                  fallback_id: str | None = None) -> ImportRequest | Rejected:
+    """`parse_request` for a body `decode_body` already read (the worker looks at it first for events)."""
+    doc, problem = decoded
     request_id = fallback_id or uuid.uuid4().hex
     if problem:
         return Rejected(request_id, (problem,))

@@ -24,12 +24,11 @@ from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_request
+from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded
 from shared.settings import Settings
 from shared.status import StatusRecord, StatusStore, utc_now
 
 log = logging.getLogger("acr_importer")
-
 
 
 @dataclass
@@ -80,7 +79,7 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
         from shared.replication import replicate
 
         return replicate(worker, document)
-    parsed = parse_request(body, worker.settings, fallback_id=message_id)
+    parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _finish_rejected(worker, parsed, body, started)
     request = parsed
@@ -127,7 +126,7 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
     document, problem = decode_body(body)
     if problem is None and is_event_like(document):
         return _events_poisoned(worker, document, started)
-    parsed = parse_request(body, worker.settings, fallback_id=message_id)
+    parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _finish_rejected(worker, parsed, body, started)
     previous = worker.status.get(parsed.id)
