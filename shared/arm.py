@@ -69,8 +69,7 @@ class AcrManagement:
                 # sleeps through a Retry-After and every attempt is counted and visible in the status.
                 self._clients[subscription] = ContainerRegistryManagementClient(
                     self._credential, subscription, base_url=endpoint,
-                    credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0,
-                    polling_interval=self._settings.poll_interval_seconds)
+                    credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0)
             return self._clients[subscription]
 
     def registry_by_login_server(self, subscription: str, login_server: str) -> RegistryId | None:

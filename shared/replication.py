@@ -24,7 +24,7 @@ from shared.outcome import Problem, State
 from shared.reference import InvalidReference, parse_repository, registry_host_matches
 from shared.request import ImportRequest, Rejected, field_path, validate_document
 from shared.resource_ids import RegistryId, parse_registry_id
-from shared.schemas import schema, validator
+from shared.schemas import validator
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -75,10 +75,6 @@ class ReplicationRules:
 
     def for_topic(self, topic: RegistryId) -> list[ReplicationRule]:
         return [r for r in self.rules if r.source.same_as(topic)]
-
-
-def rules_schema() -> dict[str, Any]:
-    return schema("replication-rules.v1.json")
 
 
 def _validator():

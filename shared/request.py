@@ -26,7 +26,7 @@ from shared.reference import (
     parse_target_tag,
 )
 from shared.resource_ids import RegistryId, parse_registry_id
-from shared.schemas import schema, validator
+from shared.schemas import validator
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -79,10 +79,6 @@ class Rejected:
     @property
     def reason(self) -> str:
         return "; ".join(str(p) for p in self.problems)
-
-
-def request_schema() -> dict[str, Any]:
-    return schema(REQUEST_SCHEMA)
 
 
 def _validator():

@@ -23,7 +23,7 @@ from shared.outcome import Problem
 from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
-from shared.schemas import schema, validator
+from shared.schemas import validator
 from shared.settings import Settings
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +69,6 @@ class TrackedImage:
 class TrackedConfig:
     images: tuple[TrackedImage, ...]
     problems: tuple[Problem, ...]  # field paths like images[2].semver
-
-
-def tracked_schema() -> dict[str, Any]:
-    return schema("tracked-images.v1.json")
 
 
 def _validator():
