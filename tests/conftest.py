@@ -14,6 +14,20 @@ import tempfile
 import uuid
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+# Property tests must not depend on how fast the machine is: on a busy CI machine hypothesis' "input
+# generation is slow" health check and its per-example deadline failed `make test` by chance. One profile for
+# every property test, loaded before any test module builds its own `settings` (they inherit from it):
+# no timing checks anywhere; in CI also derandomized and without the example database, so a run is
+# reproducible (set HYPOTHESIS_PROFILE=dev to explore with fresh randomness).
+TIMING_HEALTH_CHECKS = (HealthCheck.too_slow,)
+hypothesis_settings.register_profile("dev", deadline=None, suppress_health_check=TIMING_HEALTH_CHECKS,
+                                     print_blob=True)
+hypothesis_settings.register_profile("ci", hypothesis_settings.get_profile("dev"), derandomize=True,
+                                     database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 def _free_port_offset() -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.reference import ImageReference, InvalidReference, parse_reference
@@ -23,7 +23,7 @@ reference_text = st.text(alphabet=st.sampled_from("abcXYZ019._-/:@ \u0000\u00e9\
 requests = st.dictionaries(st.sampled_from(FIELDS), json_values | reference_text | st.lists(reference_text,
                                                                                            max_size=3),
                            max_size=6)
-quick = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+quick = settings(max_examples=300)  # timing checks are off for every property test (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
