@@ -10,6 +10,7 @@ import azure.functions as func
 
 from shared import app_context, http_api, refresh, replication, status, telemetry
 from shared.events import event_document
+from shared.settings import PRUNE
 from shared.worker import handle_import_message, handle_poison_message
 
 telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
@@ -58,5 +59,6 @@ def _http(answer: http_api.ApiResponse) -> func.HttpResponse:
 
 @app.timer_trigger(arg_name="timer", schedule="0 17 3 * * *", run_on_startup=False, use_monitor=True)
 def prune_import_status(timer: func.TimerRequest) -> None:
-    worker = app_context.worker()
-    status.prune_expired(worker.status, worker.settings.status_retention_days)
+    if app_context.usable_for(PRUNE):  # a mistyped retention must not delete what it meant to keep
+        worker = app_context.worker()
+        status.prune_expired(worker.status, worker.settings.status_retention_days)

@@ -168,6 +168,12 @@ def registry_host_matches(host: str, pattern: str) -> bool:
     return "." not in host_name[: -len(suffix_name) - 1]
 
 
+def canonical_registry_host(host: str) -> str:
+    """``host[:port]`` validated and lowercased, Docker Hub aliases as ``docker.io``: the form allowlists
+    compare (shared/policy.py). Raises InvalidReference naming what is wrong."""
+    return _canonical_registry(host)
+
+
 def _with_defaults(registry: str | None, path: str, tag: str | None, digest: str | None) -> ImageReference:
     """The one place Docker's defaults apply: no host or a Docker Hub alias is ``docker.io``, a single
     component there is an official image under ``library/``, and no tag or digest means ``latest``."""

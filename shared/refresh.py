@@ -31,7 +31,7 @@ from shared.registry_client import (
 )
 from shared.request import Rejected, validate_document
 from shared.settings import Settings
-from shared.tracked import TrackedConfigError, TrackedImage, parse_config, read_config_text, select_tags
+from shared.tracked import TrackedConfigError, TrackedImage, load_config_text, parse_config, select_tags
 
 log = logging.getLogger("acr_importer")
 
@@ -291,7 +291,7 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
     started, began = datetime.now(UTC), time.monotonic()
     plan = RefreshPlan()
     try:
-        config = parse_config(config_text if config_text is not None else read_config_text(settings.tracked_images),
+        config = parse_config(config_text if config_text is not None else load_config_text(settings),
                               settings)
         plan.problems.extend(str(p) for p in config.problems)
         backoff = refresh_log.backoff_until() if refresh_log else {}

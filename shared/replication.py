@@ -14,14 +14,14 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import events as ev
+from shared import policy
 from shared.outcome import Problem, State
-from shared.reference import InvalidReference, parse_repository, registry_host_matches
+from shared.reference import InvalidReference, parse_repository
 from shared.request import ImportRequest, Rejected, field_path, validate_document
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.schemas import validator
@@ -128,16 +128,14 @@ def _rule(index: int, entry: dict[str, Any], settings: Settings, problems: list[
     before = len(problems)
     source = _registry(entry["source"], f"{where}.source", problems)
     targets = [_registry(t, f"{where}.targets[{i}]", problems) for i, t in enumerate(entry["targets"])]
-    if source is not None and not _source_allowed(source, settings):
-        allowed_sources = ",".join(settings.allowed_source_registries)
-        problems.append(Problem(f"{where}.source", f"registry {source.name!r} is not allowed by "
-                                                   f"ALLOWED_SOURCE_REGISTRIES ({allowed_sources}); "
-                                                   "add its login server or resource id"))
-    allowed = {a.lower() for a in settings.allowed_target_registries}
+    if source is not None:
+        refusal = policy.source_refusal(None, source, settings)
+        if refusal:
+            problems.append(Problem(f"{where}.source", f"{refusal}; add its login server or resource id"))
     for i, target in enumerate(targets):
-        if target is not None and str(target).lower() not in allowed:
-            problems.append(Problem(f"{where}.targets[{i}]", f"registry {target.name!r} is not in "
-                                                             "ALLOWED_TARGET_REGISTRIES"))
+        refusal = policy.target_refusal(target, settings) if target is not None else None
+        if refusal:
+            problems.append(Problem(f"{where}.targets[{i}]", refusal))
     prefix = entry.get("targetPrefix", "")
     if prefix:
         try:
@@ -150,13 +148,6 @@ def _rule(index: int, entry: dict[str, Any], settings: Settings, problems: list[
         return None
     return ReplicationRule(index, entry.get("name") or where, source, tuple(t for t in targets if t),
                            repositories, tags, prefix, entry.get("mode", DEFAULT_MODE))
-
-
-def _source_allowed(source: RegistryId, settings: Settings) -> bool:
-    host = source.login_server(settings.acr_login_server_suffix)
-    return any(a == "*" or a.lower() == str(source).lower()
-               or (not a.startswith("/") and registry_host_matches(host, a))
-               for a in settings.allowed_source_registries)
 
 
 def find_cycle(rules: Iterable[ReplicationRule]) -> list[tuple[RegistryId, ReplicationRule]] | None:
@@ -203,27 +194,19 @@ def describe_cycle(cycle: list[tuple[RegistryId, ReplicationRule]]) -> str:
     return f"{hops} (by {', '.join(rule.label for _, rule in cycle)})"
 
 
-_url_cache: dict[str, tuple[float, str]] = {}
-URL_CACHE_SECONDS = 60.0
-
-
 def load_rules(settings: Settings) -> ReplicationRules:
     """The rules from REPLICATION_RULES (a file relative to the app root, or an https blob URL, read at
-    most once a minute); raises ReplicationConfigError when they cannot be used."""
-    from shared.tracked import TrackedConfigError, read_config_text
+    most once a minute); raises ReplicationConfigError, naming the setting, when they cannot be used."""
+    from shared.config_source import ConfigUnavailable, read_config
+    from shared.settings import REPLICATION
 
-    location = settings.replication_rules
+    blocked = settings.problems_for(REPLICATION)
+    if blocked:
+        raise ReplicationConfigError("settings stop replication: " + "; ".join(str(p) for p in blocked))
     try:
-        if location.startswith(("https://", "http://")):
-            cached = _url_cache.get(location)
-            if cached is None or time.monotonic() - cached[0] > URL_CACHE_SECONDS:
-                cached = (time.monotonic(), read_config_text(location))
-                _url_cache[location] = cached
-            text = cached[1]
-        else:
-            text = read_config_text(location)
-    except TrackedConfigError as err:
-        raise ReplicationConfigError(str(err).replace("TRACKED_IMAGES", "REPLICATION_RULES")) from None
+        text = read_config("REPLICATION_RULES", settings.replication_rules, settings)
+    except ConfigUnavailable as err:
+        raise ReplicationConfigError(str(err)) from None
     return parse_rules(text, settings)
 
 

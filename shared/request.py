@@ -233,8 +233,8 @@ def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], proble
     if ok("target"):
         target = _registry_id("target", doc["target"], problems)
     elif "target" not in doc:
-        if settings.target_registry:
-            target = parse_registry_id(settings.target_registry)
+        if settings.default_target:
+            target = settings.default_target
         else:
             problems.append(Problem("target", "is required when the TARGET_REGISTRY setting is not set"))
     if ok("source") and (source_registry or "sourceRegistry" not in doc):

@@ -2,6 +2,12 @@
 
 Every setting the app reads is named here and nowhere else, so the deployment template and the sample
 settings can be checked against this module.
+
+Reading never raises (`read_settings`): every malformed value becomes a `SettingProblem` naming the
+setting and the feature that needs it, and the value falls back to its default. The app logs the
+problems once at start (shared/app_context.py) and fails the work that needs a broken setting with its
+reason; work that does not need it goes on (a bad REFRESH_* setting never stops imports). The CLI and
+tests use `load_settings`, which raises SettingsError listing every problem.
 """
 
 from __future__ import annotations
@@ -10,6 +16,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from shared.policy import RegistryPattern
+    from shared.resource_ids import RegistryId
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_ARM_AUDIENCE = "https://management.azure.com"  # sovereign clouds differ from their endpoint
@@ -25,8 +37,51 @@ CREDENTIAL_PREFIX = "SOURCE_CREDENTIALS__"
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
+# What a setting is needed by. A problem blocks the features that need its setting, and only those.
+IMPORTS = "imports"  # every import: requests, and what the refresh and replication enqueue
+REFRESH = "refresh"
+REPLICATION = "replication"
+PRUNE = "prune"  # the daily status clean-up
+STORAGE = "storage"  # the status table and the dead-letter queue: without them nothing can be recorded
+FEATURE_NEEDS = {
+    IMPORTS: (STORAGE, IMPORTS),
+    REFRESH: (STORAGE, IMPORTS, REFRESH),
+    REPLICATION: (STORAGE, IMPORTS, REPLICATION),
+    PRUNE: (STORAGE, PRUNE),
+}
+
+MAX_CONFIG_WAIT_SECONDS = 540.0  # host.json's functionTimeout is 600 s: a wait must end inside it
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0  # the longest a queue message can be kept invisible
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,52}[a-z0-9]$")  # room for "-rejected"
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
+
+    def __init__(self, message: str, problems: tuple[SettingProblem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class SettingsUnusable(RuntimeError):
+    """Settings so broken that not even the failure can be recorded (the app's storage); names the setting."""
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """A setting the app cannot use: which one, what is wrong (naming it), and what needs it (a feature
+    above, or `credential:<NAME>` for one credential set)."""
+
+    setting: str
+    message: str
+    needed_by: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True, repr=False)
@@ -37,6 +92,7 @@ class CredentialSet:
     username: str | None
     password: str
     registries: tuple[str, ...] = ()
+    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (shared/policy.py decides)
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"CredentialSet(name={self.name!r}, registries={self.registries!r})"
@@ -46,7 +102,7 @@ class CredentialSet:
 class Settings:
     target_registry: str | None
     allowed_target_registries: tuple[str, ...]
-    allowed_source_registries: tuple[str, ...]
+    allowed_source_registries: tuple[str, ...]  # as configured, for messages; `source_allowlist` decides
     credential_sets: Mapping[str, CredentialSet] = field(repr=False)
     allow_inline_credentials: bool = False
     azure_client_id: str | None = None
@@ -69,6 +125,10 @@ class Settings:
     refresh_time_budget_seconds: float = 420.0  # well inside the 10-minute Consumption limit
     status_retention_days: float = 30.0
     replication_rules: str = DEFAULT_REPLICATION_RULES
+    default_target: RegistryId | None = None  # TARGET_REGISTRY parsed
+    allowed_targets: tuple[RegistryId, ...] = ()  # ALLOWED_TARGET_REGISTRIES parsed
+    source_allowlist: tuple[RegistryPattern, ...] = ()  # ALLOWED_SOURCE_REGISTRIES parsed
+    problems: tuple[SettingProblem, ...] = ()
 
     @property
     def dead_letter_queue(self) -> str:
@@ -81,6 +141,16 @@ class Settings:
     def credential_set(self, name: str) -> CredentialSet | None:
         return self.credential_sets.get(name.upper())
 
+    def credential_problem(self, name: str) -> SettingProblem | None:
+        """The first problem of credential set `name`'s settings (it is left out of credential_sets)."""
+        wanted = f"credential:{name.upper()}"
+        return next((p for p in self.problems if p.needed_by == wanted), None)
+
+    def problems_for(self, feature: str) -> tuple[SettingProblem, ...]:
+        """The problems that stop `feature` (IMPORTS, REFRESH, REPLICATION, PRUNE)."""
+        needs = FEATURE_NEEDS[feature]
+        return tuple(p for p in self.problems if p.needed_by in needs)
+
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, so scrubbers can remove them from anything that leaves the app."""
         return tuple(c.password for c in self.credential_sets.values() if c.password)
@@ -90,104 +160,314 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 80 else raw[:77] + "...")
+
+
+class _Env:
+    """The environment being read, collecting a problem per bad setting instead of stopping at the first."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: list[SettingProblem] = []
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def items(self):
+        return self.values.items()
+
+    def problem(self, setting: str, message: str, needed_by: str) -> None:
+        self.problems.append(SettingProblem(setting, message, needed_by))
+
+
+def _text(env: _Env, name: str, default: str = "") -> str:
+    raw = env.get(name)
+    return raw.strip() if isinstance(raw, str) and raw.strip() else default
+
+
+def _number(env: _Env, name: str, default: float, minimum: float, maximum: float, needed_by: str, *,
+            integer: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    text = raw.strip()
+    kind = "a whole number" if integer else "a number"
+    if not text.isascii() or not _NUMBER.match(text) or (integer and "." in text):
+        env.problem(name, f"{name} must be {kind} (digits{'' if integer else ', optionally .digits'}), "
+                          f"got {_shown(raw)}", needed_by)
+        return default
+    value = float(text)
+    if not minimum <= value <= maximum:
+        env.problem(name, f"{name} must be between {minimum:g} and {maximum:g}, got {_shown(raw)}", needed_by)
+        return default
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: _Env, name: str, needed_by: str) -> bool:
     raw = (env.get(name) or "false").strip().lower()
     if raw not in ("true", "false", "1", "0", "yes", "no"):
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+        env.problem(name, f"{name} must be true or false, got {_shown(raw)}", needed_by)
+        return False
     return raw in ("true", "1", "yes")
 
 
-def credential_sets_from(env: Mapping[str, str]) -> dict[str, CredentialSet]:
-    """Credential sets from SOURCE_CREDENTIALS__<NAME>__USERNAME / __PASSWORD / __REGISTRIES."""
+def _https_url(env: _Env, name: str, default: str, needed_by: str) -> str:
+    """An endpoint the app sends its token to: https, a host, nothing else (no userinfo, query)."""
+    raw = _text(env, name, default)
+    problem = https_url_problem(raw)
+    if problem:
+        env.problem(name, f"{name} {problem}, got {_shown(raw)}", needed_by)
+        return default
+    return raw.rstrip("/")
+
+
+def _location(env: _Env, name: str, default: str, needed_by: str) -> str:
+    """A configuration file: a path relative to the app root, or an https:// URL (a blob)."""
+    raw = _text(env, name, default)
+    if not raw.isprintable():
+        env.problem(name, f"{name} has control characters, got {_shown(raw)}", needed_by)
+        return default
+    if "://" in raw:
+        problem = https_url_problem(raw, query=True)
+        if problem:  # never echo the query: it may be a SAS signature
+            env.problem(name, f"{name} {problem} (or a path in the app), got {_shown(raw.split('?')[0])}",
+                        needed_by)
+            return default
+    return raw
+
+
+def https_url_problem(text: str, *, query: bool = False) -> str | None:
+    """Why `text` is not an https URL the app may send a token to, or None."""
+    if not text.isascii() or not text.isprintable() or " " in text:
+        return "must be an https:// URL of printable ASCII"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return "must be an https:// URL with a valid host and port"
+    if parts.scheme.lower() != "https":
+        return ("must be an https:// URL: over http the app's token would travel in the clear"
+                if parts.scheme.lower() == "http" else "must be an https:// URL")
+    if not parts.hostname or parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "must be an https:// URL with a host and no user:password@"
+    if port == 0:
+        return "must be an https:// URL with a valid port"
+    if parts.fragment or (parts.query and not query):
+        return "must be an https:// URL without query or fragment"
+    return None
+
+
+def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
+    """Credential sets from SOURCE_CREDENTIALS__<NAME>__USERNAME / __PASSWORD / __REGISTRIES. A set with a
+    problem is left out, and its problem (needed by `credential:<NAME>`) fails the requests naming it."""
+    from shared.policy import PatternError, parse_registry_pattern
+
     parts: dict[str, dict[str, str]] = {}
     for key, value in env.items():
         if not key.upper().startswith(CREDENTIAL_PREFIX):
             continue
         name, _, item = key[len(CREDENTIAL_PREFIX):].rpartition("__")
         if not name or item.upper() not in ("USERNAME", "PASSWORD", "REGISTRIES"):
-            raise SettingsError(f"{key}: expected {CREDENTIAL_PREFIX}<NAME>__USERNAME, __PASSWORD or __REGISTRIES")
+            owner = (name or item).upper()
+            env.problem(key, f"{key}: expected {CREDENTIAL_PREFIX}<NAME>__USERNAME, __PASSWORD or __REGISTRIES",
+                           f"credential:{owner}")
+            parts.setdefault(owner, {})["BROKEN"] = "1"
+            continue
         parts.setdefault(name.upper(), {})[item.upper()] = value
     sets = {}
     for name, items in parts.items():
+        setting = f"{CREDENTIAL_PREFIX}{name}"
+        needed_by = f"credential:{name}"
+        if "BROKEN" in items:
+            continue
         if not CREDENTIAL_NAME.match(name):
-            raise SettingsError(f"{CREDENTIAL_PREFIX}{name}: a credential set name is letters, digits and _")
-        if not items.get("PASSWORD"):
-            raise SettingsError(f"{CREDENTIAL_PREFIX}{name}__PASSWORD is missing or empty")
-        sets[name] = CredentialSet(name=name, username=items.get("USERNAME") or None,
-                                   password=items["PASSWORD"], registries=_split(items.get("REGISTRIES")))
+            env.problem(setting, f"{setting}: a credential set name is 1-64 letters, digits and _", needed_by)
+            continue
+        password = items.get("PASSWORD") or ""
+        if not password:
+            env.problem(f"{setting}__PASSWORD", f"{setting}__PASSWORD is missing or empty", needed_by)
+            continue
+        if password.strip().startswith(KEY_VAULT_REFERENCE):
+            env.problem(f"{setting}__PASSWORD", f"{setting}__PASSWORD is an unresolved Key Vault reference: "
+                                                   "App Service could not read the secret (check that it exists "
+                                                   "and the app's identity has Key Vault Secrets User)", needed_by)
+            continue
+        patterns, bad = [], []
+        for text in _split(items.get("REGISTRIES")):
+            try:
+                patterns.append(parse_registry_pattern(text))
+            except PatternError as err:
+                bad.append(str(err))
+        if bad:
+            env.problem(f"{setting}__REGISTRIES", f"{setting}__REGISTRIES: {'; '.join(bad)}", needed_by)
+            continue
+        if items.get("REGISTRIES") is not None and not patterns:
+            env.problem(f"{setting}__REGISTRIES", f"{setting}__REGISTRIES is set but names no registry "
+                                                     "(remove it to allow any allowed source)", needed_by)
+            continue
+        sets[name] = CredentialSet(name=name, username=(items.get("USERNAME") or "").strip() or None,
+                                   password=password, registries=tuple(p.text for p in patterns),
+                                   allowlist=tuple(patterns))
     return sets
 
 
-def _check_registry_pattern(setting: str, pattern: str) -> None:
-    """`*` allows any host; otherwise a host[:port] or `*.domain`, or (sources) an ACR resource id."""
-    from shared.reference import InvalidReference, registry_host_matches
-
-    if pattern == "*" or pattern.lower().startswith("/subscriptions/"):
-        return
-    try:
-        registry_host_matches("example.invalid", pattern)
-    except InvalidReference as err:
-        raise SettingsError(f"{setting}: {pattern!r} is not a registry host or pattern: {err.reason}") from None
+def credential_sets_from(env: Mapping[str, str]) -> dict[str, CredentialSet]:
+    """The usable credential sets of `env` (see read_settings for their problems)."""
+    return _credential_sets(_Env(env))
 
 
-def _endpoints(env: Mapping[str, str]) -> dict[str, str]:
-    """REGISTRY_ENDPOINTS: where the app's own registry reads go (private networking, the local stack)."""
+def _source_allowlist(env: _Env) -> tuple[RegistryPattern, ...]:
+    from shared.policy import PatternError, parse_registry_pattern
+
+    texts = _split(env.get("ALLOWED_SOURCE_REGISTRIES")) or DEFAULT_ALLOWED_SOURCES
+    patterns: list[RegistryPattern] = []
+    for text in texts:
+        try:
+            patterns.append(parse_registry_pattern(text))
+        except PatternError as err:
+            env.problem("ALLOWED_SOURCE_REGISTRIES", f"ALLOWED_SOURCE_REGISTRIES: {err}", IMPORTS)
+    return tuple(patterns)
+
+
+def _registry_ids(env: _Env, name: str, texts: tuple[str, ...]) -> tuple[RegistryId, ...]:
+    from shared.resource_ids import parse_registry_id
+
+    found = []
+    for text in texts:
+        try:
+            found.append(parse_registry_id(text))
+        except (ValueError, KeyError) as err:
+            why = str(err) if isinstance(err, ValueError) else "must be a registry resource id"
+            hint = " (targets are named by resource id, never by host or wildcard)" if not text.startswith("/") else ""
+            env.problem(name, f"{name}: {_shown(text)} {why}{hint}", IMPORTS)
+    return tuple(found)
+
+
+def _endpoints(env: _Env) -> dict[str, str]:
+    """REGISTRY_ENDPOINTS: where the app's own registry reads go (private networking, the local stack).
+    Https only: the app sends registry credentials and its Entra token there."""
+    from shared.reference import InvalidReference, canonical_registry_host
     from shared.registry_client import parse_endpoints
 
     try:
-        return parse_endpoints(env.get("REGISTRY_ENDPOINTS"))
+        endpoints = parse_endpoints(env.get("REGISTRY_ENDPOINTS"))
     except ValueError as err:
-        raise SettingsError(f"REGISTRY_ENDPOINTS: {err}") from None
+        env.problem("REGISTRY_ENDPOINTS", f"REGISTRY_ENDPOINTS: {err}", IMPORTS)
+        return {}
+    bad = []
+    for host, url in endpoints.items():
+        try:
+            canonical_registry_host(host)
+        except InvalidReference as err:
+            bad.append(f"{_shown(host)} is not a registry host: {err.reason}")
+        problem = https_url_problem(url)
+        if problem or urlsplit(url).path not in ("", "/"):
+            bad.append(f"{host}={_shown(url)} {problem or 'must be an https:// URL without a path'}")
+    if bad:
+        env.problem("REGISTRY_ENDPOINTS", f"REGISTRY_ENDPOINTS: {'; '.join(bad)}", IMPORTS)
+        return {}
+    return endpoints
+
+
+def _login_server_suffix(env: _Env) -> str:
+    from shared.reference import InvalidReference, canonical_registry_host
+
+    raw = _text(env, "ACR_LOGIN_SERVER_SUFFIX", "azurecr.io").lower()
+    try:
+        normal = canonical_registry_host(raw)
+    except InvalidReference as err:
+        env.problem("ACR_LOGIN_SERVER_SUFFIX", f"ACR_LOGIN_SERVER_SUFFIX must be a DNS domain like azurecr.io: "
+                                                  f"{err.reason}", IMPORTS)
+        return "azurecr.io"
+    if ":" in normal or "." not in normal or normal.replace(".", "").isdigit():
+        env.problem("ACR_LOGIN_SERVER_SUFFIX", f"ACR_LOGIN_SERVER_SUFFIX must be a DNS domain like azurecr.io, "
+                                                  f"got {_shown(raw)}", IMPORTS)
+        return "azurecr.io"
+    return normal
+
+
+def _name(env: _Env, name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
+    raw = _text(env, name, default)
+    if not pattern.match(raw) or (name == "IMPORT_STATUS_TABLE" and raw.lower() == "tables"):
+        env.problem(name, f"{name} must be {rule}, got {_shown(raw)}", IMPORTS)
+        return default
+    return raw
+
+
+def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool = False) -> Settings:
+    """Every setting, never raising: problems are in `Settings.problems`, each naming its setting.
+    `check_storage` also checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
+    env = _Env(os.environ if env is None else env)
+    target = _text(env, "TARGET_REGISTRY") or None
+    default_target = _registry_ids(env, "TARGET_REGISTRY", (target,))[0] if target else None
+    if target and default_target is None:
+        target = None
+    explicit_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES"))
+    if "*" in explicit_targets:
+        env.problem("ALLOWED_TARGET_REGISTRIES", "ALLOWED_TARGET_REGISTRIES: '*' is not allowed: name every "
+                                                    "target registry by resource id", IMPORTS)
+    allowed_targets = _registry_ids(env, "ALLOWED_TARGET_REGISTRIES",
+                                    tuple(t for t in explicit_targets if t != "*")) if explicit_targets else \
+        ((default_target,) if default_target else ())
+    source_allowlist = _source_allowlist(env)
+    client_id = _text(env, "AZURE_CLIENT_ID") or None
+    if client_id and not _GUID.match(client_id):
+        env.problem("AZURE_CLIENT_ID", f"AZURE_CLIENT_ID must be the client id (a GUID) of the app's "
+                                          f"user-assigned identity, got {_shown(client_id)}", IMPORTS)
+        client_id = None
+    if check_storage:
+        from shared.storage import settings_problem
+
+        problem = settings_problem(env.values)
+        if problem:
+            env.problem(problem[0], problem[1], STORAGE)
+    wait = MAX_CONFIG_WAIT_SECONDS
+    settings = Settings(
+        target_registry=str(default_target) if default_target else target,
+        allowed_target_registries=tuple(str(t) for t in allowed_targets),
+        allowed_source_registries=tuple(p.text for p in source_allowlist),
+        credential_sets=_credential_sets(env),
+        allow_inline_credentials=_flag(env, "ALLOW_INLINE_CREDENTIALS", IMPORTS),
+        azure_client_id=client_id,
+        arm_endpoint=_https_url(env, "ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT, IMPORTS),
+        arm_audience=_https_url(env, "ARM_AUDIENCE", DEFAULT_ARM_AUDIENCE, IMPORTS),
+        import_queue=_name(env, "IMPORT_QUEUE", DEFAULT_IMPORT_QUEUE, _QUEUE_NAME,
+                           "a queue name of 3-54 lowercase letters, digits and single inner hyphens (the app adds "
+                           "-rejected and -poison)"),
+        status_table=_name(env, "IMPORT_STATUS_TABLE", DEFAULT_STATUS_TABLE, _TABLE_NAME,
+                           "a table name of 3-63 letters and digits starting with a letter"),
+        acr_login_server_suffix=_login_server_suffix(env),
+        max_attempts=int(_number(env, "IMPORT_MAX_ATTEMPTS", 6, 1, 100, IMPORTS, integer=True)),
+        retry_base_seconds=_number(env, "IMPORT_RETRY_BASE_SECONDS", 15.0, 0, MAX_QUEUE_DELAY_SECONDS, IMPORTS),
+        retry_max_seconds=_number(env, "IMPORT_RETRY_MAX_SECONDS", 900.0, 0, MAX_QUEUE_DELAY_SECONDS, IMPORTS),
+        authorization_grace_seconds=_number(env, "AUTHORIZATION_GRACE_SECONDS", 600.0, 0, 86400, IMPORTS),
+        poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 0.5, 0.05, 60, IMPORTS),
+        import_wait_seconds=_number(env, "IMPORT_WAIT_SECONDS", 20.0, 0, wait, IMPORTS),
+        import_deadline_seconds=_number(env, "IMPORT_DEADLINE_SECONDS", 7200.0, 1, MAX_QUEUE_DELAY_SECONDS, IMPORTS),
+        registry_endpoints=_endpoints(env),
+        tracked_images=_location(env, "TRACKED_IMAGES", DEFAULT_TRACKED_IMAGES, REFRESH),
+        refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1, 256, REFRESH, integer=True)),
+        refresh_backoff_seconds=_number(env, "REFRESH_BACKOFF_SECONDS", 300.0, 0, MAX_QUEUE_DELAY_SECONDS, REFRESH),
+        refresh_time_budget_seconds=_number(env, "REFRESH_TIME_BUDGET_SECONDS", 420.0, 1, wait, REFRESH),
+        status_retention_days=_number(env, "STATUS_RETENTION_DAYS", 30.0, 0, 36500, PRUNE),
+        replication_rules=_location(env, "REPLICATION_RULES", DEFAULT_REPLICATION_RULES, REPLICATION),
+        default_target=default_target,
+        allowed_targets=allowed_targets,
+        source_allowlist=source_allowlist,
+    )
+    return _with_problems(settings, tuple(env.problems))
+
+
+def _with_problems(settings: Settings, problems: tuple[SettingProblem, ...]) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, problems=problems) if problems else settings
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if env is None else env
-    target = (env.get("TARGET_REGISTRY") or "").strip() or None
-    allowed_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES")) or ((target,) if target else ())
-    allowed_sources = _split(env.get("ALLOWED_SOURCE_REGISTRIES")) or DEFAULT_ALLOWED_SOURCES
-    for pattern in allowed_sources:
-        _check_registry_pattern("ALLOWED_SOURCE_REGISTRIES", pattern)
-    credential_sets = credential_sets_from(env)
-    for credential in credential_sets.values():
-        for pattern in credential.registries:
-            _check_registry_pattern(f"{CREDENTIAL_PREFIX}{credential.name}__REGISTRIES", pattern)
-    return Settings(
-        target_registry=target,
-        allowed_target_registries=allowed_targets,
-        allowed_source_registries=allowed_sources,
-        credential_sets=credential_sets,
-        allow_inline_credentials=_flag(env, "ALLOW_INLINE_CREDENTIALS"),
-        azure_client_id=(env.get("AZURE_CLIENT_ID") or "").strip() or None,
-        arm_endpoint=(env.get("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/"),
-        arm_audience=(env.get("ARM_AUDIENCE") or DEFAULT_ARM_AUDIENCE).rstrip("/"),
-        import_queue=(env.get("IMPORT_QUEUE") or DEFAULT_IMPORT_QUEUE).strip(),
-        status_table=(env.get("IMPORT_STATUS_TABLE") or DEFAULT_STATUS_TABLE).strip(),
-        acr_login_server_suffix=(env.get("ACR_LOGIN_SERVER_SUFFIX") or "azurecr.io").strip().lower(),
-        max_attempts=int(_number(env, "IMPORT_MAX_ATTEMPTS", 6, 1)),
-        retry_base_seconds=_number(env, "IMPORT_RETRY_BASE_SECONDS", 15.0, 0),
-        retry_max_seconds=_number(env, "IMPORT_RETRY_MAX_SECONDS", 900.0, 0),
-        authorization_grace_seconds=_number(env, "AUTHORIZATION_GRACE_SECONDS", 600.0, 0),
-        poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 0.5, 0.05),
-        import_wait_seconds=_number(env, "IMPORT_WAIT_SECONDS", 20.0, 0),
-        import_deadline_seconds=_number(env, "IMPORT_DEADLINE_SECONDS", 7200.0, 1),
-        registry_endpoints=_endpoints(env),
-        tracked_images=(env.get("TRACKED_IMAGES") or DEFAULT_TRACKED_IMAGES).strip(),
-        refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1)),
-        refresh_backoff_seconds=_number(env, "REFRESH_BACKOFF_SECONDS", 300.0, 0),
-        refresh_time_budget_seconds=_number(env, "REFRESH_TIME_BUDGET_SECONDS", 420.0, 1),
-        status_retention_days=_number(env, "STATUS_RETENTION_DAYS", 30.0, 0),
-        replication_rules=(env.get("REPLICATION_RULES") or DEFAULT_REPLICATION_RULES).strip(),
-    )
+    """The settings, or SettingsError naming every malformed one (the CLI and tests: fail at once)."""
+    settings = read_settings(env)
+    if settings.problems:
+        raise SettingsError("; ".join(p.message for p in settings.problems), settings.problems)
+    return settings

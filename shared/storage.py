@@ -8,6 +8,7 @@ how we deploy: no storage keys anywhere.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 
@@ -72,3 +73,42 @@ class LazyTable:
                 service = self._service or table_service()
                 self._table = service.create_table_if_not_exists(self._table_name)
             return self._table
+
+
+def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECTION) -> tuple[str, str] | None:
+    """(setting, message) when the app could not reach its own queues and status table with these settings,
+    checked without a network call; None when they look usable. The message never holds the value (a
+    connection string may carry a key)."""
+    env = os.environ if env is None else env
+    if env.get(prefix):
+        try:
+            for kind in ("queue", "table"):
+                _service(kind, env, prefix)
+        except Exception as exc:  # the SDKs raise ValueError, KeyError, ... for a malformed string
+            return prefix, (f"{prefix} is not a usable storage connection string ({type(exc).__name__}); "
+                            f"set a connection string or the identity-based {prefix}__queueServiceUri and "
+                            f"__tableServiceUri")
+        return None
+    account = env.get(f"{prefix}__accountName")
+    if account and not re.fullmatch(r"[a-z0-9]{3,24}", account):
+        return f"{prefix}__accountName", f"{prefix}__accountName must be a storage account name (3-24 lowercase " \
+                                         "letters and digits)"
+    for kind in ("queue", "table"):
+        uri = _service_uri(env, prefix, kind)
+        setting = f"{prefix}__{kind}ServiceUri" if env.get(f"{prefix}__{kind}ServiceUri") else f"{prefix}__accountName"
+        if not uri:
+            return f"{prefix}__{kind}ServiceUri", (f"set {prefix} (connection string) or {prefix}__{kind}ServiceUri "
+                                                   f"(or {prefix}__accountName): the app keeps its status table and "
+                                                   "dead letters there")
+        if not uri.lower().startswith("https://") or not _service_host(uri):
+            return setting, f"{setting} must name an https:// storage endpoint (the app sends its token there)"
+    return None
+
+
+def _service_host(uri: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:
+        return None

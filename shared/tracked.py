@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
-from pathlib import Path
 from typing import Any
 
+from shared import policy
+from shared.config_source import APP_ROOT  # noqa: F401 (where relative paths start; tests use it)
 from shared.outcome import Problem
 from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.schemas import validator
 from shared.settings import Settings
-
-APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TrackedConfigError(ValueError):
@@ -75,32 +74,24 @@ def _validator():
     return validator("tracked-images.v1.json")
 
 
-def read_config_text(location: str, *, fetch: Callable[[str], str] | None = None) -> str:
+def read_config_text(location: str, settings: Settings | None = None) -> str:
     """The configuration's text from a path (relative to the app root) or an https URL (a blob)."""
-    if location.startswith(("https://", "http://")):
-        return (fetch or _fetch_blob)(location)
-    path = Path(location)
-    path = path if path.is_absolute() else APP_ROOT / path
+    from shared.config_source import ConfigUnavailable, read_config
+
     try:
-        return path.read_text()
-    except OSError as err:
-        raise TrackedConfigError(f"TRACKED_IMAGES: cannot read {path}: {err.strerror}") from None
+        return read_config("TRACKED_IMAGES", location, settings)
+    except ConfigUnavailable as err:
+        raise TrackedConfigError(str(err)) from None
 
 
-def _fetch_blob(url: str) -> str:
-    """A blob by SAS URL as it is, or else with the app's managed identity (Storage Blob Data Reader)."""
-    import requests
+def load_config_text(settings: Settings) -> str:
+    """TRACKED_IMAGES' text, or TrackedConfigError naming the setting that stops the refresh."""
+    from shared.settings import REFRESH
 
-    headers = {"x-ms-version": "2021-08-06"}
-    if "sig=" not in url:
-        from azure.identity import ManagedIdentityCredential
-
-        headers["Authorization"] = "Bearer " + ManagedIdentityCredential().get_token(
-            "https://storage.azure.com/.default").token
-    answer = requests.get(url, headers=headers, timeout=30)
-    if answer.status_code != 200:
-        raise TrackedConfigError(f"TRACKED_IMAGES: {url.split('?')[0]} answered HTTP {answer.status_code}")
-    return answer.text
+    blocked = settings.problems_for(REFRESH)
+    if blocked:
+        raise TrackedConfigError("settings stop the refresh: " + "; ".join(str(p) for p in blocked))
+    return read_config_text(settings.tracked_images, settings)
 
 
 def parse_config(text: str, settings: Settings) -> TrackedConfig:
@@ -144,17 +135,19 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
         except InvalidReference as err:
             field = "targetRepository" if "targetRepository" in entry else "targetPrefix"
             problems.append(Problem(f"{prefix}.{field}", err.reason))
+    if source is not None:
+        refusal = policy.source_refusal(source.registry, None, settings)
+        if refusal:
+            problems.append(Problem(f"{prefix}.source", refusal))
+    if target is not None:
+        refusal = policy.target_refusal(target, settings)
+        if refusal:
+            problems.append(Problem(f"{prefix}.target", refusal))
     credential = entry.get("credential")
     if credential and source is not None:
-        found = settings.credential_set(credential)
-        if found is None:
-            problems.append(Problem(f"{prefix}.credential", f"no credential set named {credential!r} is configured"))
-        elif found.registries and source.registry not in found.registries:
-            from shared.reference import registry_host_matches
-
-            if not any(registry_host_matches(source.registry, r) for r in found.registries):
-                problems.append(Problem(f"{prefix}.credential", f"credential set {credential!r} may only be sent "
-                                                                f"to {','.join(found.registries)}"))
+        refusal = policy.credential_refusal(credential, source.registry, settings)
+        if refusal:
+            problems.append(Problem(f"{prefix}.credential", refusal))
     if problems or source is None or target is None or rule is None:
         return problems
     return TrackedImage(index, entry.get("name") or str(source).rsplit(":", 1)[0], source, target,

@@ -24,8 +24,8 @@ from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded
-from shared.settings import Settings
+from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded, validate_document
+from shared.settings import IMPORTS, STORAGE, Settings, SettingsUnusable
 from shared.status import StatusRecord, StatusStore, utc_now
 
 log = logging.getLogger("acr_importer")
@@ -74,6 +74,8 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
     """One queue message: an import request, or ACR events delivered straight by Event Grid (a list of
     `replication.EventResult` then)."""
     started = time.monotonic()
+    if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
+        return refused
     document, problem = decode_body(body)
     if problem is None and is_event_like(document):  # Event Grid delivering straight into the queue
         from shared.replication import replicate
@@ -123,6 +125,8 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                           dequeue_count: int = 1) -> Outcome | list[Outcome]:
     """The host gave up on a message after repeated crashes: record it as failed so it is not lost."""
     started = time.monotonic()
+    if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
+        return refused
     document, problem = decode_body(body)
     if problem is None and is_event_like(document):
         return _events_poisoned(worker, document, started)
@@ -139,6 +143,48 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                       "to the poison queue; the function logs hold the exception")
     attempts = previous.attempts if previous else parsed.attempt
     return _finish(worker, parsed, State.FAILED, str(failure), attempts, started, failure=failure)
+
+
+def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -> Outcome | None:
+    """A request the settings cannot serve ends `failed` at once, its reason naming the setting: no raise,
+    no retry into the poison queue. None when the settings it needs are fine (or it is an ACR event: the
+    replication rules decide those). Broken storage settings leave nothing to record in: one line, and the
+    host keeps the message (it retries, then parks it in the poison queue)."""
+    settings = worker.settings
+    problems = settings.problems_for(IMPORTS)
+    if not problems:
+        document, problem = decode_body(body)
+        named = document.get("credential") if problem is None and isinstance(document, dict) else None
+        broken = settings.credential_problem(named) if isinstance(named, str) and named else None
+        if broken is None:
+            return None
+        problems = (broken,)
+    else:
+        document, problem = decode_body(body)
+    if problem is None and is_event_like(document):
+        return None
+    reason = redact_text("the app's settings cannot serve this request: " + "; ".join(map(str, problems)),
+                         worker._secrets)
+    storage = [p for p in problems if p.needed_by == STORAGE]
+    if storage:
+        log.error(json.dumps({"event": "import", "messageId": message_id, "state": "unrecorded",
+                              "reason": redact_text(str(storage[0]), worker._secrets)}))
+        raise SettingsUnusable(str(storage[0]))
+    request_id = validate_document(document, settings, fallback_id=message_id).id if problem is None else message_id
+    previous = worker.status.get(request_id)
+    if previous is not None and previous.state.terminal:
+        return Outcome(request_id, previous.state, f"already {previous.state}", previous.attempts)
+    started = time.monotonic()
+    failure = Failure(Kind.PERMANENT, "SettingsInvalid", reason)
+    secrets = _inline_secrets_of(document)
+    reason = redact_text(reason, (*worker._secrets, *secrets))
+    worker.status.transition(request_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code,
+                             **_summary_of(document))
+    worker.queues.dead_letter(_letter(worker, request_id, State.FAILED, reason, document if problem is None
+                                      else _raw_text(body), failure, 0, extra_secrets=secrets))
+    outcome = Outcome(request_id, State.FAILED, reason, 0, failure)
+    _log(worker, outcome, None, started, document=document)
+    return outcome
 
 
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
