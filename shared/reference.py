@@ -16,9 +16,8 @@ Decisions where the grammar leaves room, all covered by tests:
   forgotten repository, not Docker Hub's ``library/localhost`` with tag ``5000``.
 - Ports are 1..65535 without leading zeros, so every registry has one spelling.
 - The 255-character name limit applies to the normalised ``registry/repository``, as in Docker.
-- Allowlist wildcards (``*.azurecr.io``) cover exactly one extra DNS label, as TLS wildcard
-  certificates do: ``a.azurecr.io`` matches, ``azurecr.io`` and ``a.b.azurecr.io`` do not. Ports must
-  match exactly; a pattern without a port matches only hosts given without one.
+- Allowlists compare hosts in the form ``canonical_registry_host`` gives; how entries match (wildcards,
+  ports, resource ids) is decided in shared/policy.py.
 """
 
 import ipaddress
@@ -142,30 +141,6 @@ def parse_repository(text: str) -> str:
     _check_path(text, "repository")
     _check_name_length(text)
     return text
-
-
-def registry_host_matches(host: str, pattern: str) -> bool:
-    """Whether ``host`` is allowed by an allowlist entry: an exact ``host[:port]`` or ``*.domain[:port]``
-    (one extra label). Case-insensitive; Docker Hub aliases are all ``docker.io``. A malformed host or
-    pattern raises InvalidReference, so a broken allowlist fails loudly instead of matching nothing."""
-    if not isinstance(pattern, str):
-        raise InvalidReference(f"registry pattern must be a string, got {type(pattern).__name__}")
-    normal_host = _canonical_registry(host)
-    if not pattern.startswith("*."):
-        if "*" in pattern:
-            raise InvalidReference(f"registry pattern may only start with a wildcard label, "
-                                   f"as in *.azurecr.io: {_quote(pattern)}")
-        return normal_host == _canonical_registry(pattern)
-    suffix = _normalise_host(pattern[2:])
-    suffix_name, suffix_port = _split_port(suffix)
-    if suffix_name.startswith("[") or _is_all_numeric(suffix_name) or "." not in suffix_name:
-        raise InvalidReference(
-            f"registry pattern wildcard needs a DNS domain of at least two labels, as in *.azurecr.io: "
-            f"{_quote(pattern)}")
-    host_name, host_port = _split_port(normal_host)
-    if host_port != suffix_port or not host_name.endswith(f".{suffix_name}"):
-        return False
-    return "." not in host_name[: -len(suffix_name) - 1]
 
 
 def canonical_registry_host(host: str) -> str:
@@ -367,14 +342,6 @@ def _checked_port(port: str, original: str) -> str:
     if not 1 <= int(port) <= 65535:
         raise InvalidReference(f"registry port {port} is out of range 1..65535")
     return port
-
-
-def _split_port(normal_host: str) -> tuple[str, str | None]:
-    if normal_host.startswith("["):
-        close = normal_host.index("]")
-        return normal_host[: close + 1], (normal_host[close + 2:] or None)
-    name, separator, port = normal_host.partition(":")
-    return name, (port if separator else None)
 
 
 def _check_path(path: str, what: str) -> None:

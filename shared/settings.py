@@ -164,6 +164,15 @@ def _shown(raw: str) -> str:
     return repr(raw if len(raw) <= 80 else raw[:77] + "...")
 
 
+def _shown_url(raw: str) -> str:
+    """A URL for a message: without its query (a SAS signature) and its user:password@."""
+    scheme, sep, rest = raw.split("?", 1)[0].partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        rest = authority.rpartition("@")[2] + slash + path
+    return _shown(scheme + sep + rest)
+
+
 class _Env:
     """The environment being read, collecting a problem per bad setting instead of stopping at the first."""
 
@@ -217,7 +226,7 @@ def _https_url(env: _Env, name: str, default: str, needed_by: str) -> str:
     raw = _text(env, name, default)
     problem = https_url_problem(raw)
     if problem:
-        env.problem(name, f"{name} {problem}, got {_shown(raw)}", needed_by)
+        env.problem(name, f"{name} {problem}, got {_shown_url(raw)}", needed_by)
         return default
     return raw.rstrip("/")
 
@@ -231,8 +240,7 @@ def _location(env: _Env, name: str, default: str, needed_by: str) -> str:
     if "://" in raw:
         problem = https_url_problem(raw, query=True)
         if problem:  # never echo the query: it may be a SAS signature
-            env.problem(name, f"{name} {problem} (or a path in the app), got {_shown(raw.split('?')[0])}",
-                        needed_by)
+            env.problem(name, f"{name} {problem} (or a path in the app), got {_shown_url(raw)}", needed_by)
             return default
     return raw
 
@@ -312,11 +320,6 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
     return sets
 
 
-def credential_sets_from(env: Mapping[str, str]) -> dict[str, CredentialSet]:
-    """The usable credential sets of `env` (see read_settings for their problems)."""
-    return _credential_sets(_Env(env))
-
-
 def _source_allowlist(env: _Env) -> tuple[RegistryPattern, ...]:
     from shared.policy import PatternError, parse_registry_pattern
 
@@ -363,7 +366,7 @@ def _endpoints(env: _Env) -> dict[str, str]:
             bad.append(f"{_shown(host)} is not a registry host: {err.reason}")
         problem = https_url_problem(url)
         if problem or urlsplit(url).path not in ("", "/"):
-            bad.append(f"{host}={_shown(url)} {problem or 'must be an https:// URL without a path'}")
+            bad.append(f"{host}={_shown_url(url)} {problem or 'must be an https:// URL without a path'}")
     if bad:
         env.problem("REGISTRY_ENDPOINTS", f"REGISTRY_ENDPOINTS: {'; '.join(bad)}", IMPORTS)
         return {}
@@ -390,7 +393,7 @@ def _login_server_suffix(env: _Env) -> str:
 def _name(env: _Env, name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
     raw = _text(env, name, default)
     if not pattern.match(raw) or (name == "IMPORT_STATUS_TABLE" and raw.lower() == "tables"):
-        env.problem(name, f"{name} must be {rule}, got {_shown(raw)}", IMPORTS)
+        env.problem(name, f"{name} must be {rule}, got {_shown(raw)}", STORAGE)  # where failures are recorded
         return default
     return raw
 
@@ -400,9 +403,7 @@ def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool =
     `check_storage` also checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
     env = _Env(os.environ if env is None else env)
     target = _text(env, "TARGET_REGISTRY") or None
-    default_target = _registry_ids(env, "TARGET_REGISTRY", (target,))[0] if target else None
-    if target and default_target is None:
-        target = None
+    default_target = next(iter(_registry_ids(env, "TARGET_REGISTRY", (target,))), None) if target else None
     explicit_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES"))
     if "*" in explicit_targets:
         env.problem("ALLOWED_TARGET_REGISTRIES", "ALLOWED_TARGET_REGISTRIES: '*' is not allowed: name every "
@@ -424,7 +425,7 @@ def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool =
             env.problem(problem[0], problem[1], STORAGE)
     wait = MAX_CONFIG_WAIT_SECONDS
     settings = Settings(
-        target_registry=str(default_target) if default_target else target,
+        target_registry=str(default_target) if default_target else None,
         allowed_target_registries=tuple(str(t) for t in allowed_targets),
         allowed_source_registries=tuple(p.text for p in source_allowlist),
         credential_sets=_credential_sets(env),

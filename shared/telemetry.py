@@ -111,7 +111,8 @@ def configure_from_environment(env: Mapping[str, str] | None = None) -> bool:
         configure_azure_monitor(**options)
         enable()
     except Exception as exc:
-        log.warning("telemetry off: could not configure Azure Monitor (%s)", type(exc).__name__)
+        log.warning("telemetry off: %s / %s could not be used to configure Azure Monitor (%s)",
+                    CONNECTION_SETTING, AUTHENTICATION_SETTING, type(exc).__name__)
         return False
     return True
 
