@@ -25,7 +25,7 @@ from shared.queues import ImportQueues
 from shared.redact import redact_document, redact_text
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
 from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded, validate_document
-from shared.settings import IMPORTS, STORAGE, Settings, SettingsUnusable
+from shared.settings import IMPORTS, REPLICATION, STORAGE, Settings, SettingsUnusable
 from shared.status import StatusRecord, StatusStore, utc_now
 
 log = logging.getLogger("acr_importer")
@@ -145,23 +145,20 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
     return _finish(worker, parsed, State.FAILED, str(failure), attempts, started, failure=failure)
 
 
-def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -> Outcome | None:
+def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -> Outcome | list[Outcome] | None:
     """A request the settings cannot serve ends `failed` at once, its reason naming the setting: no raise,
-    no retry into the poison queue. None when the settings it needs are fine (or it is an ACR event: the
-    replication rules decide those). Broken storage settings leave nothing to record in: one line, and the
-    host keeps the message (it retries, then parks it in the poison queue)."""
+    no retry into the poison queue (ACR events on the queue likewise, when replication's settings are
+    broken). None when the settings it needs are fine. Broken storage settings leave nothing to record in:
+    one line, and the host keeps the message (it retries, then parks it in the poison queue)."""
     settings = worker.settings
-    problems = settings.problems_for(IMPORTS)
-    if not problems:
-        document, problem = decode_body(body)
+    document, problem = decode_body(body)
+    events = problem is None and is_event_like(document)
+    problems = settings.problems_for(REPLICATION if events else IMPORTS)
+    if not problems and not events:
         named = document.get("credential") if problem is None and isinstance(document, dict) else None
         broken = settings.credential_problem(named) if isinstance(named, str) and named else None
-        if broken is None:
-            return None
-        problems = (broken,)
-    else:
-        document, problem = decode_body(body)
-    if problem is None and is_event_like(document):
+        problems = (broken,) if broken is not None else ()
+    if not problems:
         return None
     reason = redact_text("the app's settings cannot serve this request: " + "; ".join(map(str, problems)),
                          worker._secrets)
@@ -170,6 +167,8 @@ def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -
         log.error(json.dumps({"event": "import", "messageId": message_id, "state": "unrecorded",
                               "reason": redact_text(str(storage[0]), worker._secrets)}))
         raise SettingsUnusable(str(storage[0]))
+    if events:
+        return _events_refused(worker, document, reason)
     request_id = validate_document(document, settings, fallback_id=message_id).id if problem is None else message_id
     previous = worker.status.get(request_id)
     if previous is not None and previous.state.terminal:
@@ -185,6 +184,29 @@ def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -
     outcome = Outcome(request_id, State.FAILED, reason, 0, failure)
     _log(worker, outcome, None, started, document=document)
     return outcome
+
+
+def _events_refused(worker: Worker, document: Any, reason: str) -> list[Outcome]:
+    """ACR events on the queue while the settings replication needs are broken: each `failed`, with the
+    reason, and dead-lettered (re-queue them after the fix)."""
+    from shared.events import read_events
+
+    outcomes = []
+    failure = Failure(Kind.PERMANENT, "SettingsInvalid", reason)
+    for event in read_events(document):
+        record_id = f"event-{event.key}"
+        previous = worker.status.get(record_id)
+        if previous is not None and previous.state.terminal:
+            continue
+        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
+                                                   "eventType": event.event_type}
+        started = time.monotonic()
+        worker.status.transition(record_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code)
+        worker.queues.dead_letter(_letter(worker, record_id, State.FAILED, reason, raw, failure, 0, extra_secrets=()))
+        outcome = Outcome(record_id, State.FAILED, reason, 0, failure)
+        _log(worker, outcome, None, started, document=raw)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:

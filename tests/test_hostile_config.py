@@ -546,6 +546,24 @@ class TestMalformedSettingsThroughTheWorker:
         deliver(document)
         assert status(document["id"]).state is State.SUCCEEDED, status(document["id"]).reason
 
+    @pytest.mark.parametrize("env", [{"REPLICATION_RULES": "http://x.example/rules.json"},
+                                     {"ALLOWED_TARGET_REGISTRIES": "myregistry.azurecr.io"}],
+                             ids=["replication-setting", "imports-setting"])
+    def test_events_on_the_queue_end_failed_naming_the_setting(self, app_env, monkeypatch, env):
+        from shared import app_context
+        from shared.events import event_key
+        from tests.helpers import dead_letters, deliver, status
+        from tests.test_events import SAMPLE
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        app_context.reset()
+        event = {**SAMPLE, "id": uuid.uuid4().hex}
+        deliver(json.dumps(event))
+        record = status(f"event-{event_key(event['topic'], event['id'])}")
+        assert record.state is State.FAILED and next(iter(env)) in record.reason
+        assert len(dead_letters(app_env)) == 1 and _poison(app_env) == []
+
     def test_the_refresh_records_the_setting_and_does_not_raise(self, app_env, monkeypatch):
         from shared import app_context
         from shared.refresh import RefreshLog
