@@ -146,7 +146,8 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
 
 CASES = _cases()
 # Read by the code, but not app settings this module can get wrong: the host binds REFRESH_SCHEDULE (and
-# refuses a bad NCRONTAB itself), the CA bundles are a test-only trust override, telemetry has its own test.
+# refuses a bad NCRONTAB itself), the CA bundles are a test-only trust override, telemetry is
+# TestTelemetrySettings (it never stops the app, so it has no SettingProblem).
 NOT_HERE = {"REFRESH_SCHEDULE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "APPLICATIONINSIGHTS_CONNECTION_STRING",
             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
 STORAGE_CASES = [
@@ -338,6 +339,30 @@ class TestAllowlistsDecideAlikeEverywhere:
         except ReplicationConfigError as err:
             allowed = not _refused_by_allowlist([str(err)])
         assert allowed is expected
+
+    @given(st.lists(st.sampled_from(["docker.io", "index.docker.io", "mcr.microsoft.com", "*.azurecr.io", "*",
+                                     "*.contoso.com", "registry.contoso.com", SOURCE.login_server.upper(),
+                                     SOURCE.resource_id, OTHER.resource_id.upper(), "ghcr.io:443", " ",
+                                     "*.microsoft.com"]), max_size=4),
+           st.sampled_from(sorted(SOURCES)))
+    @hypothesis_settings(max_examples=200)
+    def test_any_mix_of_documented_forms_decides_alike(self, entries, source):
+        settings = _allowlist_settings(",".join(entries))
+        host, registry = SOURCES[source]
+        decisions = {"request": isinstance(parse_request(json.dumps({"source": f"{host}/team/app:1"}), settings),
+                                           ImportRequest),
+                     "tracked": isinstance(parse_entry(0, {"source": f"{host}/team/app", "tags": ["1"]}, settings),
+                                           TrackedImage)}
+        if registry:
+            decisions["request by id"] = isinstance(parse_request(json.dumps(
+                {"sourceRegistry": registry, "source": "team/app:1"}), settings), ImportRequest)
+            rule = {"source": registry, "targets": [TARGET.resource_id]}
+            try:
+                parse_rules(json.dumps({"version": 1, "rules": [rule]}), settings)
+                decisions["replication"] = True
+            except ReplicationConfigError:
+                decisions["replication"] = False
+        assert len(set(decisions.values())) == 1, decisions
 
     @given(entry=st.text(max_size=80), host=st.text(max_size=80))
     @hypothesis_settings(max_examples=400)
@@ -761,3 +786,29 @@ class TestConfigurationBlobs:
         path.write_bytes(content)
         with pytest.raises(TrackedConfigError, match=r"^TRACKED_IMAGES: "):
             load_config_text(read_settings({**BASE, "TRACKED_IMAGES": str(path)}))
+
+
+class TestTelemetrySettings:
+    """A malformed Application Insights setting turns telemetry off with a line naming it; the app still loads
+    (in a child process: configuring Azure Monitor changes process-wide OpenTelemetry state)."""
+
+    @pytest.mark.parametrize("env", [
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": "garbage"},
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={PLANTED};IngestionEndpoint=ftp://x"},
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": "garbage", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "=;=;"},
+    ], ids=["not-a-connection-string", "bad-key-and-endpoint", "bad-authentication-string"])
+    def test_the_app_loads_and_names_the_setting(self, env):
+        import os
+        import subprocess
+        import sys
+
+        script = ("import logging, sys; logging.basicConfig(stream=sys.stderr)\n"
+                  "import function_app\n"
+                  "from shared import telemetry\n"
+                  "print('enabled' if telemetry.enabled() else 'disabled')\n")
+        child = {k: v for k, v in os.environ.items() if not k.startswith("APPLICATIONINSIGHTS_")}
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**child, **env}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "disabled"
+        assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in done.stderr and PLANTED not in done.stderr
