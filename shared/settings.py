@@ -202,7 +202,7 @@ def _number(env: _Env, name: str, default: float, minimum: float, maximum: float
         return default
     text = raw.strip()
     kind = "a whole number" if integer else "a number"
-    if not text.isascii() or not _NUMBER.match(text) or (integer and "." in text):
+    if not text.isascii() or not _NUMBER.fullmatch(text) or (integer and "." in text):
         env.problem(name, f"{name} must be {kind} (digits{'' if integer else ', optionally .digits'}), "
                           f"got {_shown(raw)}", needed_by)
         return default
@@ -289,7 +289,7 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
         needed_by = f"credential:{name}"
         if "BROKEN" in items:
             continue
-        if not CREDENTIAL_NAME.match(name):
+        if not CREDENTIAL_NAME.fullmatch(name):
             env.problem(setting, f"{setting}: a credential set name is 1-64 letters, digits and _", needed_by)
             continue
         password = items.get("PASSWORD") or ""
@@ -392,7 +392,7 @@ def _login_server_suffix(env: _Env) -> str:
 
 def _name(env: _Env, name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
     raw = _text(env, name, default)
-    if not pattern.match(raw) or (name == "IMPORT_STATUS_TABLE" and raw.lower() == "tables"):
+    if not pattern.fullmatch(raw) or (name == "IMPORT_STATUS_TABLE" and raw.lower() == "tables"):
         env.problem(name, f"{name} must be {rule}, got {_shown(raw)}", STORAGE)  # where failures are recorded
         return default
     return raw
@@ -413,7 +413,7 @@ def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool =
         ((default_target,) if default_target else ())
     source_allowlist = _source_allowlist(env)
     client_id = _text(env, "AZURE_CLIENT_ID") or None
-    if client_id and not _GUID.match(client_id):
+    if client_id and not _GUID.fullmatch(client_id):
         env.problem("AZURE_CLIENT_ID", f"AZURE_CLIENT_ID must be the client id (a GUID) of the app's "
                                           f"user-assigned identity, got {_shown(client_id)}", IMPORTS)
         client_id = None

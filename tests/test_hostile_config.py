@@ -141,6 +141,7 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
     add({"SOURCE_CREDENTIALS__C\u00d6NTOSO__PASSWORD": PLANTED}, "SOURCE_CREDENTIALS__C\u00d6NTOSO",
         "credential:C\u00d6NTOSO")
     add({"SOURCE_CREDENTIALS__CONT-OSO__PASSWORD": PLANTED}, "SOURCE_CREDENTIALS__CONT-OSO", "credential:CONT-OSO")
+    add({"SOURCE_CREDENTIALS__HUB\n__PASSWORD": PLANTED}, "SOURCE_CREDENTIALS__HUB\n", "credential:HUB\n")
     return cases
 
 
