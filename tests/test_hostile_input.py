@@ -86,13 +86,14 @@ def test_forged_retry_and_operation_times_are_refused(settings):
 
 def test_lone_surrogates_and_noncharacters_are_dead_lettered_and_the_queue_stays_readable(app_env):
     """A dead letter holding U+D800 could not be encoded (the worker crashed on every delivery); one holding
-    U+FFFF was stored by Azurite, after which every peek of the dead-letter queue failed with 500."""
+    U+FFFF was stored by Azurite, after which every peek of the dead-letter queue failed with 500. Such a body
+    is not I-JSON: it is refused when decoded, and its letter keeps a description of it, not the text."""
     ids = [deliver('{"source": "\\ud800"}'), deliver('{"source": "ngin\\uffffx"}'),
            deliver('{"source": "nginx", "targetTags": ["\\udfff:x"]}')]
     assert [status(i).state for i in ids] == [State.REJECTED] * 3
     letters = {letter["id"]: letter for letter in dead_letters(app_env)}
     assert set(ids) <= set(letters)
-    assert letters[ids[1]]["body"]["source"] == "ngin\uffffx"
+    assert letters[ids[1]]["body"].startswith("<unparsed: 25 bytes, sha256 ")
 
 
 def _queued(app_env) -> QueueClient:
