@@ -37,6 +37,7 @@ _USERINFO = re.compile(r"""(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)?[^\s/@"'<>\\
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
 _MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
 _PREFIX_CHARACTERS = 4
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def is_secret_key(key: object) -> bool:
@@ -45,8 +46,20 @@ def is_secret_key(key: object) -> bool:
     return str(key).lower() in SECRET_KEYS or name in _SECRET_KEY_NAMES or any(s in name for s in _SECRET_KEY_STEMS)
 
 
+def is_plain_key(name: str) -> bool:
+    """Whether a field name looks like one (`source`, `retry_after`, `__proto__`)."""
+    return bool(_PLAIN_KEY.fullmatch(name))
+
+
+def shown_key(name: str) -> str:
+    """A field name as recorded: as sent when it looks like a field name, else described (an unknown key may
+    be anything a producer pasted, a password or a terminal escape included)."""
+    return name if not name or is_plain_key(name) else describe_unparsed(name)
+
+
 def redact_document(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A copy of a JSON value with secret fields replaced and secrets and userinfo scrubbed from strings."""
+    """A copy of a JSON value with secret fields replaced, secrets and userinfo scrubbed from strings, and
+    keys that are not field names described (see `shown_key`)."""
     secrets = tuple(s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LENGTH)
     return _redact(value, secrets, depth=0)
 
@@ -55,8 +68,8 @@ def _redact(value: Any, secrets: tuple[str, ...], depth: int) -> Any:
     if depth > 64:
         return REMOVED
     if isinstance(value, dict):
-        return {redact_text(str(k), secrets): (REMOVED if is_secret_key(k) else _redact(v, secrets, depth + 1))
-                for k, v in value.items()}
+        return {shown_key(redact_text(str(k), secrets)):
+                REMOVED if is_secret_key(k) else _redact(v, secrets, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v, secrets, depth + 1) for v in value]
     if isinstance(value, str):

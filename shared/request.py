@@ -19,6 +19,7 @@ from typing import Any
 from shared import policy
 from shared.outcome import Problem
 from shared.policy import SourceCredentials
+from shared.redact import is_plain_key, shown_key
 from shared.reference import (
     ImageReference,
     InvalidReference,
@@ -223,7 +224,7 @@ def json_problem(document: Any, duplicates: dict[int, list[str]] | None = None) 
             repeated = (duplicates or {}).get(id(value))
             if repeated:
                 name = repeated[0] if not path and is_plain_key(repeated[0]) else where
-                return Problem(name, f"the key {json.dumps(repeated[0][:64])} appears more than once in one object; "
+                return Problem(name, f"the key {shown_key(repeated[0])} appears more than once in one object; "
                                      "parsers disagree on which one counts, so send it once")
             for key in reversed(list(value)):
                 if not isinstance(key, str) or _NOT_TEXT.search(key):
@@ -236,8 +237,7 @@ def json_problem(document: Any, duplicates: dict[int, list[str]] | None = None) 
     return None
 
 
-def is_plain_key(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name))
+
 
 
 def field_path(parts) -> str:
@@ -255,7 +255,7 @@ def _schema_problem(error) -> Problem:
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        names = ", ".join(e[:64] for e in extra)
+        names = ", ".join(shown_key(e) for e in extra)
         where = "" if path == MESSAGE else f" in {path}"
         return Problem(names or path, f"unknown field{where}; allowed fields are {', '.join(allowed)}")
     if kind == "required":
