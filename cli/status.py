@@ -22,6 +22,7 @@ from shared.status import StatusRecord, StatusStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_STATUS_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/]*/(?:.*/)?imports/([^/?#]*)/?(?:[?#].*)?$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -103,8 +104,9 @@ def request_id_argument(text: str) -> str:
     """A request id as typed, or pasted with the HTTP API's status URL around it (`.../api/imports/<id>`).
     Checked here, so a mistyped id is a clear error and never a table exception."""
     candidate = text.strip()
-    if "/imports/" in candidate:
-        candidate = candidate.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/imports/", 1)[1]
+    pasted = _STATUS_URL.search(candidate)
+    if pasted:
+        candidate = pasted.group(1)
     try:
         return checked_request_id(candidate)
     except UnsafeRequestId as err:
