@@ -28,7 +28,7 @@ from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient,
 from shared.request import MODES, ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded
 from shared.resource_ids import parse_registry_id
 from shared.settings import Settings
-from shared.status import StatusRecord, StatusStore, utc_now
+from shared.status import StatusRecord, StatusStore, request_fields, utc_now
 
 log = logging.getLogger("acr_importer")
 
@@ -420,13 +420,7 @@ def _redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
 
 
 def _summary(request: ImportRequest) -> dict[str, Any]:
-    """What a status row shows of a valid request; an inline password is scrubbed even from what parsed (a
-    producer may have used it as the source's name)."""
-    secrets = _inline_secrets(request)
-    return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
-            "target_tags": [redact_text(t, secrets) for t in request.target_tags],
-            "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],
-            "mode": request.mode}
+    return request_fields(request)
 
 
 def _summary_of(document: Any, secrets: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
 
 
 def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, control, every_log_line, monkeypatch):
-    """POST /api/imports with every corpus body, as sent: each answers 400 with the field named (never 500,
+    """POST /api/imports with every corpus body (events too), as sent: each answers 400 with the field named (never 500,
     never accepted), nothing is recorded or enqueued, no secret is echoed, and nothing reaches ARM."""
     from dev.runner import Runner
     from shared import app_context
@@ -182,7 +182,7 @@ def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, contro
     with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": key}, http_port=0) as running:
         api = f"http://{layout.HOST}:{running.http_port}/api/imports"
         with requests.Session() as session:
-            for case in MESSAGES:
+            for case in CORPUS:
                 body = body_of(case)
                 data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
                 answer = session.post(api, data=data, headers={"x-functions-key": key}, timeout=30)
