@@ -266,3 +266,22 @@ def test_an_accepted_request_is_unaffected(settings):
     result = parse_request(json.dumps({"source": "nginx:1.27", "id": "fine-1", "version": 1}), settings)
     assert isinstance(result, ImportRequest) and result.id == "fine-1"
     assert decode_body("{}") == ({}, None) and MESSAGE == "(message)"
+
+
+@pytest.mark.parametrize("where", ["id", "topic", "subject", "repository"])
+def test_an_event_holding_a_lone_surrogate_is_recorded_not_raised(app_env, where):
+    """Event Grid's trigger hands over what its JSON parser made, lone surrogates included (`"\\ud800"` is
+    valid JSON); the event key hashed them as UTF-8 and raised, so the delivery was retried and lost."""
+    from dev import layout
+    from shared import app_context
+    from shared.replication import replicate
+
+    event = {"id": f"evt-{uuid.uuid4().hex[:6]}", "topic": layout.SOURCE_ACR.resource_id, "subject": "app:1",
+             "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-01-01T00:00:00Z",
+             "data": {"target": {"repository": "app", "tag": "1", "digest": DIGEST}}}
+    if where == "repository":
+        event["data"]["target"]["repository"] = "app\ud800"
+    else:
+        event[where] = event[where] + "\ud800"
+    results = replicate(app_context.worker(), event)
+    assert [r.state for r in results] in ([State.REJECTED], [State.SKIPPED], [State.RECEIVED])
