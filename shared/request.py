@@ -35,6 +35,8 @@ from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"
+MAX_REASON_CHARACTERS = 4000
+MAX_NAMED_FIELDS = 10
 MESSAGE = "(message)"  # the field name used for problems with the body as a whole
 SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
@@ -82,7 +84,10 @@ class Rejected:
 
     @property
     def reason(self) -> str:
-        return "; ".join(str(p) for p in self.problems)
+        """Every problem, cut at MAX_REASON_CHARACTERS: the reason goes into a dead letter (a 64 KiB queue
+        message) and a status row, whatever the body held."""
+        text = "; ".join(str(p) for p in self.problems)
+        return text if len(text) <= MAX_REASON_CHARACTERS else text[:MAX_REASON_CHARACTERS - 30] + "… (reason cut)"
 
 
 @cache
@@ -255,9 +260,10 @@ def _schema_problem(error) -> Problem:
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        names = ", ".join(shown_key(e) for e in extra)
+        names = ", ".join(shown_key(e) for e in extra[:MAX_NAMED_FIELDS])
         where = "" if path == MESSAGE else f" in {path}"
-        return Problem(names or path, f"unknown field{where}; allowed fields are {', '.join(allowed)}")
+        more = f" ({len(extra)} in all, the first {MAX_NAMED_FIELDS} named)" if len(extra) > MAX_NAMED_FIELDS else ""
+        return Problem(names or path, f"unknown field{where}{more}; allowed fields are {', '.join(allowed)}")
     if kind == "required":
         missing = [r for r in expected if not isinstance(error.instance, dict) or r not in error.instance]
         prefix = "" if path == MESSAGE else f"{path}."

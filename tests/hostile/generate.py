@@ -98,6 +98,10 @@ def huge_values() -> Iterator[dict]:
     yield _case("huge: 5,000-digit version (past Python's int limit)", '{"source": "nginx", "version": ' + "9" * 5000
                 + "}", "version")
     yield _case("huge: 2,000 unknown fields", {**OK, **{f"f{i}": i for i in range(2_000)}}, "f0")
+    yield _case("huge: 3,000 unknown fields that are not names (each described: a reason of 160 KB, uncut)",
+                json.dumps({**OK, **{f"f-{i}": 0 for i in range(3_000)}}, separators=(",", ":")), None)
+    yield _case("huge: 50 bad target tags of 500 characters", {"source": "nginx:1.27", "targetTags": [
+        f"Bad:{i}:" + "x" * 490 for i in range(50)]}, "targetTags[0]")
 
 
 ODD_TEXT = {
