@@ -285,3 +285,16 @@ def test_an_event_holding_a_lone_surrogate_is_recorded_not_raised(app_env, where
         event[where] = event[where] + "\ud800"
     results = replicate(app_context.worker(), event)
     assert [r.state for r in results] in ([State.REJECTED], [State.SKIPPED], [State.RECEIVED])
+
+
+@pytest.mark.parametrize("character", ["x", "\u202e", "\\", '"', "\ud800"])
+def test_a_dead_letter_fits_the_queue_whatever_its_reason_and_body(app_env, character):
+    """A reason or a body of any size and content: the letter stays under the queue's 64 KiB (Azurite refuses
+    more, as Azure does), keeping the id and the start of the reason."""
+    from shared import app_context
+
+    request_id = f"big-{uuid.uuid4().hex[:8]}"
+    app_context.worker().queues.dead_letter({"id": request_id, "reason": character * 200_000,
+                                             "body": {"x": [character * 1000] * 100}})
+    [letter] = [letter for letter in dead_letters(app_env) if letter["id"] == request_id]
+    assert letter["reason"] == character * 4000 and letter["reasonTruncated"] and letter["bodyTruncated"]
