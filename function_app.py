@@ -48,8 +48,7 @@ def submit_import(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="imports/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def import_status(req: func.HttpRequest) -> func.HttpResponse:
-    request_id = req.route_params.get("id", "")
-    return _http(http_api.status_response(request_id, app_context.worker().status.get(request_id)))
+    return _http(http_api.lookup_status(req.route_params.get("id", ""), app_context.worker().status))
 
 
 def _http(answer: http_api.ApiResponse) -> func.HttpResponse:

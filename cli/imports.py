@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from cli.status import EXIT_TIMEOUT, EXIT_USAGE, CliError, Follower, exit_code, status_store, summary_lines
+from cli.terminal import printable
 from shared.outcome import State
 from shared.request import Rejected, parse_request
 from shared.resource_ids import parse_registry_id
@@ -79,7 +80,7 @@ def run_import(args: argparse.Namespace) -> int:
     if isinstance(parsed, Rejected):
         print("error: the app would reject this request:", file=sys.stderr)
         for problem in parsed.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {printable(problem)}", file=sys.stderr)
         return EXIT_USAGE
     store = status_store()
     existing = store.get(parsed.id)

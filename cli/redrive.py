@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cli.status import status_store
+from cli.terminal import printable
 from shared.outcome import State
 from shared.redact import REMOVED
 from shared.request import Rejected, decode_body, parse_request
+from shared.request_ids import is_safe_request_id
 from shared.settings import Settings
 from shared.status import request_fields
 
@@ -74,6 +76,9 @@ def restore_poison(text: str, message_id: str, *, credential: str | None) -> Res
 
 
 def _restore_document(body: dict[str, Any], request_id: str, credential: str | None, previously: str) -> Restored:
+    if not is_safe_request_id(request_id):
+        return Restored(request_id, None, "its id is not a usable request id; send it again with a new id",
+                        previously)
     document = {k: v for k, v in body.items() if k not in APP_FIELDS}
     document["id"] = request_id
     inline = [name for name in INLINE_CREDENTIALS if name in document]
@@ -132,18 +137,20 @@ def redrive(args: argparse.Namespace) -> int:
                         continue
                     restored = judged(restored, settings)
                     if restored.document is None:
-                        print(f"kept      {restored.request_id}  ({sources[kind]}): {restored.why_not}")
+                        print(f"kept      {printable(restored.request_id)}  ({sources[kind]}): "
+                              f"{printable(restored.why_not)}")
                         held.append(message)
                         kept += 1
                         continue
                     if args.dry_run:
-                        print(f"would redrive {restored.request_id}  ({sources[kind]}; was {restored.previously})")
+                        print(f"would redrive {restored.request_id}  ({sources[kind]}; was "
+                              f"{printable(restored.previously)})")
                         held.append(message)
                         moved += 1
                         continue
                     _send_again(store, target, restored, sources[kind], settings)
                     queue.delete_message(message)
-                    print(f"redriven  {restored.request_id}  ({sources[kind]}; was {restored.previously})")
+                    print(f"redriven  {restored.request_id}  ({sources[kind]}; was {printable(restored.previously)})")
                     moved += 1
         finally:
             for message in held:  # visible again at once for the next redrive (or a person's look)

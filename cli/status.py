@@ -14,12 +14,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cli.terminal import printable
 from shared.http_api import status_body
 from shared.outcome import State
+from shared.request_ids import UnsafeRequestId, checked_request_id
 from shared.status import StatusRecord, StatusStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_STATUS_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/]*/(?:.*/)?imports/([^/?#]*)/?(?:[?#].*)?$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -56,7 +59,7 @@ class Follower:
         elapsed = time.monotonic() - self._began
         attempt = f"attempt {record.attempts}" if record.attempts else ""
         detail = "; ".join(part for part in (attempt, "" if stale else record.reason) if part)
-        print(f"{elapsed:6.1f}s  {record.state!s:10} {detail}", file=self.out, flush=True)
+        print(f"{elapsed:6.1f}s  {record.state!s:10} {printable(detail)}", file=self.out, flush=True)
 
     def follow(self, store: StatusStore, request_id: str, *, timeout: float | None,
                poll_seconds: float = 0.5) -> StatusRecord | None:
@@ -75,6 +78,11 @@ class Follower:
 
 
 def summary_lines(record: StatusRecord) -> list[str]:
+    """The row for a person; every stored field escaped (see cli/terminal.py)."""
+    return [printable(line) for line in _summary_lines(record)]
+
+
+def _summary_lines(record: StatusRecord) -> list[str]:
     targets = [*record.target_tags, *(f"{r} (untagged)" for r in record.untagged_target_repositories)]
     lines = [f"id:         {record.id}", f"state:      {record.state}", f"source:     {record.source}",
              f"target:     {record.target}", f"tags:       {', '.join(targets)}", f"mode:       {record.mode}",
@@ -92,16 +100,30 @@ def summary_lines(record: StatusRecord) -> list[str]:
     return lines
 
 
+def request_id_argument(text: str) -> str:
+    """A request id as typed, or pasted with the HTTP API's status URL around it (`.../api/imports/<id>`).
+    Checked here, so a mistyped id is a clear error and never a table exception."""
+    candidate = text.strip()
+    pasted = _STATUS_URL.search(candidate)
+    if pasted:
+        candidate = pasted.group(1)
+    try:
+        return checked_request_id(candidate)
+    except UnsafeRequestId as err:
+        raise CliError(f"{printable(json.dumps(text[:200]))} is not {err}") from None
+
+
 def show_status(args: argparse.Namespace) -> int:
+    request_id = request_id_argument(args.id)
     store = status_store()
-    record = store.get(args.id)
+    record = store.get(request_id)
     if record is None:
-        print(f"error: no request {args.id!r} in the status table (not yet picked up, never sent, or pruned "
+        print(f"error: no request {request_id!r} in the status table (not yet picked up, never sent, or pruned "
               "after STATUS_RETENTION_DAYS)", file=sys.stderr)
         return EXIT_FAILED
     if args.wait and not record.state.terminal:
         follower = Follower(out=sys.stderr if args.json else sys.stdout)
-        record = follower.follow(store, args.id, timeout=args.timeout) or store.get(args.id) or record
+        record = follower.follow(store, request_id, timeout=args.timeout) or store.get(request_id) or record
     if args.json:
         print(json.dumps(status_body(record), indent=2))
     else:
@@ -137,9 +159,10 @@ def table(records: list[StatusRecord]) -> list[str]:
     rows = [("UPDATED (UTC)", "STATE", "TRIES", "ID", "SOURCE", "TARGET", "REASON")]
     for r in records:
         targets = ", ".join([*r.target_tags, *r.untagged_target_repositories])
-        reason = r.reason if len(r.reason) <= 60 else r.reason[:59] + "…"
-        rows.append((r.updated_at[:19].replace("T", " "), str(r.state), str(r.attempts), r.id, r.source,
-                     targets, reason))
+        reason = printable(r.reason)
+        reason = reason if len(reason) <= 60 else reason[:59] + "…"
+        rows.append(tuple(printable(cell) for cell in (r.updated_at[:19].replace("T", " "), str(r.state),
+                                                       str(r.attempts), r.id, r.source, targets, reason)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
             for row in rows]
@@ -172,7 +195,8 @@ def prune(args: argparse.Namespace) -> int:
 
 def add_commands(commands) -> None:
     status = commands.add_parser("status", help="show one request's state, reason and history")
-    status.add_argument("id", help="the request id (printed by `import`, returned by the HTTP API)")
+    status.add_argument("id", help="the request id (printed by `import`, returned by the HTTP API), or the "
+                                   "HTTP API's statusUrl")
     status.add_argument("--wait", action="store_true", help="follow it until it ends (exit 1 if it failed)")
     status.add_argument("--timeout", type=float, help="with --wait: stop following after this many seconds (exit 3)")
     status.add_argument("--json", action="store_true", help="print the row as JSON (the HTTP API's shape)")

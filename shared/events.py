@@ -65,7 +65,7 @@ class UnreadableEvent:
 
 def event_key(topic: str, event_id: str) -> str:
     """A short, stable name for one event: Event Grid redelivers with the same topic and id."""
-    return hashlib.sha256(f"{topic.lower()}|{event_id}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{topic.lower()}|{event_id}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _fingerprint(document: Any) -> str:

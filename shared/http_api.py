@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.outcome import Problem, State
-from shared.redact import redact_text
+from shared.redact import redact_text, secret_values_of
 from shared.request import ImportRequest, Rejected, parse_request
+from shared.request_ids import ID_RULE, is_safe_request_id
 from shared.settings import Settings
 from shared.status import StatusRecord, StatusStore, request_fields
 
@@ -51,10 +52,7 @@ def judge_submission(body: bytes, settings: Settings) -> ImportRequest | ApiResp
     parsed = parse_request(body, settings)
     secrets = settings.secret_values()
     if isinstance(parsed, Rejected):
-        document = parsed.document
-        if isinstance(document, dict) and isinstance(document.get("password"), str):
-            secrets = (*secrets, document["password"])
-        return ApiResponse(400, errors_body(parsed.problems, secrets))
+        return ApiResponse(400, errors_body(parsed.problems, (*secrets, *secret_values_of(parsed.document))))
     smuggled = [Problem(name, "is set by the app on its own follow-up messages; a request may not carry it")
                 for name in APP_FIELDS if name in parsed.document]
     if smuggled:
@@ -72,6 +70,14 @@ def status_body(record: StatusRecord) -> dict[str, Any]:
         "digest": record.digest or None, "platforms": record.platforms, "checks": record.checks,
         "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
     }
+
+
+def lookup_status(request_id: str, status: StatusStore) -> ApiResponse:
+    """GET /api/imports/{id}: a 400 naming the id rule for an id no request can have (the table would refuse
+    the key), else the row or a 404."""
+    if not is_safe_request_id(request_id):
+        return ApiResponse(400, errors_body([Problem("id", f"is not a request id: a request id {ID_RULE}")]))
+    return status_response(request_id, status.get(request_id))
 
 
 def status_response(request_id: str, record: StatusRecord | None) -> ApiResponse:

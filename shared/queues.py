@@ -53,4 +53,7 @@ class ImportQueues:
         if len(text) > MAX_QUEUE_MESSAGE_BYTES // 2:  # keep the reason; cut the body
             body = json.dumps(letter.get("body"))[:8192]
             text = json.dumps({**letter, "body": body, "bodyTruncated": True}, separators=(",", ":"))
+        if len(text) > MAX_QUEUE_MESSAGE_BYTES // 2:  # a reason that long is cut too: the letter must fit
+            reason = str(letter.get("reason", ""))[:4000]  # at most 24 KB as escaped JSON
+            text = json.dumps({**json.loads(text), "reason": reason, "reasonTruncated": True}, separators=(",", ":"))
         self._queue(self._settings.dead_letter_queue).send_message(text)

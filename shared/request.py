@@ -9,14 +9,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from shared import policy
 from shared.outcome import Problem
 from shared.policy import SourceCredentials
+from shared.redact import is_plain_key, shown_key
 from shared.reference import (
     ImageReference,
     InvalidReference,
@@ -25,12 +28,15 @@ from shared.reference import (
     parse_repository,
     parse_target_tag,
 )
+from shared.request_ids import ID_RULE, fallback_request_id, is_safe_request_id
 from shared.resource_ids import RegistryId, parse_registry_id
-from shared.schemas import validator
+from shared.schemas import schema
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"
+MAX_REASON_CHARACTERS = 4000
+MAX_NAMED_FIELDS = 10
 MESSAGE = "(message)"  # the field name used for problems with the body as a whole
 SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
@@ -78,15 +84,41 @@ class Rejected:
 
     @property
     def reason(self) -> str:
-        return "; ".join(str(p) for p in self.problems)
+        """Every problem, cut at MAX_REASON_CHARACTERS: the reason goes into a dead letter (a 64 KiB queue
+        message) and a status row, whatever the body held."""
+        text = "; ".join(str(p) for p in self.problems)
+        return text if len(text) <= MAX_REASON_CHARACTERS else text[:MAX_REASON_CHARACTERS - 30] + "… (reason cut)"
 
 
+@cache
 def _validator():
-    return validator(REQUEST_SCHEMA)
+    """The request schema's validator, with `integer` meaning a JSON integer: jsonschema also counts `1.0`,
+    which `checks` and `attempt` would then carry as floats."""
+    from jsonschema import Draft202012Validator, validators
+
+    integers = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    strict = validators.extend(Draft202012Validator, type_checker=integers)
+    return strict(schema(REQUEST_SCHEMA), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@cache
+def _full_patterns() -> dict[str, re.Pattern[str]]:
+    """The schema's string patterns as full matches (`^...$` also matches before a final newline)."""
+    out = {}
+    for name, spec in schema(REQUEST_SCHEMA)["properties"].items():
+        if "pattern" in spec:
+            out[name] = re.compile(spec["pattern"].removeprefix("^").removesuffix("$"))
+    return out
 
 
 def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
-    """JSON from a queue body that is plain JSON or base64-encoded JSON (both reach us in practice)."""
+    """JSON from a queue body that is plain JSON or base64-encoded JSON (both reach us in practice).
+
+    Every way the bytes can fail is a `Problem`, never an exception: not UTF-8, not base64, not JSON, and
+    JSON this app will not read (I-JSON, RFC 7493): NaN and Infinity, duplicate keys, numbers a JSON
+    parser cannot carry exactly (beyond +-2^53; Python's parser raises past 4,300 digits), lone surrogates and
+    noncharacters, nesting deeper than any request or event."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     if len(raw) > MAX_MESSAGE_BYTES:
         return None, Problem(MESSAGE, f"is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (64 KiB)")
@@ -102,11 +134,115 @@ def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
         except (binascii.Error, ValueError):
             return None, Problem(MESSAGE, "is neither JSON nor base64-encoded JSON")
     try:
-        return json.loads(text), None
+        document, duplicates = _strict_loads(text)
     except json.JSONDecodeError as err:
         return None, Problem(MESSAGE, f"is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}")
     except RecursionError:
-        return None, Problem(MESSAGE, "is nested too deeply to be a request")
+        return None, _too_deep()
+    except ValueError as err:  # anything else the parser refuses
+        return None, Problem(MESSAGE, f"is not valid JSON: {type(err).__name__}")
+    problem = json_problem(document, duplicates)
+    return (None, problem) if problem else (document, None)
+
+
+MAX_DEPTH = 32  # a request nests 3 levels, an Event Grid event about 5
+MAX_EXACT_INTEGER = 2 ** 53
+_MAX_INTEGER_DIGITS = 16  # 2^53 has 16 digits: longer literals are refused without converting them
+_NOT_TEXT = re.compile(r"[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+                       + "".join(rf"\U{plane:04x}fffe\U{plane:04x}ffff" for plane in range(1, 17)) + "]")
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A number the parser met that the app refuses; found with its path after parsing."""
+
+    literal: str
+
+
+def _strict_loads(text: str) -> tuple[Any, dict[int, list[str]]]:
+    duplicates: dict[int, list[str]] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                duplicates.setdefault(id(out), []).append(key)
+            out[key] = value
+        return out
+
+    def constant(name: str) -> Any:
+        return _Unreadable(name)
+
+    def integer(literal: str) -> Any:
+        if len(literal.lstrip("-")) > _MAX_INTEGER_DIGITS:
+            return _Unreadable(literal)
+        value = int(literal)
+        return value if abs(value) <= MAX_EXACT_INTEGER else _Unreadable(literal)
+
+    def number(literal: str) -> Any:
+        value = float(literal)
+        return value if math.isfinite(value) else _Unreadable(literal)
+
+    document = json.loads(text, object_pairs_hook=pairs, parse_constant=constant, parse_int=integer,
+                          parse_float=number)
+    return document, duplicates
+
+
+def _too_deep(path: list[Any] | None = None) -> Problem:
+    """Named after the top-level field the nesting is in (the parser itself cannot say where)."""
+    top = [path[0]] if path and isinstance(path[0], str) else []
+    return Problem(field_path(top), f"is nested more than {MAX_DEPTH} levels deep; a request nests 3")
+
+
+def json_problem(document: Any, duplicates: dict[int, list[str]] | None = None) -> Problem | None:
+    """The first thing in a decoded document that the app does not read (see `decode_body`), with its path.
+    Also run on documents that did not come through `decode_body` (events, tests), so it checks Python
+    values too: huge or non-finite numbers, strings that are not Unicode text."""
+    stack: list[tuple[Any, list[Any], int]] = [(document, [], 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        where = field_path(path)
+        if depth > MAX_DEPTH:
+            return _too_deep(path)
+        if isinstance(value, _Unreadable):
+            literal = value.literal
+            if literal.lstrip("-") in ("NaN", "Infinity"):
+                return Problem(where, f"is {literal}, which is not a JSON number (RFC 8259)")
+            if any(c in literal for c in ".eE"):
+                return Problem(where, f"{literal[:24]} is beyond the range of a JSON number")
+            shown = literal if len(literal) <= 24 else f"a number of {len(literal.lstrip('-'))} digits"
+            return Problem(where, f"{shown} is beyond what JSON carries exactly (+-2^53, RFC 7493)")
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            if abs(value) > MAX_EXACT_INTEGER:
+                return Problem(where, "is a number beyond what JSON carries exactly (+-2^53, RFC 7493)")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return Problem(where, "is not a finite number")
+        elif isinstance(value, str):
+            bad = _NOT_TEXT.search(value)
+            if bad:
+                return Problem(where, f"holds U+{ord(bad.group()):04X} at position {bad.start()}, which is "
+                                      "not Unicode text (a lone surrogate or a noncharacter)")
+        elif isinstance(value, dict):
+            repeated = (duplicates or {}).get(id(value))
+            if repeated:
+                name = repeated[0] if not path and is_plain_key(repeated[0]) else where
+                return Problem(name, f"the key {shown_key(repeated[0])} appears more than once in one object; "
+                                     "parsers disagree on which one counts, so send it once")
+            for key in reversed(list(value)):
+                if not isinstance(key, str) or _NOT_TEXT.search(key):
+                    return Problem(where, "has a key that is not Unicode text (a lone surrogate or a noncharacter)")
+                stack.append((value[key], [*path, key], depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, index], depth + 1) for index, item in reversed(list(enumerate(value))))
+        else:
+            return Problem(where, f"is a {type(value).__name__}, not a JSON value")
+    return None
+
+
+
 
 
 def field_path(parts) -> str:
@@ -124,9 +260,10 @@ def _schema_problem(error) -> Problem:
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        names = ", ".join(e[:64] for e in extra)
+        names = ", ".join(shown_key(e) for e in extra[:MAX_NAMED_FIELDS])
         where = "" if path == MESSAGE else f" in {path}"
-        return Problem(names or path, f"unknown field{where}; allowed fields are {', '.join(allowed)}")
+        more = f" ({len(extra)} in all, the first {MAX_NAMED_FIELDS} named)" if len(extra) > MAX_NAMED_FIELDS else ""
+        return Problem(names or path, f"unknown field{where}{more}; allowed fields are {', '.join(allowed)}")
     if kind == "required":
         missing = [r for r in expected if not isinstance(error.instance, dict) or r not in error.instance]
         prefix = "" if path == MESSAGE else f"{path}."
@@ -148,7 +285,7 @@ def _schema_problem(error) -> Problem:
         return Problem(path, "must not repeat an item")
     if kind == "pattern":
         if field == "id":
-            return Problem(path, "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+            return Problem(path, ID_RULE)
         if field == "credential":
             return Problem(path, "must be a credential set name: 1-64 letters, digits or _")
         return Problem(path, f"must match {expected}")
@@ -186,21 +323,32 @@ def parse_decoded(decoded: tuple[Any, Problem | None], settings: Settings, *,
                   fallback_id: str | None = None) -> ImportRequest | Rejected:
     """`parse_request` for a body `decode_body` already read (the worker looks at it first for events)."""
     doc, problem = decoded
-    request_id = fallback_id or uuid.uuid4().hex
+    request_id = fallback_request_id(fallback_id)
     if problem:
         return Rejected(request_id, (problem,))
     return validate_document(doc, settings, fallback_id=request_id)
 
 
 def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None = None) -> ImportRequest | Rejected:
-    request_id = fallback_id or uuid.uuid4().hex
-    if isinstance(doc, dict) and isinstance(doc.get("id"), str) and len(doc["id"]) <= 128 and doc["id"]:
-        request_id = doc["id"] if _validator().is_valid({"source": "x", "id": doc["id"]}) else request_id
+    """Judge a decoded document. Never raises, whatever `doc` holds: anything unreadable is a rejection."""
+    request_id = fallback_request_id(fallback_id)
+    problem = json_problem(doc)
+    if isinstance(doc, dict) and is_safe_request_id(doc.get("id")) and not _id_holds_password(doc):
+        request_id = doc["id"]
+    if problem:  # the document is not kept: it may hold what nothing downstream can encode
+        return Rejected(request_id, (problem,))
     if not isinstance(doc, dict):
         return Rejected(request_id, (Problem(MESSAGE, f"must be a JSON object, not {_json_type(doc)}"),), doc)
     schema_errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     problems = [_schema_problem(e) for e in schema_errors]
     bad_fields = {field_path(list(e.absolute_path)[:1]) for e in schema_errors}
+    for name, pattern in _full_patterns().items():
+        if name not in bad_fields and isinstance(doc.get(name), str) and not pattern.fullmatch(doc[name]):
+            problems.append(_schema_problem_for_pattern(name))
+            bad_fields.add(name)
+    if "id" not in bad_fields and _id_holds_password(doc):
+        problems.append(Problem("id", "contains the request's password; choose an id that holds no secret"))
+        bad_fields.add("id")
     checked = _check_fields(doc, settings, bad_fields, problems)
     if problems or checked is None:
         return Rejected(request_id, tuple(dict.fromkeys(problems)), doc)
@@ -217,6 +365,21 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
                                    operation["checks"]) if operation else None,
         document=doc,
     )
+
+
+def _schema_problem_for_pattern(name: str) -> Problem:
+    if name == "id":
+        return Problem("id", ID_RULE)
+    if name == "credential":
+        return Problem(name, "must be a credential set name: 1-64 letters, digits or _")
+    return Problem(name, "does not match the pattern its field requires")
+
+
+def _id_holds_password(doc: dict[str, Any]) -> bool:
+    """An id is a table key, in every log line and URL: it cannot be redacted, so it must not hold the password."""
+    password, request_id = doc.get("password"), doc.get("id")
+    return isinstance(password, str) and isinstance(request_id, str) and len(password) >= 4 \
+        and password in request_id
 
 
 def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], problems: list[Problem]):

@@ -150,6 +150,12 @@ def prune_expired(store: StatusStore, retention_days: float, now: datetime | Non
 
 
 def request_fields(request: ImportRequest) -> dict[str, Any]:
-    """What a status row shows of a valid request (no credentials: only the set's name is in the request)."""
-    return {"source": str(request.source), "target": str(request.target), "target_tags": list(request.target_tags),
-            "untagged_target_repositories": list(request.untagged_target_repositories), "mode": request.mode}
+    """What a status row shows of a valid request. Credentials are never in it (only a set's name is), and an
+    inline password is scrubbed even from what parsed: a producer may have used it as the source's name."""
+    from shared.redact import redact_text
+
+    secrets = (request.credentials.password,) if request.credentials else ()
+    return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
+            "target_tags": [redact_text(t, secrets) for t in request.target_tags],
+            "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],
+            "mode": request.mode}

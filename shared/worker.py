@@ -22,11 +22,21 @@ from shared.events import is_event_like
 from shared.failures import classify_error, retry_after_of
 from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import ImportQueues
-from shared.redact import redact_document, redact_text
+from shared.redact import describe_unparsed, redact_document, redact_text, secret_values_of
+from shared.reference import InvalidReference, parse_reference, parse_target_tag
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import ImportRequest, PendingOperation, Rejected, decode_body, parse_decoded, validate_document
+from shared.request import (
+    MODES,
+    ImportRequest,
+    PendingOperation,
+    Rejected,
+    decode_body,
+    parse_decoded,
+    validate_document,
+)
+from shared.resource_ids import parse_registry_id
 from shared.settings import IMPORTS, REPLICATION, STORAGE, Settings, SettingsUnusable
-from shared.status import StatusRecord, StatusStore, utc_now
+from shared.status import StatusRecord, StatusStore, request_fields, utc_now
 
 log = logging.getLogger("acr_importer")
 
@@ -407,16 +417,16 @@ def _finish(worker: Worker, request: ImportRequest, state: State, reason: str, a
 
 
 def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, started: float) -> Outcome:
+    """Record a request that will never run. A body that did not decode is kept only as a description (size,
+    hash, prefix): it may be anything, a password included; a decoded one is kept with its secrets removed."""
     document = rejected.document
-    if document is None:
-        decoded, _ = decode_body(body) if len(body) <= 2 * 64 * 1024 else (None, None)
-        document = decoded if decoded is not None else _raw_text(body)
-    secrets = _inline_secrets_of(document)
-    reason = redact_text(rejected.reason, (*worker._secrets, *secrets))
+    secrets = (*worker._secrets, *_inline_secrets_of(document))
+    reason = redact_text(rejected.reason, secrets)
     failure = Failure(Kind.REJECTED, "InvalidRequest", reason)
     worker.status.transition(rejected.id, State.REJECTED, reason=reason, kind=str(Kind.REJECTED),
-                             code="InvalidRequest", **_summary_of(document))
-    worker.queues.dead_letter(_letter(worker, rejected.id, State.REJECTED, reason, document, failure, 0,
+                             code="InvalidRequest", **_summary_of(document, secrets))
+    kept = document if document is not None else _raw_text(body, secrets)
+    worker.queues.dead_letter(_letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0,
                                       extra_secrets=secrets))
     outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
     _log(worker, outcome, None, started, document=document)
@@ -468,9 +478,9 @@ def _letter(worker: Worker, request_id: str, state: State, reason: str, document
             "body": redact_document(document, (*worker._secrets, *extra_secrets))}
 
 
-def _raw_text(body: bytes | str) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
-    return text[:16384]
+def _raw_text(body: bytes | str, secrets: tuple[str, ...] = ()) -> str:
+    """What a dead letter keeps of a body that did not decode: never the bytes themselves."""
+    return describe_unparsed(body if isinstance(body, bytes | bytearray) else str(body), secrets)
 
 
 def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
@@ -478,9 +488,7 @@ def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
 
 
 def _inline_secrets_of(document: Any) -> tuple[str, ...]:
-    if isinstance(document, dict) and isinstance(document.get("password"), str):
-        return (document["password"],)
-    return ()
+    return secret_values_of(document)
 
 
 def _redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
@@ -488,21 +496,47 @@ def _redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
 
 
 def _summary(request: ImportRequest) -> dict[str, Any]:
-    return {"source": str(request.source), "target": str(request.target),
-            "target_tags": list(request.target_tags),
-            "untagged_target_repositories": list(request.untagged_target_repositories), "mode": request.mode}
+    return request_fields(request)
 
 
-def _summary_of(document: Any) -> dict[str, Any]:
-    """What a rejected body said, as far as it said it in the right types (for the status row)."""
+def _summary_of(document: Any, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a rejected body asked for, for the status row and the log line: each field that parses as what it
+    should be (a reference, a registry id, a mode), the rest described, never copied (see `describe_unparsed`)."""
     if not isinstance(document, dict):
         return {}
-    def text(name: str) -> str | None:
+
+    def kept(name: str, parse: Callable[[str], object]) -> str | None:
         value = document.get(name)
-        return redact_text(value[:1024]) if isinstance(value, str) else None
+        if name not in document:
+            return None
+        if isinstance(value, str) and len(value) <= 1024:
+            try:
+                parse(value)
+                return redact_text(value, secrets)
+            except (InvalidReference, ValueError, KeyError):
+                pass
+        return describe_unparsed(value, secrets)
+
+    def tag(value: Any) -> str:
+        if isinstance(value, str) and len(value) <= 512:
+            try:
+                parse_target_tag(value)
+                return redact_text(value, secrets)
+            except InvalidReference:
+                pass
+        return describe_unparsed(value, secrets)
+
     tags = document.get("targetTags")
-    return {"source": text("source"), "target": text("target"), "mode": text("mode"),
-            "target_tags": [t[:512] for t in tags if isinstance(t, str)][:50] if isinstance(tags, list) else None}
+    return {"source": kept("source", parse_reference), "target": kept("target", parse_registry_id),
+            "mode": kept("mode", _mode),
+            "target_tags": [tag(t) for t in tags[:50]] if isinstance(tags, list) else
+            [describe_unparsed(tags, secrets)] if tags is not None else None}
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise ValueError(text)
+    return text
 
 
 def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, started: float, *,
@@ -511,18 +545,21 @@ def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, starte
     fields: dict[str, Any] = {"event": "import", "requestId": outcome.request_id, "state": str(outcome.state),
                               "reason": outcome.reason, "attempts": outcome.attempts,
                               "durationMs": int((time.monotonic() - started) * 1000)}
+    secrets = (*worker._secrets, *(_inline_secrets(request) if request else _inline_secrets_of(document)))
     if request:
-        fields.update({"source": str(request.source), "target": str(request.target),
-                       "targetTags": list(request.target_tags), "mode": request.mode})
+        summary = _summary(request)
+        fields.update({"source": summary["source"], "target": summary["target"],
+                       "targetTags": summary["target_tags"], "mode": request.mode})
     elif isinstance(document, dict):
-        fields.update({k: v for k, v in _summary_of(document).items() if v})
+        names = {"source": "source", "target": "target", "mode": "mode", "target_tags": "targetTags"}
+        fields.update({names[k]: v for k, v in _summary_of(document, secrets).items() if v})
     if outcome.failure:
         fields.update({"kind": str(outcome.failure.kind), "code": outcome.failure.code})
     if outcome.retry_in_seconds is not None:
         fields["retryInSeconds"] = round(outcome.retry_in_seconds, 1)
     if dequeue_count is not None:
         fields["dequeueCount"] = dequeue_count
-    line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), worker._secrets)
+    line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), secrets)
     level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
     log.log(level, line)
-    telemetry.record_import(fields, worker._secrets)
+    telemetry.record_import(fields, secrets)

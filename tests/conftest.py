@@ -6,6 +6,7 @@ Azurite. Tests that need none of it (pure parsing) never touch these fixtures.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -143,3 +144,26 @@ def front(stack):
     control.reset()
     yield control
     control.reset()
+
+
+class _LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def every_log_line():
+    """Every log line any logger writes during the test, formatted (for scans for secrets)."""
+    handler = _LogLines()
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(previous)

@@ -61,3 +61,31 @@ def next_retry(app_env, timeout: float = 15.0) -> str:
             return message.content
         time.sleep(0.2)
     raise AssertionError("no retry message appeared on the queue")
+
+
+def drain(app_env, name: str) -> list[str]:
+    """Every message on a queue (taken off it), however many: `receive_messages` returns at most 32 a call."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    client = queue(app_env, name)
+    contents: list[str] = []
+    try:
+        while True:
+            batch = list(client.receive_messages(max_messages=32, visibility_timeout=60))
+            if not batch:
+                return contents
+            for message in batch:
+                contents.append(message.content)
+                client.delete_message(message)
+    except ResourceNotFoundError:
+        return contents
+
+
+def everything_kept(app_env) -> list[str]:
+    """Every status row (as JSON) and every message on the import, dead-letter and poison queues (drained)."""
+    from shared.status import StatusStore
+
+    texts = [json.dumps(r.__dict__, default=str) for r in StatusStore(app_env["IMPORT_STATUS_TABLE"]).list()]
+    for suffix in ("", "-rejected", "-poison"):
+        texts += drain(app_env, app_env["IMPORT_QUEUE"] + suffix)
+    return texts

@@ -5,23 +5,27 @@ a reason naming the field, through the validator and through the queue and the r
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
 import uuid
+from collections import Counter
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+import requests
 from azure.storage.queue import QueueClient
 
 from dev import layout
-from shared.outcome import State
+from shared import telemetry
+from shared.outcome import Problem, State
 from shared.request import Rejected, parse_request
+from shared.request_ids import is_safe_request_id
 from shared.resource_ids import parse_registry_id
 from shared.settings import load_settings
 from shared.status import StatusStore
-from tests.helpers import dead_letters, deliver, status
+from tests.helpers import dead_letters, deliver, drain, status
 from tests.hostile import generate
+from tests.hostile.generate import PLANTED_PASSWORD
+from tests.test_telemetry import Telemetry, values_of
 
 MESSAGES = [json.loads(line) for line in generate.MESSAGES.read_text().splitlines()]
 EVENTS = [json.loads(line) for line in generate.EVENTS.read_text().splitlines()]
@@ -86,22 +90,40 @@ def test_forged_retry_and_operation_times_are_refused(settings):
 
 def test_lone_surrogates_and_noncharacters_are_dead_lettered_and_the_queue_stays_readable(app_env):
     """A dead letter holding U+D800 could not be encoded (the worker crashed on every delivery); one holding
-    U+FFFF was stored by Azurite, after which every peek of the dead-letter queue failed with 500."""
+    U+FFFF was stored by Azurite, after which every peek of the dead-letter queue failed with 500. Such a body
+    is not I-JSON: it is refused when decoded, and its letter keeps a description of it, not the text."""
     ids = [deliver('{"source": "\\ud800"}'), deliver('{"source": "ngin\\uffffx"}'),
            deliver('{"source": "nginx", "targetTags": ["\\udfff:x"]}')]
     assert [status(i).state for i in ids] == [State.REJECTED] * 3
     letters = {letter["id"]: letter for letter in dead_letters(app_env)}
     assert set(ids) <= set(letters)
-    assert letters[ids[1]]["body"]["source"] == "ngin\uffffx"
+    assert letters[ids[1]]["body"].startswith("<unparsed: 25 bytes, sha256 ")
 
 
 def _queued(app_env) -> QueueClient:
     return QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"])
 
 
-def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env):
+SECRETS = (PLANTED_PASSWORD, layout.DOCKERHUB.users["dockeruser"], layout.PRIVATE.users["contoso"])
+
+
+@pytest.fixture
+def spans():
+    recorded = Telemetry()
+    telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
+    yield recorded
+    telemetry.disable()
+
+
+def leaks(texts: list[str]) -> list[str]:
+    return [text[:160] for text in texts for secret in SECRETS if secret in text]
+
+
+def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env, control, every_log_line, spans):
     """What a queue writer can send arrives as text; bodies the queue cannot carry (raw bytes, not XML text,
-    over 64 KiB) are handed to the function directly, as the host would if they got there."""
+    over 64 KiB) are handed to the function directly, as the host would if they got there. For every case:
+    exactly one status row, rejected, and one dead letter; no planted secret in any row, letter, log line or
+    span; and no request at all to ARM, the identity endpoint or a registry."""
     from dev.runner import Runner
     from shared import app_context
 
@@ -124,9 +146,11 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
         message_id = uuid.uuid4().hex
         expected[parse_request(body_of(case), settings, fallback_id=message_id).id] = case
         deliver(body_of(case), message_id=message_id)
+    assert len(expected) == len(MESSAGES), "two cases share a request id"
+    assert all(is_safe_request_id(i) for i in expected)
     app_context.reset()
     with Runner("function_app", env=app_env, http_port=None) as runner:
-        drained = runner.wait_idle(timeout=120)
+        drained = runner.wait_idle(timeout=180)
         crashed = [(i.function, i.error) for i in runner.invocations if i.outcome != "ok"]
     assert crashed == []
     assert drained, "the runner did not drain the queue"
@@ -136,11 +160,69 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
     assert missing == []
     assert [(r.id, r.state, r.reason[:120]) for r in records.values() if r.state is not State.REJECTED] == []
     assert len(records) >= len(expected) + len(EVENTS)  # a batch of two events is two rows
-    poison = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
-                                                f"{app_env['IMPORT_QUEUE']}-poison")
-    with contextlib.suppress(ResourceNotFoundError):
-        assert poison.get_queue_properties().approximate_message_count == 0
-    letters = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
-                                                 f"{app_env['IMPORT_QUEUE']}-rejected")
-    assert letters.get_queue_properties().approximate_message_count == len(records)
-    assert {json.loads(m.content)["id"] for m in letters.receive_messages(max_messages=32)} <= set(records)
+    assert drain(app_env, f"{app_env['IMPORT_QUEUE']}-poison") == []
+    letters = Counter(json.loads(text)["id"] for text in drain(app_env, f"{app_env['IMPORT_QUEUE']}-rejected"))
+    assert [(i, n) for i, n in letters.items() if n != 1] == []
+    assert set(letters) == set(records)
+    rows = [json.dumps(r.__dict__, default=str) for r in records.values()]
+    assert leaks([*rows, *every_log_line, *(values_of(s) for s in spans.import_spans())]) == []
+    assert control.requests(None) == []
+
+
+def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, control, every_log_line, monkeypatch):
+    """POST /api/imports with every corpus body (events too), as sent: each answers 400 with the field named (never 500,
+    never accepted), nothing is recorded or enqueued, no secret is echoed, and nothing reaches ARM."""
+    from dev.runner import Runner
+    from shared import app_context
+
+    key = "hostile-key-" + uuid.uuid4().hex
+    monkeypatch.setenv("RUNNER_FUNCTION_KEY", key)
+    app_context.reset()
+    answers = {}
+    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": key}, http_port=0) as running:
+        api = f"http://{layout.HOST}:{running.http_port}/api/imports"
+        with requests.Session() as session:
+            for case in CORPUS:
+                body = body_of(case)
+                data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+                answer = session.post(api, data=data, headers={"x-functions-key": key}, timeout=30)
+                answers[case["name"]] = (case, answer.status_code, answer.text)
+    assert [(n, status) for n, (_, status, _) in answers.items() if status != 400] == []
+    unnamed = []
+    for name, (case, _, text) in answers.items():
+        fields = [e["field"] for e in json.loads(text)["errors"]]
+        rejected = Rejected("x", tuple(Problem(f, "") for f in fields))
+        if not names_field(rejected, case["field"]):
+            unnamed.append((name, fields))
+    assert unnamed == []
+    assert leaks([text for _, _, text in answers.values()] + every_log_line) == []
+    assert StatusStore(app_env["IMPORT_STATUS_TABLE"]).list() == []
+    assert drain(app_env, app_env["IMPORT_QUEUE"]) == []
+    assert control.requests(None) == []
+
+
+def test_a_look_up_of_an_unusable_id_is_a_400_naming_the_id(app_env, monkeypatch):
+    """GET /api/imports/{id} with an id no request can have: a 400 that names `id` (the table would refuse
+    the key), or a 404 when the id is not one path segment; never a 500."""
+    from urllib.parse import quote
+
+    from dev.runner import Runner
+    from shared import app_context
+
+    key = "hostile-key-" + uuid.uuid4().hex
+    monkeypatch.setenv("RUNNER_FUNCTION_KEY", key)
+    app_context.reset()
+    seen = {}
+    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": key}, http_port=0) as running:
+        api = f"http://{layout.HOST}:{running.http_port}/api/imports"
+        for label, text in generate.UNSAFE_IDS.items():
+            if not text:
+                continue
+            answer = requests.get(f"{api}/{quote(text, safe='')}", headers={"x-functions-key": key}, timeout=30)
+            seen[label] = (answer.status_code, answer.text)
+        ok = requests.get(f"{api}/no-such-request", headers={"x-functions-key": key}, timeout=30)
+    assert ok.status_code == 404
+    assert [(label, status) for label, (status, _) in seen.items() if status not in (400, 404)] == []
+    named = [label for label, (status, text) in seen.items() if status == 400
+             and [e["field"] for e in json.loads(text)["errors"]] == ["id"]]
+    assert len(named) == len([s for s, _ in seen.values() if s == 400]) >= len(seen) - 4

@@ -95,7 +95,13 @@ def huge_values() -> Iterator[dict]:
     yield _case("huge: NaN source", '{"source": NaN}', "source")
     yield _case("huge: 1e308 version", '{"source": "nginx", "version": 1e308}', "version")
     yield _case("huge: big integer version", '{"source": "nginx", "version": ' + "9" * 400 + "}", "version")
+    yield _case("huge: 5,000-digit version (past Python's int limit)", '{"source": "nginx", "version": ' + "9" * 5000
+                + "}", "version")
     yield _case("huge: 2,000 unknown fields", {**OK, **{f"f{i}": i for i in range(2_000)}}, "f0")
+    yield _case("huge: 3,000 unknown fields that are not names (each described: a reason of 160 KB, uncut)",
+                json.dumps({**OK, **{f"f-{i}": 0 for i in range(3_000)}}, separators=(",", ":")), None)
+    yield _case("huge: 50 bad target tags of 500 characters", {"source": "nginx:1.27", "targetTags": [
+        f"Bad:{i}:" + "x" * 490 for i in range(50)]}, "targetTags[0]")
 
 
 ODD_TEXT = {
@@ -167,7 +173,8 @@ def policy() -> Iterator[dict]:
                                                               "targetTags": ["x:1"], "credential": "dockerhub"},
                 "credential")
     for name in ("Source", "__proto__", "source ", "targetTag", "force", "constructor", "retry_after", ""):
-        yield _case(f"unknown field {name!r}", {**OK, name: "x"}, name or MESSAGE)
+        plain = name.isidentifier() or not name  # other names are described, not echoed (they may hold anything)
+        yield _case(f"unknown field {name!r}", {**OK, name: "x"}, (name or MESSAGE) if plain else None)
     for mode in ("force", "NOFORCE", "", "IfChanged ", "Overwrite"):
         yield _case(f"mode {mode!r}", {**OK, "mode": mode}, "mode")
     yield _case("version 2", {**OK, "version": 2}, "version")
@@ -195,6 +202,158 @@ def policy() -> Iterator[dict]:
                             "no UTC offset": {"url": "https://x/y", "startedAt": "2026-01-01T00:00:00",
                                               "checks": 1}}.items():
         yield _case(f"forged operation: {name}", {**OK, "operation": operation}, "operation")
+
+
+INT_FIELDS = {"version": '{{"source": "nginx", "version": {n}}}',
+              "retry.attempt": '{{"source": "nginx", "retry": {{"attempt": {n}, "firstAttemptAt": '
+                               '"2026-01-01T00:00:00+00:00"}}}}',
+              "operation.checks": '{{"source": "nginx", "operation": {{"url": "https://x/y", '
+                                  '"startedAt": "2026-01-01T00:00:00+00:00", "checks": {n}}}}}',
+              "source": '{{"source": {n}}}', "targetTags[0]": '{{"source": "nginx", "targetTags": [{n}]}}',
+              "x": '{{"source": "nginx", "x": {n}}}', "mode": '{{"source": "nginx", "mode": {n}}}'}
+NUMBERS = {"4,301 digits": "1" * 4301, "50,000 digits": "7" * 60_000, "negative 5,000 digits":
+           "-" + "9" * 5000, "2^53 + 1": str(2 ** 53 + 1), "2^64": str(2 ** 64), "20 digits": "1" * 20,
+           "1e309": "1e309", "-1e309": "-1e309", "1e99999": "1e99999", "NaN": "NaN", "Infinity": "Infinity",
+           "-Infinity": "-Infinity", "1.0 where an integer": "1.0", "1e0 where an integer": "1e0",
+           "long fraction": "1." + "0" * 5000}
+
+
+def numbers() -> Iterator[dict]:
+    """Numbers `json.loads` refuses (past 4,300 digits it raises ValueError), reads as non-standard (NaN),
+    turns into infinity, or reads inexactly; in every field that may hold one and in some that may not."""
+    float_only = ("1.0 where an integer", "1e0 where an integer", "long fraction")
+    for field, template in INT_FIELDS.items():
+        for label, literal in NUMBERS.items():
+            if label in float_only and field not in ("version", "retry.attempt", "operation.checks"):
+                continue
+            text = template.format(n=literal[:50_000])
+            yield _case(f"number: {field} {label}", text, field)
+    for label, literal in NUMBERS.items():
+        encoded = base64.b64encode(INT_FIELDS["version"].format(n=literal[:40_000]).encode()).decode()
+        yield _case(f"number: base64 version {label}", encoded, "version")
+
+
+def duplicates() -> Iterator[dict]:
+    """The same key twice: parsers disagree on which one counts, so a validator and an importer could read
+    different requests from one body."""
+    for field, (first, second) in {"source": ('"nginx:1.27"', '"evil.example/x:1"'), "id": ('"a"', '"b"'),
+                                   "target": ('"x"', '"y"'), "password": ('"a"', f'"{PLANTED_PASSWORD}"'),
+                                   "mode": ('"NoForce"', '"Force"'), "targetTags": ('["a:1"]', '["b:1"]'),
+                                   "credential": ('"dockerhub"', '"contoso"')}.items():
+        pair = f'"{field}": {first}, "{field}": {second}'
+        body = f'{{"source": "nginx:1.27", {pair}}}' if field != "source" else f"{{{pair}}}"
+        yield _case(f"duplicate: {field}", body, field)
+    yield _case("duplicate: key in retry", '{"source": "nginx", "retry": {"attempt": 1, "attempt": 2, '
+                '"firstAttemptAt": "2026-01-01T00:00:00+00:00"}}', "retry")
+    yield _case("duplicate: escaped spelling of the same key", '{"source": "nginx", "sourc\u0065": "evil/x:1"}',
+                "source")
+    yield _case("duplicate: base64", base64.b64encode(b'{"source": "a", "source": "b"}').decode(), "source")
+
+
+UNSAFE_IDS = {
+    "trailing newline": "req-1\n", "trailing CRLF": "req-1\r\n", "leading newline": "\nreq-1",
+    "slash": "a/b", "backslash": "a\\b", "hash": "a#b", "question mark": "a?b", "NUL": "a\u0000b",
+    "tab": "a\tb", "escape": "a\u001b[2Jb", "bell": "a\u0007", "DEL": "a\u007f", "C1 NEL": "a\u0085b",
+    "CSI C1": "a\u009b31m", "bidi override": "\u202ereq", "zero-width joiner": "re\u200dq",
+    "fullwidth": "\uff52\uff45\uff51", "Cyrillic": "r\u0435q", "129 characters": "i" * 129,
+    "1,025 characters": "i" * 1025, "dot first": ".req", "dash first": "-req", "underscore first": "_req",
+    "only dots": "..", "percent-encoded slash": "a%2Fb", "space": "a b", "quote": "a'b", "double quote":
+    'a"b', "userinfo": f"u:{PLANTED_PASSWORD}@host", "URL": "https://example.com/x", "colon": "a:b",
+    "empty": "", "line separator": "a\u2028b", "BOM": "\ufeffreq", "combining": "re\u0301q",
+}
+
+
+def request_ids() -> Iterator[dict]:
+    """Ids that must not become a table key, a URL segment or a log field: each is refused naming `id`, and
+    the rejection is recorded under the queue message id."""
+    for label, text in UNSAFE_IDS.items():
+        yield _case(f"id: {label}", {**OK, "id": text}, "id")
+    yield _case("id: the password itself", {**OK, "id": "x-" + PLANTED_PASSWORD, "username": "u",
+                                           "password": PLANTED_PASSWORD}, "id")
+    yield _case("id: not a string but an object", {**OK, "id": {"$ne": None}}, "id")
+    yield _case("id: a list", {**OK, "id": ["a", "b"]}, "id")
+    yield _case("id: base64 body with newline id", base64.b64encode(
+        json.dumps({**OK, "id": "req\n"}).encode()).decode(), "id")
+
+
+USERINFO_FORMS = {
+    "user:password@host": "user:{pw}@registry.contoso.com/team/app:1",
+    "password@host": "{pw}@registry.contoso.com/team/app:1",
+    "https URL with userinfo": "https://user:{pw}@registry.contoso.com/team/app:1",
+    "docker URL with userinfo": "docker://user:{pw}@docker.io/library/nginx:1",
+    "user:password@host:port": "user:{pw}@registry.contoso.com:443/team/app:1",
+    "@ inside password": "user:{pw}@x@registry.contoso.com/app:1",
+    "bare user:password@host": "user:{pw}@registry.contoso.com",
+    "resource-id shaped": "https://user:{pw}@management.azure.com/subscriptions/x",
+}
+REFERENCE_FIELDS = {"source": "source", "sourceRegistry": "sourceRegistry", "target": "target",
+                    "targetTags": "targetTags[0]", "untaggedTargetRepositories": "untaggedTargetRepositories[0]",
+                    "credential": "credential", "mode": "mode", "username": "username", "registry": "registry"}
+
+
+def userinfo() -> Iterator[dict]:
+    """Credentials written into a reference, in every field that takes one (and some that do not): refused,
+    and then recorded without the password anywhere (tests/test_secret_hygiene.py scans for it)."""
+    for form, template in USERINFO_FORMS.items():
+        value = template.format(pw=PLANTED_PASSWORD)
+        for field, named in REFERENCE_FIELDS.items():
+            doc = {"source": "nginx:1.27", "targetTags": ["hostile:ok"]}
+            doc[field] = [value] if field in ("targetTags", "untaggedTargetRepositories") else value
+            yield _case(f"userinfo: {field} {form}", doc, named)
+    yield _case("userinfo: source equal to the inline password", {"source": PLANTED_PASSWORD, "username": "u",
+                                                                  "password": PLANTED_PASSWORD}, "password")
+    yield _case("userinfo: password as an unknown field's name", {**OK, PLANTED_PASSWORD: 1}, None)
+    yield _case("userinfo: password-like query in a reference", {"source": f"nginx?password={PLANTED_PASSWORD}"},
+                "source")
+    yield _case("userinfo: password in broken JSON", '{"source": "u:' + PLANTED_PASSWORD + '@docker.io/x', MESSAGE)
+
+
+CONTROL = {"escape (CSI)": "\u001b[31m", "OSC title": "\u001b]0;pwned\u0007", "bell": "\u0007",
+           "carriage return": "\r", "backspace": "\b", "form feed": "\f", "C1 CSI": "\u009b", "DEL": "\u007f",
+           "bidi override": "\u202e", "bidi isolate": "\u2066", "left-to-right mark": "\u200e"}
+STRING_FIELDS = {"source": "source", "sourceRegistry": "sourceRegistry", "target": "target",
+                 "credential": "credential", "untaggedTargetRepositories": "untaggedTargetRepositories[0]",
+                 "username": "username", "mode": "mode"}
+
+
+def control_characters() -> Iterator[dict]:
+    """Terminal escapes and bidi controls in every string field, and as an unknown field's name: refused, and
+    printed escaped by `acr-import status/list` (tests/test_producer_rules.py)."""
+    for label, odd in CONTROL.items():
+        for field, named in STRING_FIELDS.items():
+            value = f"a{odd}b"
+            doc = {"source": "nginx:1.27", "targetTags": ["hostile:ok"]}
+            doc[field] = [value] if field == "untaggedTargetRepositories" else value
+            yield _case(f"control: {field} {label}", doc, named)
+        yield _case(f"control: unknown field named {label}", {"source": "nginx:1.27", f"x{odd}": 1}, None)
+
+
+NEAR_VALID = {  # label: (document, the field its rejection names)
+    "mode lower case": ({**OK, "mode": "force"}, "mode"), "version as string": ({**OK, "version": "1"}, "version"),
+    "targetTags a string": ({**OK, "targetTags": "hostile:ok"}, "targetTags"),
+    "tag with trailing space": ({**OK, "targetTags": ["hostile:ok "]}, "targetTags[0]"),
+    "id with trailing newline": ({**OK, "id": "near-1\n"}, "id"),
+    "source with trailing newline": ({"source": "nginx:1.27\n"}, "source"),
+    "credential with newline": ({**OK, "credential": "dockerhub\n"}, "credential"),
+    "retry as a producer sends it": ({**OK, "retry": {"attempt": 1}}, "retry"),
+    "operation without a time": ({**OK, "operation": {"url": "https://attacker.example/op", "checks": 1}},
+                                 "operation"),
+    "Source capitalised": ({"Source": "nginx:1.27"}, "Source"),
+    "digest too short": ({"source": "nginx@sha256:abc"}, "source"),
+    "no targets": ({**OK, "targetTags": []}, "targetTags"),
+    "target by login server": ({**OK, "target": "myregistry.azurecr.io"}, "target"),
+    "sourceRegistry by login server": ({**OK, "sourceRegistry": "mysourceregistry.azurecr.io"}, "sourceRegistry"),
+    "BOM inside id": ({**OK, "id": "\ufeffnear"}, "id"),
+    "tag over 128": ({**OK, "targetTags": ["r:" + "t" * 129]}, "targetTags[0]"),
+    "version 1.5": ({**OK, "version": 1.5}, "version"),
+    "id 128 then newline": ({**OK, "id": "i" * 128 + "\n"}, "id"),
+}
+
+
+def near_valid() -> Iterator[dict]:
+    """One thing wrong with an otherwise good request: the rejection names exactly that field."""
+    for label, (doc, named) in NEAR_VALID.items():
+        yield _case(f"near-valid: {label}", doc, named)
 
 
 def _grid(event_type: str = "Microsoft.ContainerRegistry.ImagePushed", topic: str | None = None,
@@ -244,7 +403,8 @@ def events() -> Iterator[dict]:
 
 
 def message_cases() -> list[dict]:
-    return [*broken_bodies(), *wrong_types(), *huge_values(), *odd_text(), *references(), *policy()]
+    return [*broken_bodies(), *wrong_types(), *huge_values(), *odd_text(), *references(), *policy(), *numbers(),
+            *duplicates(), *request_ids(), *userinfo(), *control_characters(), *near_valid()]
 
 
 def event_cases() -> list[dict]:
