@@ -512,3 +512,52 @@ def test_retry_copies_of_a_60_kib_request_fit_the_queue(app_env, control, monkey
     assert json.loads(copy) == doc
     deliver(copy)
     assert status(doc["id"]).attempts == 2
+
+
+@pytest.fixture(scope="module")
+def settings():
+    from dev.app_settings import local_app_settings
+    from shared.settings import load_settings
+
+    return load_settings(local_app_settings())
+
+
+# --- the decision table, without storage: every row state x who delivers ----------------------------------------
+
+def _decision_cases():
+    from shared.outcome import State as S
+
+    cases = []
+    for state in S:
+        for carrier in ("", "m1", "m2"):
+            for same in (True, False):
+                cases.append((state, carrier, same))
+    return cases
+
+
+@pytest.mark.parametrize(("state", "carrier", "same"), _decision_cases(),
+                         ids=[f"{s}-{c or 'open'}-{'same' if m else 'other'}" for s, c, m in _decision_cases()])
+@pytest.mark.parametrize("request_id", ["plain-1", "refresh-0123456789abcdef01234567"])
+def test_every_row_state_decides_one_safe_step(settings, state, carrier, same, request_id):
+    """Delivered by message m1: nothing but the carrier or a same-request message on an open or ended row may
+    act; a different request never gets past CONFLICT; DONE only for a request that ended as asked."""
+    from shared.claims import Step, decide, fingerprint
+    from shared.request import validate_document
+    from shared.status import StatusRecord
+
+    request = validate_document({"id": request_id, "source": "nginx:1.27"}, settings)
+    other = validate_document({"id": request_id, "source": "nginx:1.28"}, settings)
+    row = StatusRecord(id=request_id, state=state, carrier=carrier,
+                       fingerprint=fingerprint(request if same else other))
+    step = decide(row, request, "m1").step
+    if carrier == "m1":
+        assert step is (Step.DONE if state.terminal else Step.CONTINUE if state is State.RUNNING else Step.TAKE)
+    elif not same:
+        assert step is Step.CONFLICT
+    elif state in (State.SUCCEEDED, State.SKIPPED):
+        assert step is Step.DONE
+    elif state.terminal:
+        assert step is Step.START
+    else:
+        assert step is (Step.TAKE if carrier == "" else Step.DUPLICATE)
+    assert decide(None, request, "m1").step is (Step.SQUAT if request_id.startswith("refresh-") else Step.START)
