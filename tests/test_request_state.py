@@ -561,3 +561,47 @@ def test_every_row_state_decides_one_safe_step(settings, state, carrier, same, r
     else:
         assert step is (Step.TAKE if carrier == "" else Step.DUPLICATE)
     assert decide(None, request, "m1").step is (Step.SQUAT if request_id.startswith("refresh-") else Step.START)
+
+
+# --- all of it through the queue and the runner, as a hostile producer would send it ---------------------------
+
+def test_hostile_state_messages_through_the_queue_and_the_runner(app_env, control, runner_factory, listener):
+    """Forged operations and retries, squatted reserved ids and conflicting requests, sent to the queue while a
+    real request runs and after it ended: no invocation fails, nothing reaches the poison queue, ARM sees
+    exactly the one real import, the real request's row ends succeeded with its own content."""
+    control.add_faults("operation", {"delay": 1.5})
+    runner = runner_factory(http_port=None, IMPORT_WAIT_SECONDS="0.3", PYTHON_THREADPOOL_THREAD_COUNT="4")
+    client = queue(app_env, app_env["IMPORT_QUEUE"])
+    real = request_doc()
+    client.send_message(json.dumps(real))
+    forged_ops = [{"url": url, "startedAt": "2026-01-01T00:00:00+00:00", "checks": 1}
+                  for _, url in forged_operation_urls(listener.port)[:20]]
+    hostile = [
+        *({**real, "operation": op} for op in forged_ops),
+        *({**real, "retry": retry} for _, retry in FORGED_RETRIES),
+        *(other for _, other in other_requests(real)),
+        *(request_doc(f"{prefix}{uuid.uuid4().hex[:24]}") for prefix in RESERVED),
+        *(request_doc(operation=op) for op in forged_ops[:5]),
+    ]
+    for doc in hostile:
+        client.send_message(json.dumps(doc))
+    assert runner.wait_idle(timeout=180)
+    for doc in hostile[: len(hostile) // 2]:  # and again, after the real request ended
+        client.send_message(json.dumps(doc))
+    deliver(other_requests(real)[0][1], function="import_image_poison")
+    assert runner.wait_idle(timeout=180)
+    assert [(i.function, i.error) for i in runner.invocations if i.outcome != "ok"] == []
+    record = status(real["id"])
+    assert record.state is State.SUCCEEDED and record.target_tags == real["targetTags"], record.reason
+    assert len(import_posts(control)) == 1 and listener.connections == 0
+    assert all("/operationResults/" in r["path"] for r in arm_gets(control))
+    for doc in hostile:
+        if doc["id"].lower().startswith(("refresh-", "evt-", "event-")):
+            assert status(doc["id"]) is None
+        elif doc["id"] != real["id"]:
+            assert status(doc["id"]).state is State.REJECTED
+    poison = queue(app_env, f"{app_env['IMPORT_QUEUE']}-poison")
+    from azure.core.exceptions import ResourceNotFoundError
+
+    with contextlib.suppress(ResourceNotFoundError):
+        assert poison.get_queue_properties().approximate_message_count == 0
