@@ -183,6 +183,8 @@ def _send_again(store, queue, restored: Restored, source_queue: str, settings: S
                     "requests use, and the app has no such request")
         opened = store.open(parsed, reason)
         row = opened.record if opened.created else None
+    elif row.state is State.RECEIVED and not row.carrier and row.fingerprint == fingerprint(parsed):
+        pass  # reopened by an earlier redrive whose send failed: send it now
     elif row.state in (State.FAILED, State.REJECTED):
         if reserved_prefix(restored.request_id) and row.fingerprint != fingerprint(parsed):
             return f"its id is the app's own request, which asked something else (it is {row.state})"

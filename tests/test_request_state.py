@@ -605,3 +605,33 @@ def test_hostile_state_messages_through_the_queue_and_the_runner(app_env, contro
 
     with contextlib.suppress(ResourceNotFoundError):
         assert poison.get_queue_properties().approximate_message_count == 0
+
+
+def test_redrive_keeps_conflict_and_squat_letters_and_restarts_a_failure(app_env, control):
+    """A dead letter can be a message refused because its id was another request's: `redrive` must not
+    restart it over that request, nor open a reserved id the app never opened; a real failure goes again."""
+    from tests.test_cli import cli
+
+    done = request_doc()
+    deliver(done)
+    conflict = {**done, "targetTags": ["evil:latest"]}
+    deliver(conflict)
+    squat = request_doc(f"evt-{uuid.uuid4().hex[:24]}")
+    deliver(squat)
+    control.add_faults("import", {"status": 400, "code": "InvalidParameters", "message": "no"})
+    failed = request_doc()
+    deliver(failed)
+    before = status(done["id"])
+    with contextlib.suppress(Exception):
+        queue(app_env, app_env["IMPORT_QUEUE"]).create_queue()
+    moved = cli("redrive", "--from", "rejected")
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    assert f"kept      {done['id']}" in moved.stdout and "taken by a request that is succeeded" in moved.stdout
+    assert f"kept      {squat['id']}" in moved.stdout and status(squat["id"]) is None
+    assert f"redriven  {failed['id']}" in moved.stdout, moved.stdout + moved.stderr
+    assert row_snapshot(status(done["id"])) == row_snapshot(before)
+    row = status(failed["id"])
+    assert row.state is State.RECEIVED and row.attempts == 0 and row.fingerprint
+    deliver(next_retry(app_env))
+    assert status(failed["id"]).state is State.SUCCEEDED
+    assert len(import_posts(control)) == 3
