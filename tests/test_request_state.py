@@ -17,6 +17,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from dev import layout
 from shared.arm import OperationUrlRejected, operation_url
@@ -635,3 +638,50 @@ def test_redrive_keeps_conflict_and_squat_letters_and_restarts_a_failure(app_env
     deliver(next_retry(app_env))
     assert status(failed["id"]).state is State.SUCCEEDED
     assert len(import_posts(control)) == 3
+
+
+def test_a_refresh_id_taken_in_advance_does_not_stop_the_refresh_and_a_rerun_sends_nothing(app_env, control):
+    """The squatter predicts the refresh's id (the digests are public) and sends the same or another request
+    first: both are refused without a row; the refresh then queues its request, a re-run before the worker
+    got to it sends nothing more, and one import runs."""
+    from shared import app_context, refresh
+
+    worker = app_context.worker()
+    config = json.dumps({"version": 1, "images": [{"source": "docker.io/library/nginx", "tags": ["1.27"],
+                                                   "targetPrefix": f"rq{run_id()}/"}]})
+
+    def run(dry_run: bool = False):
+        return refresh.run_refresh(worker.settings, worker.registries, worker.identity, queues=worker.queues,
+                                   status=worker.status, config_text=config, dry_run=dry_run)
+
+    [planned] = run(dry_run=True).plan.imports
+    predicted = planned.request
+    assert predicted["id"].startswith("refresh-")
+    deliver(predicted)
+    deliver({**predicted, "mode": "Force", "targetTags": ["evil:latest"]})
+    assert status(predicted["id"]) is None
+    assert [run().summary.enqueued, run().summary.enqueued] == [1, 0]
+    deliver(next_retry(app_env))
+    assert status(predicted["id"]).state is State.SUCCEEDED
+    assert len(import_posts(control)) == 1
+    assert client_is_empty(app_env)
+
+
+def client_is_empty(app_env) -> bool:
+    return queue(app_env, app_env["IMPORT_QUEUE"]).get_queue_properties().approximate_message_count == 0
+
+
+text_any = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=60)
+documents = st.dictionaries(st.text(max_size=10), text_any | st.lists(text_any, max_size=5) | st.integers(),
+                            max_size=8)
+
+
+@hypothesis_settings(max_examples=500)
+@given(documents)
+def test_any_document_copies_exactly_and_never_larger_than_its_escaped_form(document):
+    """Whatever a request holds: the copy reads back as the same document, is text the queue can carry (no
+    surrogate, no U+FFFE/U+FFFF), and is never larger than the same JSON with every non-ASCII escaped."""
+    copy = message_text(document)
+    assert json.loads(copy) == document
+    assert not any(0xD800 <= ord(c) <= 0xDFFF or c in "\ufffe\uffff" for c in copy)
+    assert message_size(copy) <= message_size(json.dumps(document, separators=(",", ":")))
