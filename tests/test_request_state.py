@@ -685,3 +685,23 @@ def test_any_document_copies_exactly_and_never_larger_than_its_escaped_form(docu
     assert json.loads(copy) == document
     assert not any(0xD800 <= ord(c) <= 0xDFFF or c in "\ufffe\uffff" for c in copy)
     assert message_size(copy) <= message_size(json.dumps(document, separators=(",", ":")))
+
+
+@pytest.mark.parametrize("async_header", [False, True], ids=["Location", "Azure-AsyncOperation"])
+def test_arms_own_operation_urls_pass_the_check_in_both_headers(app_env, control, monkeypatch, async_header):
+    """The shape check must not refuse what ARM really sends: a long import watched across a hand-over."""
+    from shared import app_context
+
+    control.update_settings(azure_async_operation=async_header)
+    control.add_faults("operation", {"delay": 1.5})
+    monkeypatch.setenv("IMPORT_WAIT_SECONDS", "0.3")
+    app_context.reset()
+    doc = request_doc()
+    deliver(doc)
+    assert status(doc["id"]).state is State.RUNNING
+    kind = "operationStatuses" if async_header else "operationResults"
+    assert f"/{kind}/" in status(doc["id"]).operation
+    monkeypatch.setenv("IMPORT_WAIT_SECONDS", "10")
+    app_context.reset()
+    deliver(next_retry(app_env))
+    assert status(doc["id"]).state is State.SUCCEEDED and len(import_posts(control)) == 1
