@@ -17,11 +17,11 @@ from typing import Any
 
 from cli.status import EXIT_TIMEOUT, EXIT_USAGE, CliError, Follower, exit_code, status_store, summary_lines
 from cli.terminal import printable
+from shared.claims import reserved_prefix
 from shared.outcome import State
 from shared.request import Rejected, parse_request
 from shared.resource_ids import parse_registry_id
 from shared.settings import Settings
-from shared.status import request_fields
 
 
 def resolve_target(name: str, settings: Settings) -> str:
@@ -82,15 +82,19 @@ def run_import(args: argparse.Namespace) -> int:
         for problem in parsed.problems:
             print(f"  {printable(problem)}", file=sys.stderr)
         return EXIT_USAGE
+    if reserved_prefix(parsed.id):
+        raise CliError(f"--id {parsed.id!r} starts with {reserved_prefix(parsed.id)!r}, which only the app's own "
+                       "requests use; omit --id for a new one")
     store = status_store()
-    existing = store.get(parsed.id)
-    if existing is not None:
-        raise CliError(f"--id {parsed.id!r} is taken by a request that is {existing.state}; "
-                       "omit --id for a new one, or `status` it")
     queue = queue_service().get_queue_client(settings.import_queue)
-    store.transition(parsed.id, State.RECEIVED, reason="queued by the CLI", **request_fields(parsed))
+    opened = store.open(parsed, "queued by the CLI")
+    if not opened.created:
+        state = opened.record.state if opened.record else "gone"
+        raise CliError(f"--id {parsed.id!r} is taken by a request that is {state}; "
+                       "omit --id for a new one, or `status` it")
     try:
-        queue.send_message(base64.b64encode(json.dumps(document).encode()).decode())
+        sent = queue.send_message(base64.b64encode(json.dumps(document).encode()).decode())
+        store.pin(opened.record, sent.id)
     except ResourceNotFoundError:
         store.transition(parsed.id, State.FAILED, code="NotEnqueued", reason="the queue does not exist")
         raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue?") from None

@@ -21,14 +21,13 @@ from typing import Any
 
 from cli.status import status_store
 from cli.terminal import printable
+from shared.claims import fingerprint, reserved_prefix
 from shared.outcome import State
 from shared.redact import REMOVED
-from shared.request import Rejected, decode_body, parse_request
+from shared.request import APP_FIELDS, Rejected, decode_body, parse_request
 from shared.request_ids import is_safe_request_id
 from shared.settings import Settings
-from shared.status import request_fields
 
-APP_FIELDS = ("retry", "operation")  # a redriven request starts afresh
 INLINE_CREDENTIALS = ("username", "password")
 RECEIVE_VISIBILITY_SECONDS = 300  # letters we look at are hidden meanwhile; kept ones are released at the end
 
@@ -148,7 +147,12 @@ def redrive(args: argparse.Namespace) -> int:
                         held.append(message)
                         moved += 1
                         continue
-                    _send_again(store, target, restored, sources[kind], settings)
+                    why_not = _send_again(store, target, restored, sources[kind], settings)
+                    if why_not:
+                        print(f"kept      {restored.request_id}  ({sources[kind]}): {why_not}")
+                        held.append(message)
+                        kept += 1
+                        continue
                     queue.delete_message(message)
                     print(f"redriven  {restored.request_id}  ({sources[kind]}; was {printable(restored.previously)})")
                     moved += 1
@@ -171,14 +175,34 @@ def _restored(kind: str, message, credential: str | None) -> Restored:
     return restore_letter(letter, message.id, credential=credential)
 
 
-def _send_again(store, queue, restored: Restored, source_queue: str, settings: Settings) -> None:
-    """A new `received` transition first (so the worker's own transitions come after it), then the message."""
+def _send_again(store, queue, restored: Restored, source_queue: str, settings: Settings) -> str | None:
+    """A new `received` transition first (so the worker's own transitions come after it), then the message;
+    or why not. The row is reopened only when the request ended failed or rejected (or has no row): a
+    letter must not restart a request that succeeded or is still running under its id (a dead letter can be
+    a message refused because its id was another request's), nor take one of the app's reserved ids."""
     parsed = parse_request(json.dumps(restored.document), settings)
     assert not isinstance(parsed, Rejected)
-    store.transition(restored.request_id, State.RECEIVED, attempts=0, kind="", code="",
-                     reason=f"redriven from {source_queue} by the CLI; was {restored.previously}"[:2000],
-                     **request_fields(parsed))
-    queue.send_message(base64.b64encode(json.dumps(restored.document).encode()).decode())
+    reason = f"redriven from {source_queue} by the CLI; was {restored.previously}"[:2000]
+    row = store.get(restored.request_id)
+    if row is None:
+        if reserved_prefix(restored.request_id):
+            return (f"its id starts with {reserved_prefix(restored.request_id)!r}, which only the app's own "
+                    "requests use, and the app has no such request")
+        opened = store.open(parsed, reason)
+        row = opened.record if opened.created else None
+    elif row.state is State.RECEIVED and not row.carrier and row.fingerprint == fingerprint(parsed):
+        pass  # reopened by an earlier redrive whose send failed: send it now
+    elif row.state in (State.FAILED, State.REJECTED):
+        if reserved_prefix(restored.request_id) and row.fingerprint != fingerprint(parsed):
+            return f"its id is the app's own request, which asked something else (it is {row.state})"
+        row = store.reopen(row, parsed, reason)
+    else:
+        return f"its id is taken by a request that is {row.state}; it is not restarted"
+    if row is None:
+        return "its status row changed meanwhile; try again"
+    sent = queue.send_message(base64.b64encode(json.dumps(restored.document).encode()).decode())
+    store.pin(row, sent.id)
+    return None
 
 
 def add_command(commands) -> None:

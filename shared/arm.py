@@ -9,10 +9,18 @@ the SDK's continuation token is a pickled HTTP exchange that holds the request b
 included) and would be unpickled from a queue message anyone with queue access can write. An operation
 URL is plain data: it is checked to be on ARM_ENDPOINT, in the target's subscription, before the app
 sends its token there.
+
+An operation URL is only ever taken from ARM's own answer to the POST and kept on the status row, never
+from a queue message; even so it is checked against the one shape ARM returns for importImage
+(`<ARM>/subscriptions/<sub>/providers/Microsoft.ContainerRegistry/locations/<loc>/operationResults/<id>
+?api-version=<v>`, or `operationStatuses` in an Azure-AsyncOperation header) and rebuilt from its parts
+before any token goes to it: no `..`, no percent-encoding, no user info, no other host, port, scheme,
+subscription, query or fragment.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +31,12 @@ from shared.resource_ids import RegistryId, parse_registry_id
 from shared.settings import Settings
 
 REGISTRY_CACHE_SECONDS = 300.0
+MAX_OPERATION_URL = 2048
+_OPERATION_PATH = re.compile(
+    r"/subscriptions/(?P<sub>[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})"
+    r"/providers/Microsoft\.ContainerRegistry/locations/(?P<loc>[A-Za-z0-9]{1,64})"
+    r"/(?P<kind>operationResults|operationStatuses)/(?P<op>[A-Za-z0-9][A-Za-z0-9_-]{0,127})", re.IGNORECASE)
+_API_VERSION = re.compile(r"api-version=(?P<v>[0-9]{4}-[0-9]{2}-[0-9]{2}(?:-preview)?)")
 
 
 @dataclass(frozen=True)
@@ -104,17 +118,12 @@ class AcrManagement:
         url = headers.get("azure-asyncoperation") or headers.get("location")
         if not url:
             raise OperationUrlRejected("ARM accepted the import but named no operation to poll")
-        self.check_operation_url(target, url)
-        return url, _seconds(headers.get("retry-after"))
+        return self.check_operation_url(target, url), _seconds(headers.get("retry-after"))
 
-    def check_operation_url(self, target: RegistryId, url: str) -> None:
-        """Only ARM's own operation URLs in the target's subscription are ever polled."""
-        parsed, arm = urlsplit(url), urlsplit(self._settings.arm_endpoint)
-        prefix = f"/subscriptions/{target.subscription}/".lower()
-        if (parsed.scheme != "https" or parsed.username or parsed.password
-                or parsed.netloc.lower() != arm.netloc.lower() or not parsed.path.lower().startswith(prefix)):
-            raise OperationUrlRejected(f"operation URL {url[:200]!r} is not on {self._settings.arm_endpoint} "
-                                       f"in subscription {target.subscription}")
+    def check_operation_url(self, target: RegistryId, url: str) -> str:
+        """The operation URL in its one normal form, when it is ARM's own for an import into `target`'s
+        subscription; else OperationUrlRejected (the app's token never goes to it)."""
+        return operation_url(url, self._settings.arm_endpoint, target.subscription)
 
     def operation_status(self, target: RegistryId, url: str) -> OperationStatus:
         """One GET of the operation. A failed import raises HttpResponseError with ARM's code and message,
@@ -123,7 +132,7 @@ class AcrManagement:
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
 
-        self.check_operation_url(target, url)
+        url = self.check_operation_url(target, url)
         response = self._client(target.subscription).send_request(HttpRequest("GET", url))
         retry_after = _seconds(response.headers.get("Retry-After"))
         body = _json(response)
@@ -137,6 +146,45 @@ class AcrManagement:
         if response.status_code == 202 or status in ("inprogress", "accepted", "running"):
             return OperationStatus(False, retry_after, pending)
         return OperationStatus(True)
+
+
+def operation_url(url: Any, arm_endpoint: str, subscription: str) -> str:
+    """`url` rebuilt from its checked parts on `arm_endpoint`, or OperationUrlRejected naming the rule.
+
+    Strict on purpose: the URL is matched as the characters ARM sends (nothing decoded, nothing resolved),
+    so `%2F`, `%2e%2e`, `..`, `\\`, `@` and the like never get as far as a client that would interpret them."""
+    text = url if isinstance(url, str) else ""
+    shown = repr(text[:200])
+
+    def refuse(rule: str) -> OperationUrlRejected:
+        return OperationUrlRejected(f"operation URL {shown} {rule}; only ARM's own importImage operation URLs "
+                                    f"on {arm_endpoint} in subscription {subscription} are polled")
+
+    if not text or len(text) > MAX_OPERATION_URL or not text.isascii() or not text.isprintable() or " " in text:
+        raise refuse("is empty, too long, or not printable ASCII")
+    if any(c in text for c in "\\%@#"):
+        raise refuse("holds a backslash, a percent-encoding, user info or a fragment")
+    parts, arm = urlsplit(text), urlsplit(arm_endpoint)
+    try:
+        port, arm_port = parts.port or 443, arm.port or 443
+    except ValueError:
+        raise refuse("has an invalid port") from None
+    if parts.scheme != "https" or arm.scheme != "https":
+        raise refuse("is not https")
+    if (parts.hostname or "") != (arm.hostname or "").lower() or port != arm_port:
+        raise refuse("is not on ARM_ENDPOINT")
+    match = _OPERATION_PATH.fullmatch(parts.path)
+    if match is None:
+        raise refuse("is not .../providers/Microsoft.ContainerRegistry/locations/<location>/operationResults/<id>")
+    if match["sub"].lower() != subscription.lower():
+        raise refuse("names another subscription")
+    version = _API_VERSION.fullmatch(parts.query)
+    if version is None:
+        raise refuse("must have exactly one query parameter, api-version=<date>")
+    kind = "operationResults" if match["kind"].lower() == "operationresults" else "operationStatuses"
+    base = f"{arm.scheme}://{arm.hostname}" + (f":{arm.port}" if arm.port else "")
+    return (f"{base}/subscriptions/{subscription.lower()}/providers/Microsoft.ContainerRegistry/locations/"
+            f"{match['loc']}/{kind}/{match['op']}?api-version={version['v']}")
 
 
 def _seconds(raw: str | None) -> float | None:

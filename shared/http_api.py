@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.claims import reserved_prefix
 from shared.outcome import Problem, State
 from shared.redact import redact_text, secret_values_of
 from shared.request import ImportRequest, Rejected, parse_request
 from shared.request_ids import ID_RULE, is_safe_request_id
 from shared.settings import Settings
-from shared.status import StatusRecord, StatusStore, request_fields
-
-APP_FIELDS = ("operation", "retry")  # set by the app on its own follow-ups; a producer may not send them
+from shared.status import StatusRecord, StatusStore
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def judge_submission(body: bytes, settings: Settings) -> ImportRequest | ApiResp
     if isinstance(parsed, Rejected):
         return ApiResponse(400, errors_body(parsed.problems, (*secrets, *secret_values_of(parsed.document))))
     smuggled = [Problem(name, "is set by the app on its own follow-up messages; a request may not carry it")
-                for name in APP_FIELDS if name in parsed.document]
+                for name in parsed.app_fields]
     if smuggled:
         return ApiResponse(400, errors_body(smuggled))
     return parsed
@@ -88,22 +87,25 @@ def status_response(request_id: str, record: StatusRecord | None) -> ApiResponse
 
 
 def submit_import(body: bytes, request_url: str, settings: Settings, status: StatusStore,
-                  enqueue: Callable[[dict[str, Any]], object]) -> ApiResponse:
+                  enqueue: Callable[[dict[str, Any]], str]) -> ApiResponse:
     """POST /api/imports: validate, refuse a reused id, record `received`, enqueue; 202 with where to look."""
     judged = judge_submission(body, settings)
     if isinstance(judged, ApiResponse):
         return judged
     url = status_url(request_url, judged.id)
-    existing = status.get(judged.id)
-    if existing is not None:
+    if reserved_prefix(judged.id):
+        return ApiResponse(400, errors_body([Problem("id", f"starts with {reserved_prefix(judged.id)!r}, which only "
+                                                           "the app's own requests use; pick another id")]))
+    opened = status.open(judged, "accepted by the HTTP API")  # insert-if-absent: one of two racing POSTs wins
+    if not opened.created:
+        existing = opened.record
+        state = str(existing.state) if existing else "gone"
         return ApiResponse(409, {**errors_body([Problem("id", f"is already taken by a request that is "
-                                                              f"{existing.state}; follow statusUrl, or send "
-                                                              "a new id")]),
-                                 "id": judged.id, "state": str(existing.state), "statusUrl": url},
+                                                              f"{state}; follow statusUrl, or send a new id")]),
+                                 "id": judged.id, "state": state, "statusUrl": url},
                            {"Location": url})
-    status.transition(judged.id, State.RECEIVED, reason="accepted by the HTTP API", **request_fields(judged))
     try:
-        enqueue({**judged.document, "id": judged.id})
+        status.pin(opened.record, str(enqueue({**judged.document, "id": judged.id}) or ""))
     except Exception:
         status.transition(judged.id, State.FAILED, code="NotEnqueued",
                           reason="the API could not put the request on the queue; nothing was imported")

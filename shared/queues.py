@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from typing import Any
 
@@ -15,6 +16,30 @@ from shared.storage import queue_service
 
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")  # after json.dumps has escaped the C0 controls
+
+
+class MessageTooLarge(ValueError):
+    """A document whose message text would exceed the queue's 64 KiB: it was not sent."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the message would be {size} bytes; a queue message holds at most "
+                         f"{MAX_QUEUE_MESSAGE_BYTES} bytes (64 KiB)")
+        self.size = size
+
+
+def message_text(document: dict[str, Any]) -> str:
+    """The smallest text the queue carries for `document`: compact JSON, UTF-8 as is (`\\uXXXX` escapes
+    would make non-ASCII text up to twice as large as the producer's own message), escaping only what XML
+    cannot carry (lone surrogates, U+FFFE, U+FFFF). No larger than a compact UTF-8 JSON original of the same
+    document but for raw U+FFFE/U+FFFF (3 bytes there, 6 here): `enqueue` measures the result."""
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def message_size(text: str) -> int:
+    """What the queue service counts against its limit: the UTF-8 bytes of the message text."""
+    return len(text.encode("utf-8"))
 
 
 class ImportQueues:
@@ -38,10 +63,15 @@ class ImportQueues:
         return client
 
     def enqueue(self, document: dict[str, Any], *, delay_seconds: float = 0) -> str:
-        """Put a request on the import queue, visible after `delay_seconds`. Returns the message id."""
+        """Put a request on the import queue, visible after `delay_seconds`. Returns the message id.
+
+        Raises MessageTooLarge, before sending anything, when the text would not fit (measured, not assumed)."""
+        text = message_text(document)
+        size = message_size(text)
+        if size > MAX_QUEUE_MESSAGE_BYTES:
+            raise MessageTooLarge(size)
         delay = max(0, min(round(delay_seconds), MAX_VISIBILITY_DELAY_SECONDS))
-        sent = self._queue(self._settings.import_queue).send_message(
-            json.dumps(document, separators=(",", ":")), visibility_timeout=delay or None)
+        sent = self._queue(self._settings.import_queue).send_message(text, visibility_timeout=delay or None)
         return sent.id
 
     def dead_letter(self, letter: dict[str, Any]) -> None:

@@ -286,8 +286,12 @@ class RefreshResult:
 
 def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *, queues=None,
                 refresh_log: RefreshLog | None = None, dry_run: bool = False, config_text: str | None = None,
-                clock: Callable[[], float] = time.time) -> RefreshResult:
-    """Load the tracked images, plan, enqueue (unless a dry run) and record one summary."""
+                clock: Callable[[], float] = time.time, status=None) -> RefreshResult:
+    """Load the tracked images, plan, enqueue (unless a dry run) and record one summary.
+
+    Each import's `refresh-…` id is reserved for the app: its status row is opened before the message is
+    sent (`claims.queue_once`), and the worker runs such an id only on a row the app opened. A re-run before
+    the worker got to a request finds the row and sends nothing."""
     started, began = datetime.now(UTC), time.monotonic()
     plan = RefreshPlan()
     try:
@@ -302,10 +306,19 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
         plan.problems.append(str(err))
     enqueued = 0
     if not dry_run and queues is not None:
+        from shared.claims import queue_once
+        from shared.status import StatusStore
+
+        status = status or StatusStore(settings.status_table)
         for planned in plan.imports:
             try:
-                queues.enqueue(planned.request)
-                enqueued += 1
+                request = validate_document(planned.request, settings, fallback_id=planned.request["id"])
+                if isinstance(request, Rejected):
+                    plan.problems.append(f"{planned.check.target}: not enqueued: {request.reason}")
+                    continue
+                queued = queue_once(status, request, queues.enqueue, "queued by the scheduled refresh",
+                                    restart_failed=True)
+                enqueued += queued.sent
             except Exception as exc:  # one failed send must not lose the others; reported in the summary
                 plan.problems.append(f"{planned.check.target}: could not enqueue: {type(exc).__name__}")
     summary = RefreshSummary(
@@ -329,4 +342,5 @@ def refresh_for(worker) -> RefreshResult:
     """The timer's refresh with the app's long-lived objects (registry client, identity, queues)."""
     settings = worker.settings
     refresh_log = _logs.setdefault(settings.status_table, RefreshLog(settings.status_table))
-    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues, refresh_log=refresh_log)
+    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues, refresh_log=refresh_log,
+                       status=worker.status)

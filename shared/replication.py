@@ -318,10 +318,12 @@ def _handle(worker: Worker, plan: EventPlan) -> EventResult:
 
 
 def _enqueue_once(worker: Worker, request: ImportRequest) -> None:
-    """Queue the request unless a delivery of this event already did (its status row exists then). A
-    redelivery racing the first may queue it twice: the worker then finds it done and changes nothing."""
-    if worker.status.get(request.id) is None:
-        worker.queues.enqueue(request.document)
+    """Queue the request unless a delivery of this event already did: its `evt-…` row is opened first (the
+    worker runs a reserved id only on a row the app opened), then the message is sent. A redelivery finds
+    the row and sends nothing, unless the first send failed before the row named its message."""
+    from shared.claims import queue_once
+
+    queue_once(worker.status, request, worker.queues.enqueue, "queued by replication on push")
 
 
 def _reject_once(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome | None:

@@ -42,13 +42,7 @@ SECRET_FIELDS = frozenset({"password"})
 MODES = ("NoForce", "Force", "IfChanged")
 
 
-@dataclass(frozen=True)
-class PendingOperation:
-    """An import ARM accepted earlier, handed over to this delivery to keep watching."""
-
-    url: str
-    started_at: datetime
-    checks: int
+APP_FIELDS = ("retry", "operation")  # what versions before 2026-12 wrote on their own queue messages
 
 
 @dataclass(frozen=True)
@@ -64,10 +58,11 @@ class ImportRequest:
     target_tags: tuple[str, ...]
     untagged_target_repositories: tuple[str, ...]
     mode: str
-    attempt: int
-    first_attempt_at: datetime | None
-    operation: PendingOperation | None
-    document: dict[str, Any]  # as received (secrets included): what a retry re-enqueues
+    # `retry`/`operation` as an older version wrote them on its follow-ups. Never trusted: the app keeps its
+    # state on the status row; the worker refuses a message carrying them, except to let a run of an older
+    # version that is still in flight go on (from its row, ignoring what the message says).
+    app_fields: tuple[str, ...]
+    document: dict[str, Any]  # as received (secrets included): what a retry re-enqueues, minus app_fields
 
     @property
     def inline_credentials(self) -> bool:
@@ -353,17 +348,12 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
     if problems or checked is None:
         return Rejected(request_id, tuple(dict.fromkeys(problems)), doc)
     source, source_registry, target, tags, untagged, credentials = checked
-    retry = doc.get("retry") or {}
-    operation = doc.get("operation")
     return ImportRequest(
         id=request_id, source=source, source_registry=source_registry,
         credential_name=doc.get("credential"), credentials=credentials, target=target,
         target_tags=tags, untagged_target_repositories=untagged, mode=doc.get("mode", "NoForce"),
-        attempt=int(retry.get("attempt", 0)),
-        first_attempt_at=datetime.fromisoformat(retry["firstAttemptAt"]) if retry else None,
-        operation=PendingOperation(operation["url"], datetime.fromisoformat(operation["startedAt"]),
-                                   operation["checks"]) if operation else None,
-        document=doc,
+        app_fields=tuple(name for name in APP_FIELDS if name in doc),
+        document={k: v for k, v in doc.items() if k not in APP_FIELDS},
     )
 
 

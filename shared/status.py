@@ -2,12 +2,19 @@
 
 The ACR API keeps no history of failed imports; this table does. Rows hold no secret: reasons are
 redacted before they get here.
+
+The row is also where the app keeps its own state of a request (the operation it watches, the attempt
+count, the first attempt's time, which queue message carries the request, a fingerprint of what it asks),
+because anything on the queue can be written by any producer. Writes that claim a request are conditional
+(insert-if-absent, then `If-Match` with the row's ETag), so two deliveries of one id cannot both run it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
+from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +50,27 @@ class StatusRecord:
     checks: int = 0  # looks at a long-running import so far; a follow-up message with fewer is stale
     operation: str = ""  # ARM's operation URL of the running import, so a redelivery watches it, not a new one
     operation_started_at: str = ""
+    first_attempt_at: str = ""  # of the current run: the authorization grace window counts from it
+    carrier: str = ""  # queue message id that carries the request now; "" = open to a message asking the same
+    fingerprint: str = ""  # shared.claims.fingerprint of the request this row is about ("" on older rows)
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)
+    etag: str | None = field(default=None, repr=False, compare=False)  # as read; conditional writes use it
+
+    def moved(self, state: State, **fields: Any) -> StatusRecord:
+        """A copy moved to `state` with `fields` set (None leaves a field), its transition recorded."""
+        now = utc_now().isoformat()
+        record = copy_with(self, transitions=list(self.transitions))
+        for name, value in fields.items():
+            if value is not None:
+                setattr(record, name, value)
+        if not record.transitions or record.transitions[-1].get("state") != str(state) or fields.get("attempts"):
+            record.transitions.append({"state": str(state), "at": now})
+        record.state = state
+        record.updated_at = now
+        record.created_at = record.created_at or now
+        return record
 
     def to_entity(self) -> dict[str, Any]:
         return {
@@ -55,6 +80,7 @@ class StatusRecord:
             "Reason": self.reason[:16000], "Kind": self.kind, "Code": self.code, "Attempts": self.attempts,
             "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
             "Checks": self.checks, "Operation": self.operation, "OperationStartedAt": self.operation_started_at,
+            "FirstAttemptAt": self.first_attempt_at, "Carrier": self.carrier, "Fingerprint": self.fingerprint,
             "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
         }
@@ -70,9 +96,20 @@ class StatusRecord:
             code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
             platforms=None if platforms in (None, -1) else int(platforms), checks=int(entity.get("Checks", 0)),
             operation=entity.get("Operation", ""), operation_started_at=entity.get("OperationStartedAt", ""),
-            created_at=entity.get("CreatedAt", ""), updated_at=entity.get("UpdatedAt", ""),
+            first_attempt_at=entity.get("FirstAttemptAt", ""), carrier=entity.get("Carrier", ""),
+            fingerprint=entity.get("Fingerprint", ""), created_at=entity.get("CreatedAt", ""),
+            updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
+            etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
+
+
+@dataclass(frozen=True)
+class Opened:
+    """`StatusStore.open`'s answer: the row, and whether this call created it."""
+
+    record: StatusRecord | None
+    created: bool
 
 
 class StatusStore:
@@ -90,20 +127,77 @@ class StatusStore:
             return None
 
     def transition(self, request_id: str, state: State, **fields: Any) -> StatusRecord:
-        """Move a request to `state`, creating its row on first sight; other fields update when given."""
-        now = utc_now().isoformat()
-        record = self.get(request_id) or StatusRecord(id=request_id, state=state, created_at=now)
-        for name, value in fields.items():
-            if value is not None:
-                setattr(record, name, value)
-        if not record.transitions or record.transitions[-1].get("state") != str(state) or fields.get("attempts"):
-            record.transitions.append({"state": str(state), "at": now})
-        record.state = state
-        record.updated_at = now
+        """Move a request to `state`, creating its row on first sight; other fields update when given.
+
+        Unconditional: for records of the app's own making (events, rejections). A request's run uses
+        `create` and `replace`, which fail instead of overwriting a row someone else changed."""
+        record = (self.get(request_id) or StatusRecord(id=request_id, state=state)).moved(state, **fields)
         from azure.data.tables import UpdateMode
 
         self._client().upsert_entity(record.to_entity(), mode=UpdateMode.REPLACE)
         return record
+
+    def create(self, record: StatusRecord) -> StatusRecord | None:
+        """Insert the row if no row has its id; None when one does (the id is taken)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            answer = self._client().create_entity(record.to_entity())
+        except ResourceExistsError:
+            return None
+        return copy_with(record, etag=answer.get("etag"))
+
+    def replace(self, record: StatusRecord) -> StatusRecord | None:
+        """Write the row only if it is still as read (`If-Match` its ETag); None when it changed or went."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        if record.etag is None:
+            raise ValueError("a conditional write needs the ETag of the row as read")
+        try:
+            answer = self._client().update_entity(record.to_entity(), mode=UpdateMode.REPLACE, etag=record.etag,
+                                                  match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:  # 412 Precondition Failed (ResourceModifiedError)
+            if exc.status_code == 412:
+                return None
+            raise
+        return copy_with(record, etag=answer.get("etag"))
+
+    def open(self, request: ImportRequest, reason: str) -> Opened:
+        """A row for a request about to be put on the queue by the app (HTTP API, CLI, refresh, replication):
+        `received`, open to the first message asking the same (`carrier` ""), with its fingerprint. Returns
+        the new row, or the row that already has this id (then nothing is written)."""
+        from shared.claims import fingerprint
+
+        row = StatusRecord(id=request.id, state=State.RECEIVED).moved(
+            State.RECEIVED, reason=reason, fingerprint=fingerprint(request), **request_fields(request))
+        created = self.create(row)
+        if created is not None:
+            return Opened(created, True)
+        return Opened(self.get(request.id), False)
+
+    def reopen(self, row: StatusRecord, request: ImportRequest, reason: str) -> StatusRecord | None:
+        """Start a request again on a row that ended (failed or rejected): `received`, open, attempts 0, with
+        the new request's fingerprint; the history is kept. None when the row changed meanwhile."""
+        from shared.claims import fingerprint
+
+        return self.replace(row.moved(
+            State.RECEIVED, reason=reason, attempts=0, kind="", code="", checks=0, operation="",
+            operation_started_at="", first_attempt_at="", carrier="", digest="", fingerprint=fingerprint(request),
+            **request_fields(request)))
+
+    def pin(self, row: StatusRecord, message_id: str) -> None:
+        """Name the message just sent as the request's carrier, unless the row moved on meanwhile (then that
+        message, or one asking the same, has already taken it). Best effort: an open row is safe too."""
+        from azure.core.exceptions import AzureError
+
+        if not message_id or row.carrier or row.etag is None:
+            return
+        with contextlib.suppress(AzureError):
+            self.replace(copy_with(row, carrier=message_id))
 
     def list(self, *, state: State | None = None, since: datetime | None = None) -> list[StatusRecord]:
         filters = [f"PartitionKey eq '{PARTITION}'"]

@@ -11,29 +11,21 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared import telemetry
+from shared import claims, telemetry
 from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
 from shared.engine import import_parameters, resolve_source_registry
 from shared.events import is_event_like
 from shared.failures import classify_error, retry_after_of
 from shared.outcome import Failure, Kind, Problem, State
-from shared.queues import ImportQueues
+from shared.queues import MAX_QUEUE_MESSAGE_BYTES, ImportQueues, MessageTooLarge, message_size, message_text
 from shared.redact import describe_unparsed, redact_document, redact_text, secret_values_of
 from shared.reference import InvalidReference, parse_reference, parse_target_tag
 from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import (
-    MODES,
-    ImportRequest,
-    PendingOperation,
-    Rejected,
-    decode_body,
-    parse_decoded,
-    validate_document,
-)
+from shared.request import MODES, ImportRequest, Rejected, decode_body, parse_decoded, validate_document
 from shared.resource_ids import parse_registry_id
 from shared.settings import IMPORTS, REPLICATION, STORAGE, Settings, SettingsUnusable
 from shared.status import StatusRecord, StatusStore, request_fields, utc_now
@@ -82,7 +74,10 @@ def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: floa
 def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
                           dequeue_count: int = 1) -> Outcome | list:
     """One queue message: an import request, or ACR events delivered straight by Event Grid (a list of
-    `replication.EventResult` then)."""
+    `replication.EventResult` then).
+
+    Nothing the message says about the app's own state is believed: which run it belongs to, its attempt
+    and the operation to watch are on the status row, which this delivery claims before it acts."""
     started = time.monotonic()
     if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
         return refused
@@ -93,47 +88,51 @@ def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
         return replicate(worker, document)
     parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
-        return _finish_rejected(worker, parsed, body, started)
+        return _reject_message(worker, parsed, body, started)
     request = parsed
-    previous = worker.status.get(request.id)
-    if previous and _already_handled(request, previous):
-        outcome = Outcome(request.id, previous.state, f"already {previous.state}: a repeated delivery changes "
-                                                       "nothing", previous.attempts)
-        _log(worker, outcome, request, started, dequeue_count=dequeue_count)
-        return outcome
-    attempt = request.attempt + 1
-    first_attempt_at = request.first_attempt_at or worker.clock()
-    request = _resume_after_crash(request, previous, attempt)
+    claimed = _claim(worker, request, message_id, document, body, started, dequeue_count)
+    if isinstance(claimed, Outcome):
+        return claimed
+    try:
+        return _run(worker, request, claimed, started)
+    except ClaimLost:
+        return _superseded(worker, request, started)
+
+
+def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -> Outcome:
+    """The claimed request from where its row says it is: watching ARM's operation, or one attempt."""
+    row = claim.record
+    attempt = max(row.attempts, 1)
+    first_attempt_at = _time(row.first_attempt_at) or worker.clock()
     note = ""
-    if request.operation is None:
-        worker.status.transition(request.id, State.RUNNING, attempts=attempt, reason="", **_summary(request))
-        if request.mode == "IfChanged":
-            same, note = unchanged_digest(worker, request)
-            if same:
-                return _finish(worker, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
-    progress = _drive_import(worker, request, first_attempt_at)
+    if not _watching(row) and request.mode == "IfChanged":
+        same, note = unchanged_digest(worker, request)
+        if same:
+            return _finish(worker, claim, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
+    progress = _drive_import(worker, claim, request, first_attempt_at)
     if isinstance(progress, HandOver):
-        return _hand_over(worker, request, progress, attempt, started)
+        return _hand_over(worker, claim, request, progress, attempt, started)
     failure = progress
     if failure is None:
-        return _finish(worker, request, State.SUCCEEDED, f"imported{note}", attempt, started,
+        return _finish(worker, claim, request, State.SUCCEEDED, f"imported{note}", attempt, started,
                        **imported_image(worker, request))
     if request.mode == "NoForce" and _is_tag_conflict(failure):
         same, _ = unchanged_digest(worker, request)
         if same:
-            return _finish(worker, request, State.SUCCEEDED, f"already present: the target holds the source "
-                                                             f"digest {same}", attempt, started)
+            return _finish(worker, claim, request, State.SUCCEEDED, f"already present: the target holds the "
+                                                                    f"source digest {same}", attempt, started)
     if failure.kind is Kind.TRANSIENT and attempt < worker.settings.max_attempts:
-        return _schedule_retry(worker, request, failure, attempt, first_attempt_at, started)
+        return _schedule_retry(worker, claim, request, failure, attempt, first_attempt_at, started)
     reason = str(failure) if failure.kind is not Kind.TRANSIENT else \
         f"gave up after {attempt} attempts; last error: {failure}"
-    return _finish(worker, request, State.FAILED, reason, attempt, started, failure=failure)
+    return _finish(worker, claim, request, State.FAILED, reason, attempt, started, failure=failure)
 
 
 @telemetry.import_span
 def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                           dequeue_count: int = 1) -> Outcome | list[Outcome]:
-    """The host gave up on a message after repeated crashes: record it as failed so it is not lost."""
+    """The host gave up on a message after repeated crashes: record it as failed so it is not lost (on its
+    row, unless the id is another request's or one of the app's reserved ids that the app never opened)."""
     started = time.monotonic()
     if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
         return refused
@@ -142,17 +141,27 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
         return _events_poisoned(worker, document, started)
     parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
-        return _finish_rejected(worker, parsed, body, started)
-    previous = worker.status.get(parsed.id)
-    if previous and previous.state.terminal:
-        outcome = Outcome(parsed.id, previous.state, f"already {previous.state}", previous.attempts)
-        _log(worker, outcome, parsed, started)
-        return outcome
+        return _reject_message(worker, parsed, body, started)
     failure = Failure(Kind.PERMANENT, "WorkerCrashed",
                       "processing raised an unexpected error on every delivery, so the host moved the message "
                       "to the poison queue; the function logs hold the exception")
-    attempts = previous.attempts if previous else parsed.attempt
-    return _finish(worker, parsed, State.FAILED, str(failure), attempts, started, failure=failure)
+    for _ in range(MAX_CLAIM_ROUNDS):
+        row = worker.status.get(parsed.id)
+        decision = claims.decide(row, parsed, message_id)
+        if decision.step in (claims.Step.SQUAT, claims.Step.CONFLICT):
+            return _reject_message(worker, Rejected(parsed.id, (Problem("id", decision.reason),), document),
+                                   body, started, recorded=row)
+        if row is not None and row.state.terminal:
+            outcome = Outcome(parsed.id, row.state, f"already {row.state}", row.attempts)
+            _log(worker, outcome, parsed, started)
+            return outcome
+        claim = Claim(worker.status, row or StatusRecord(id=parsed.id, state=State.FAILED))
+        try:
+            return _finish(worker, claim, parsed, State.FAILED, str(failure), row.attempts if row else 0, started,
+                           failure=failure, fingerprint=claims.fingerprint(parsed))
+        except ClaimLost:
+            continue
+    return _superseded(worker, parsed, started)
 
 
 def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -> Outcome | list[Outcome] | None:
@@ -284,32 +293,115 @@ class HandOver:
     pending: int | None
 
 
-def _resume_after_crash(request: ImportRequest, previous: StatusRecord | None, attempt: int) -> ImportRequest:
-    """The same attempt delivered again while its import was running (the worker died; the host let the
-    message reappear): watch the import ARM already has instead of starting a second one."""
-    if (request.operation is None and previous is not None and previous.state is State.RUNNING
-            and previous.operation and previous.attempts == attempt and previous.operation_started_at):
-        started = datetime.fromisoformat(previous.operation_started_at)
-        return replace(request, operation=PendingOperation(previous.operation, started, max(previous.checks, 1)))
-    return request
+class ClaimLost(Exception):
+    """The request's row changed under this delivery: another delivery (or the poison handler) has it now."""
 
 
-def _already_handled(request: ImportRequest, previous: StatusRecord) -> bool:
-    """A redelivered success, or a stale copy of a follow-up (a later one has looked since, or it ended)."""
-    if request.operation is not None:
-        return previous.state.terminal or previous.checks > request.operation.checks
-    return previous.state in (State.SUCCEEDED, State.SKIPPED)
+@dataclass
+class Claim:
+    """This delivery's hold on a request's row. Every write is conditional on the row as this delivery last
+    wrote it (or, for a row not there yet, on there being none), so two deliveries never both act."""
+
+    store: StatusStore
+    record: StatusRecord
+
+    def write(self, state: State, **fields: Any) -> StatusRecord:
+        moved = self.record.moved(state, **fields)
+        written = self.store.create(moved) if self.record.etag is None else self.store.replace(moved)
+        if written is None:
+            raise ClaimLost(self.record.id)
+        self.record = written
+        return written
 
 
-def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: datetime) -> Failure | HandOver | None:
-    """Start the import (or pick up one handed over) and watch it: at once, then as Retry-After says, until
-    it ends (None, or a Failure) or this invocation's wait budget is spent (a HandOver)."""
+MAX_CLAIM_ROUNDS = 5  # each lost round means another delivery wrote the row: decide again on what it wrote
+
+
+def _claim(worker: Worker, request: ImportRequest, message_id: str, document: Any, body: bytes | str,
+           started: float, dequeue_count: int) -> Claim | Outcome:
+    """Take the request on its row for this delivery, or say (as a logged Outcome) why this delivery does
+    nothing: already done, carried by another message, a different request's id, or a reserved id."""
+    for _ in range(MAX_CLAIM_ROUNDS):
+        row = worker.status.get(request.id)
+        if request.app_fields and not _older_run_in_flight(row):
+            problems = tuple(Problem(name, "is kept by the app on the request's status row, never taken from a "
+                                           "queue message; send the request without it")
+                             for name in request.app_fields)
+            return _reject_message(worker, Rejected(request.id, problems, document), body, started)
+        decision = claims.decide(row, request, message_id)
+        step = decision.step
+        if step in (claims.Step.SQUAT, claims.Step.CONFLICT):
+            return _reject_message(worker, Rejected(request.id, (Problem("id", decision.reason),), document),
+                                   body, started, recorded=row)
+        if step in (claims.Step.DONE, claims.Step.DUPLICATE):
+            outcome = Outcome(request.id, row.state, decision.reason, row.attempts)
+            _log(worker, outcome, request, started, dequeue_count=dequeue_count)
+            return outcome
+        if step is claims.Step.CONTINUE:
+            return Claim(worker.status, row)
+        now = worker.clock().isoformat()
+        mine = {"carrier": message_id, "fingerprint": claims.fingerprint(request), **_summary(request)}
+        if step is claims.Step.START:  # a new run: attempt 1, on a new row or over one that ended badly
+            claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
+            fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
+                      "operation": "", "operation_started_at": "", **mine}
+        elif _watching(row):  # TAKE a handed-over import: watch the operation ARM already runs
+            claim, fields = Claim(worker.status, row), mine
+        else:  # TAKE a received or retrying request: its next attempt (a lost one without an operation again)
+            attempt = row.attempts if row.state is State.RUNNING else row.attempts + 1
+            claim = Claim(worker.status, row)
+            fields = {"attempts": max(attempt, 1), "first_attempt_at": row.first_attempt_at or now, "reason": "",
+                      "operation": "", "operation_started_at": "", "checks": 0, **mine}
+        try:
+            claim.write(State.RUNNING, **fields)
+        except ClaimLost:
+            continue
+        return claim
+    outcome = Outcome(request.id, State.RECEIVED, "other deliveries of this id kept changing its row; this one "
+                                                  "changes nothing")
+    _log(worker, outcome, request, started, dequeue_count=dequeue_count)
+    return outcome
+
+
+def _older_run_in_flight(row: StatusRecord | None) -> bool:
+    """A run of a version that kept its state on the message (rows had no fingerprint then) is let go on,
+    from its row; what its message says about the run is still ignored."""
+    return row is not None and not row.fingerprint and not row.state.terminal
+
+
+def _watching(row: StatusRecord) -> bool:
+    return row.state is State.RUNNING and bool(row.operation) and bool(row.operation_started_at)
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return value if value is None or value.tzinfo is not None else None
+
+
+def _superseded(worker: Worker, request: ImportRequest, started: float) -> Outcome:
+    """Another delivery changed the row while this one held it: it carries the request now; stop here."""
+    row = worker.status.get(request.id)
+    state = row.state if row else State.RECEIVED
+    outcome = Outcome(request.id, state, f"another delivery took this request over (it is {state}); this one "
+                                         "stopped without writing", row.attempts if row else 0)
+    _log(worker, outcome, request, started)
+    return outcome
+
+
+def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
+                  first_attempt_at: datetime) -> Failure | HandOver | None:
+    """Start the import (or pick up the one the row says ARM runs) and watch it: at once, then as
+    Retry-After says, until it ends (None, or a Failure) or this invocation's wait budget is spent."""
     settings = worker.settings
     began = time.monotonic()
     try:
-        if request.operation:
-            url, operation_started, checks = (request.operation.url, request.operation.started_at,
-                                              request.operation.checks)
+        row = claim.record
+        if _watching(row):
+            url, checks = row.operation, max(row.checks, 1)
+            operation_started = _time(row.operation_started_at) or worker.clock()
         else:
             source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
                                                       suffix=settings.acr_login_server_suffix)
@@ -317,8 +409,7 @@ def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: date
             if url is None:
                 return None
             operation_started, checks = worker.clock(), 0
-            worker.status.transition(request.id, State.RUNNING, operation=url,
-                                     operation_started_at=operation_started.isoformat())
+            claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0)
         while True:
             status = _look(worker, request, url)
             if status.done:
@@ -334,6 +425,8 @@ def _drive_import(worker: Worker, request: ImportRequest, first_attempt_at: date
             if time.monotonic() - began + delay > settings.import_wait_seconds:
                 return HandOver(url, operation_started, checks, delay, status.pending)
             time.sleep(delay)
+    except ClaimLost:
+        raise
     except OperationUrlRejected as err:
         return Failure(Kind.PERMANENT, "OperationUrlRejected", str(err))
     except Exception as exc:
@@ -373,41 +466,60 @@ def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
         raise
 
 
-def _hand_over(worker: Worker, request: ImportRequest, handover: HandOver, attempt: int, started: float) -> Outcome:
-    """A delayed follow-up message carries the operation URL; no thread waits for a long import."""
-    document = {**request.document, "id": request.id,
-                "operation": {"url": handover.url, "startedAt": handover.started_at.isoformat(),
-                              "checks": handover.checks}}
-    worker.queues.enqueue(document, delay_seconds=handover.delay)  # first: if it fails, the host retries us
+def _hand_over(worker: Worker, claim: Claim, request: ImportRequest, handover: HandOver, attempt: int,
+               started: float) -> Outcome:
+    """A delayed follow-up message carries the request on; the row says which operation to watch, so the
+    message is the request itself and nothing more. No thread waits for a long import."""
     pending = f"{handover.pending} manifests pending; " if handover.pending else ""
     reason = f"importing: {pending}checking again in {handover.delay:.1f} s (check {handover.checks})"
-    worker.status.transition(request.id, State.RUNNING, reason=reason, checks=handover.checks, attempts=attempt)
+    try:
+        _pass_on(worker, claim, request, handover.delay, State.RUNNING, reason=reason, checks=handover.checks,
+                 attempts=attempt)
+    except MessageTooLarge as err:
+        failure = Failure(Kind.PERMANENT, "MessageTooLarge", f"the running import could not be handed over: "
+                                                             f"{err}; it may still finish: check the target")
+        return _finish(worker, claim, request, State.FAILED, str(failure), attempt, started, failure=failure)
     outcome = Outcome(request.id, State.RUNNING, reason, attempt, retry_in_seconds=handover.delay)
     _log(worker, outcome, request, started)
     return outcome
 
 
-def _schedule_retry(worker: Worker, request: ImportRequest, failure: Failure, attempt: int,
+def _schedule_retry(worker: Worker, claim: Claim, request: ImportRequest, failure: Failure, attempt: int,
                     first_attempt_at: datetime, started: float) -> Outcome:
     delay = retry_delay(attempt, worker.settings, failure, worker.jitter())
     reason = _redact(worker, request, f"attempt {attempt} failed ({failure}); retrying in {delay:.0f} s")
-    document = {**request.document, "id": request.id,
-                "retry": {"attempt": attempt, "firstAttemptAt": first_attempt_at.isoformat(),
-                          "lastReason": _redact(worker, request, str(failure))[:2000]}}
-    worker.queues.enqueue(document, delay_seconds=delay)  # if this raises, the host retries the original
-    worker.status.transition(request.id, State.RETRYING, reason=reason, kind=str(failure.kind),
-                             code=failure.code, attempts=attempt)
+    try:
+        _pass_on(worker, claim, request, delay, State.RETRYING, reason=reason, kind=str(failure.kind),
+                 code=failure.code, attempts=attempt, first_attempt_at=first_attempt_at.isoformat())
+    except MessageTooLarge as err:
+        final = Failure(Kind.PERMANENT, "MessageTooLarge", f"attempt {attempt} failed ({failure}) and its retry "
+                                                           f"could not be queued: {err}")
+        return _finish(worker, claim, request, State.FAILED, str(final), attempt, started, failure=final)
     outcome = Outcome(request.id, State.RETRYING, reason, attempt, failure, delay)
     _log(worker, outcome, request, started)
     return outcome
 
 
-def _finish(worker: Worker, request: ImportRequest, state: State, reason: str, attempts: int, started: float,
-            *, failure: Failure | None = None, **found: Any) -> Outcome:
+def _pass_on(worker: Worker, claim: Claim, request: ImportRequest, delay: float, state: State,
+             **fields: Any) -> None:
+    """Hand the request to a new message: the row first (open: `carrier` ""), then the message, then the row
+    names it. A message that comes before the row names it (a short delay) finds the row open and takes it;
+    if sending fails, the host redelivers this message, which takes the open row again. Either way one
+    message carries the request, and whatever takes it goes on from the row, not from the message."""
+    copy = {**request.document, "id": request.id}
+    size = message_size(message_text(copy))
+    if size > MAX_QUEUE_MESSAGE_BYTES:
+        raise MessageTooLarge(size)
+    opened = claim.write(state, carrier="", **fields)
+    message_id = worker.queues.enqueue(copy, delay_seconds=delay)
+    worker.status.pin(opened, message_id)
+
+
+def _finish(worker: Worker, claim: Claim, request: ImportRequest, state: State, reason: str, attempts: int,
+            started: float, *, failure: Failure | None = None, **found: Any) -> Outcome:
     reason = _redact(worker, request, reason)
-    worker.status.transition(request.id, state, reason=reason, attempts=attempts,
-                             kind=str(failure.kind) if failure else "", code=failure.code if failure else "",
-                             **_summary(request), **found)
+    claim.write(state, reason=reason, attempts=attempts, kind=str(failure.kind) if failure else "",
+                code=failure.code if failure else "", **_summary(request), **found)
     if state is State.FAILED:
         worker.queues.dead_letter(_letter(worker, request.id, state, reason, request.document, failure, attempts,
                                           extra_secrets=_inline_secrets(request)))
@@ -416,15 +528,38 @@ def _finish(worker: Worker, request: ImportRequest, state: State, reason: str, a
     return outcome
 
 
-def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, started: float) -> Outcome:
+def _reject_message(worker: Worker, rejected: Rejected, body: bytes | str, started: float, *,
+                    recorded: StatusRecord | None = None) -> Outcome:
+    """A message that will not run. Its rejection gets a status row only when its id has none and is not one
+    of the app's reserved ids: a message can neither overwrite another request's row nor take an id of the
+    app's in advance. Otherwise the rejection, naming `id`, goes to the log and the dead-letter queue only."""
+    row = recorded or worker.status.get(rejected.id)
+    prefix = claims.reserved_prefix(rejected.id)
+    if row is None and prefix is None:
+        return _finish_rejected(worker, rejected, body, started, row="create")
+    if not any(p.field == "id" for p in rejected.problems):
+        why = (f"names a request that is already recorded (it is {row.state}); this message was recorded in the "
+               "dead-letter queue only" if row is not None else
+               f"starts with {prefix!r}, which only the app's own requests use; this message was recorded in the "
+               "dead-letter queue only")
+        rejected = Rejected(rejected.id, (Problem("id", why), *rejected.problems), rejected.document)
+    return _finish_rejected(worker, rejected, body, started, row="none")
+
+
+def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, started: float, *,
+                     row: str = "replace") -> Outcome:
     """Record a request that will never run. A body that did not decode is kept only as a description (size,
     hash, prefix): it may be anything, a password included; a decoded one is kept with its secrets removed."""
     document = rejected.document
     secrets = (*worker._secrets, *_inline_secrets_of(document))
     reason = redact_text(rejected.reason, secrets)
     failure = Failure(Kind.REJECTED, "InvalidRequest", reason)
-    worker.status.transition(rejected.id, State.REJECTED, reason=reason, kind=str(Kind.REJECTED),
-                             code="InvalidRequest", **_summary_of(document, secrets))
+    fields = {"reason": reason, "kind": str(Kind.REJECTED), "code": "InvalidRequest",
+              **_summary_of(document, secrets)}
+    if row == "replace":  # the app's own records (events): the row is the app's
+        worker.status.transition(rejected.id, State.REJECTED, **fields)
+    elif row == "create":  # a message's: only on an id nobody has (see _reject_message)
+        worker.status.create(StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields))
     kept = document if document is not None else _raw_text(body, secrets)
     worker.queues.dead_letter(_letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0,
                                       extra_secrets=secrets))

@@ -25,12 +25,24 @@ def user_function(name: str):
     return user_functions()[name]
 
 
+class Taken(str):
+    """A message's text taken off the queue, with its queue message id (the host hands the function both)."""
+
+    message_id: str
+
+    def __new__(cls, text: str, message_id: str) -> Taken:
+        taken = super().__new__(cls, text)
+        taken.message_id = message_id
+        return taken
+
+
 def deliver(body: str | bytes | dict, *, function: str = "import_image", dequeue_count: int = 1,
             message_id: str | None = None) -> str:
-    """Hand one queue message to the function as the host would; returns the message id."""
+    """Hand one queue message to the function as the host would; returns the message id (a message taken
+    off the queue keeps its own: the app names the message that carries a request on its status row)."""
     if isinstance(body, dict):
         body = json.dumps(body)
-    message_id = message_id or uuid.uuid4().hex
+    message_id = message_id or getattr(body, "message_id", None) or uuid.uuid4().hex
     user_function(function)(QueueMessage(id=message_id, body=body.encode() if isinstance(body, str) else body,
                                          dequeue_count=dequeue_count, pop_receipt="r"))
     return message_id
@@ -58,7 +70,7 @@ def next_retry(app_env, timeout: float = 15.0) -> str:
     while time.monotonic() < deadline:
         for message in client.receive_messages(max_messages=1, visibility_timeout=60):
             client.delete_message(message)
-            return message.content
+            return Taken(message.content, message.id)
         time.sleep(0.2)
     raise AssertionError("no retry message appeared on the queue")
 
