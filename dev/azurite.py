@@ -14,6 +14,15 @@ from pathlib import Path
 from dev import layout
 
 AZURITE_JS = layout.REPO_ROOT / "dev" / "node_modules" / "azurite" / "dist" / "src" / "azurite.js"
+# Azurite 3.35 decodes each chunk of a request body on its own (`segments.join("")` over Buffers), so a
+# multi-byte UTF-8 character that straddles two chunks is stored as U+FFFD replacement characters: a queue
+# message or table entity with non-ASCII text comes back changed, at random (Azurite issue #2670; Azure
+# Storage does not do this). Until a release fixes it, the stack joins the bytes before decoding them.
+_SPLIT_DECODE = 'const joined = segments.join("");'
+_WHOLE_DECODE = ('const joined = segments.every(s => Buffer.isBuffer(s)) ? Buffer.concat(segments).toString("utf8") '
+                 ': segments.join(""); // acr-importer: Azurite #2670')
+_SERIALIZERS = [AZURITE_JS.parent / service / "generated" / "utils" / "serializer.js"
+                for service in ("blob", "queue", "table")]
 
 
 def node_binary() -> str:
@@ -22,6 +31,14 @@ def node_binary() -> str:
     if not node:
         raise RuntimeError("node is not installed; run `make node-deps` after installing Node.js 20")
     return node
+
+
+def fix_request_body_decoding() -> None:
+    """Apply the #2670 fix to the installed Azurite (idempotent; a no-op once a release has no such line)."""
+    for serializer in _SERIALIZERS:
+        text = serializer.read_text()
+        if _SPLIT_DECODE in text:
+            serializer.write_text(text.replace(_SPLIT_DECODE, _WHOLE_DECODE))
 
 
 def command(state_dir: Path = layout.STATE_DIR) -> list[str]:
@@ -33,6 +50,7 @@ def command(state_dir: Path = layout.STATE_DIR) -> list[str]:
     """
     if not AZURITE_JS.exists():
         raise RuntimeError(f"Azurite is not installed at {AZURITE_JS}; run `make node-deps`")
+    fix_request_body_decoding()
     location = Path(state_dir) / "azurite"
     location.mkdir(parents=True, exist_ok=True)
     return [
