@@ -167,3 +167,16 @@ def every_log_line():
     yield handler.lines
     root.removeHandler(handler)
     root.setLevel(previous)
+
+
+@pytest.fixture
+def otel():
+    """Telemetry on, into memory: tests read the spans and metrics, and the hostile suites scan every span's
+    attributes for secrets."""
+    from shared import telemetry
+    from tests.test_telemetry import Telemetry
+
+    recorded = Telemetry()
+    telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
+    yield recorded
+    telemetry.disable()

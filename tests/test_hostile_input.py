@@ -15,7 +15,6 @@ import requests
 from azure.storage.queue import QueueClient
 
 from dev import layout
-from shared import telemetry
 from shared.outcome import Problem, State
 from shared.request import Rejected, parse_request
 from shared.request_ids import is_safe_request_id
@@ -25,7 +24,7 @@ from shared.status import StatusStore
 from tests.helpers import dead_letters, deliver, drain, status
 from tests.hostile import generate
 from tests.hostile.generate import PLANTED_PASSWORD
-from tests.test_telemetry import Telemetry, values_of
+from tests.test_telemetry import values_of
 
 MESSAGES = [json.loads(line) for line in generate.MESSAGES.read_text().splitlines()]
 EVENTS = [json.loads(line) for line in generate.EVENTS.read_text().splitlines()]
@@ -107,19 +106,13 @@ def _queued(app_env) -> QueueClient:
 SECRETS = (PLANTED_PASSWORD, layout.DOCKERHUB.users["dockeruser"], layout.PRIVATE.users["contoso"])
 
 
-@pytest.fixture
-def spans():
-    recorded = Telemetry()
-    telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
-    yield recorded
-    telemetry.disable()
 
 
 def leaks(texts: list[str]) -> list[str]:
     return [text[:160] for text in texts for secret in SECRETS if secret in text]
 
 
-def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env, control, every_log_line, spans):
+def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env, control, every_log_line, otel):
     """What a queue writer can send arrives as text; bodies the queue cannot carry (raw bytes, not XML text,
     over 64 KiB) are handed to the function directly, as the host would if they got there. For every case:
     exactly one status row, rejected, and one dead letter; no planted secret in any row, letter, log line or
@@ -165,7 +158,7 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
     assert [(i, n) for i, n in letters.items() if n != 1] == []
     assert set(letters) == set(records)
     rows = [json.dumps(r.__dict__, default=str) for r in records.values()]
-    assert leaks([*rows, *every_log_line, *(values_of(s) for s in spans.import_spans())]) == []
+    assert leaks([*rows, *every_log_line, *(values_of(s) for s in otel.import_spans())]) == []
     assert control.requests(None) == []
 
 

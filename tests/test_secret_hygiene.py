@@ -10,11 +10,11 @@ import uuid
 import pytest
 
 from dev import layout
-from shared import app_context, telemetry
+from shared import app_context
 from shared.redact import redact_text
 from tests.helpers import deliver, everything_kept
 from tests.hostile.generate import MESSAGES, PLANTED_PASSWORD
-from tests.test_telemetry import Telemetry, values_of
+from tests.test_telemetry import values_of
 
 SET_PASSWORD = "planted-set-pass-5c1e9a"  # a credential set the upstream refuses: the error may echo what was sent
 
@@ -23,17 +23,10 @@ def test_an_unterminated_password_in_broken_json_is_removed():
     assert PLANTED_PASSWORD not in redact_text('{"source": "nginx", "password": "' + PLANTED_PASSWORD)
 
 
-@pytest.fixture
-def spans():
-    """Telemetry on, into memory: every import span's attributes are scanned too."""
-    recorded = Telemetry()
-    telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
-    yield recorded
-    telemetry.disable()
 
 
 @pytest.mark.parametrize("inline_allowed", ["false", "true"])
-def test_planted_secrets_never_show(app_env, monkeypatch, every_log_line, spans, inline_allowed):
+def test_planted_secrets_never_show(app_env, monkeypatch, every_log_line, otel, inline_allowed):
     """Every body of the hostile corpus that holds the planted password (userinfo in each reference field, a
     source equal to its own password, broken JSON, duplicate keys...) plus requests that run: with inline
     credentials refused, and allowed (then a source or tag equal to the password is imported, and recorded
@@ -61,8 +54,8 @@ def test_planted_secrets_never_show(app_env, monkeypatch, every_log_line, spans,
         deliver(body)
     kept = everything_kept(app_env)
     assert len(kept) >= len(bodies)
-    assert len(spans.import_spans()) == len(bodies)
+    assert len(otel.import_spans()) == len(bodies)
     for secret in (PLANTED_PASSWORD, SET_PASSWORD, layout.DOCKERHUB.users["dockeruser"]):
-        traced = [values_of(span) for span in spans.import_spans()]
+        traced = [values_of(span) for span in otel.import_spans()]
         leaks = [text[:200] for text in [*every_log_line, *kept, *traced] if secret in text]
         assert leaks == [], f"{len(leaks)} occurrences"

@@ -12,7 +12,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,14 +42,6 @@ class Telemetry:
         data = self.reader.get_metrics_data()
         return [point for resource in (data.resource_metrics if data else []) for scope in resource.scope_metrics
                 for m in scope.metrics if m.name == metric for point in m.data.data_points]
-
-
-@pytest.fixture
-def otel():
-    recorded = Telemetry()
-    telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
-    yield recorded
-    telemetry.disable()
 
 
 def tag() -> str:
