@@ -180,3 +180,20 @@ def otel():
     telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)
     yield recorded
     telemetry.disable()
+
+
+FUNCTION_KEY = "test-function-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def api(app_env, monkeypatch):
+    """The HTTP API through the runner's real HTTP server (function key FUNCTION_KEY); yields its base URL."""
+    from dev import layout
+    from dev.runner import Runner
+    from shared import app_context
+
+    monkeypatch.setenv("RUNNER_FUNCTION_KEY", FUNCTION_KEY)
+    app_context.reset()
+    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": FUNCTION_KEY}, http_port=0) as running:
+        yield f"http://{layout.HOST}:{running.http_port}/api"
+    app_context.reset()

@@ -21,6 +21,7 @@ from shared.request_ids import is_safe_request_id
 from shared.resource_ids import parse_registry_id
 from shared.settings import load_settings
 from shared.status import StatusStore
+from tests.conftest import FUNCTION_KEY
 from tests.helpers import dead_letters, deliver, drain, status
 from tests.hostile import generate
 from tests.hostile.generate import PLANTED_PASSWORD
@@ -162,24 +163,16 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
     assert control.requests(None) == []
 
 
-def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, control, every_log_line, monkeypatch):
+def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, api, control, every_log_line):
     """POST /api/imports with every corpus body (events too), as sent: each answers 400 with the field named (never 500,
     never accepted), nothing is recorded or enqueued, no secret is echoed, and nothing reaches ARM."""
-    from dev.runner import Runner
-    from shared import app_context
-
-    key = "hostile-key-" + uuid.uuid4().hex
-    monkeypatch.setenv("RUNNER_FUNCTION_KEY", key)
-    app_context.reset()
     answers = {}
-    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": key}, http_port=0) as running:
-        api = f"http://{layout.HOST}:{running.http_port}/api/imports"
-        with requests.Session() as session:
-            for case in CORPUS:
-                body = body_of(case)
-                data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-                answer = session.post(api, data=data, headers={"x-functions-key": key}, timeout=30)
-                answers[case["name"]] = (case, answer.status_code, answer.text)
+    with requests.Session() as session:
+        for case in CORPUS:
+            body = body_of(case)
+            data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+            answer = session.post(f"{api}/imports", data=data, headers={"x-functions-key": FUNCTION_KEY}, timeout=30)
+            answers[case["name"]] = (case, answer.status_code, answer.text)
     assert [(n, status) for n, (_, status, _) in answers.items() if status != 400] == []
     unnamed = []
     for name, (case, _, text) in answers.items():
@@ -194,26 +187,19 @@ def test_the_corpus_through_the_http_api_is_400_naming_the_field(app_env, contro
     assert control.requests(None) == []
 
 
-def test_a_look_up_of_an_unusable_id_is_a_400_naming_the_id(app_env, monkeypatch):
+def test_a_look_up_of_an_unusable_id_is_a_400_naming_the_id(app_env, api):
     """GET /api/imports/{id} with an id no request can have: a 400 that names `id` (the table would refuse
     the key), or a 404 when the id is not one path segment; never a 500."""
     from urllib.parse import quote
 
-    from dev.runner import Runner
-    from shared import app_context
-
-    key = "hostile-key-" + uuid.uuid4().hex
-    monkeypatch.setenv("RUNNER_FUNCTION_KEY", key)
-    app_context.reset()
     seen = {}
-    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": key}, http_port=0) as running:
-        api = f"http://{layout.HOST}:{running.http_port}/api/imports"
-        for label, text in generate.UNSAFE_IDS.items():
-            if not text:
-                continue
-            answer = requests.get(f"{api}/{quote(text, safe='')}", headers={"x-functions-key": key}, timeout=30)
-            seen[label] = (answer.status_code, answer.text)
-        ok = requests.get(f"{api}/no-such-request", headers={"x-functions-key": key}, timeout=30)
+    key = {"x-functions-key": FUNCTION_KEY}
+    for label, text in generate.UNSAFE_IDS.items():
+        if not text:
+            continue
+        answer = requests.get(f"{api}/imports/{quote(text, safe='')}", headers=key, timeout=30)
+        seen[label] = (answer.status_code, answer.text)
+    ok = requests.get(f"{api}/imports/no-such-request", headers=key, timeout=30)
     assert ok.status_code == 404
     assert [(label, status) for label, (status, _) in seen.items() if status not in (400, 404)] == []
     named = [label for label, (status, text) in seen.items() if status == 400

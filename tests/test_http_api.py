@@ -10,20 +10,7 @@ import requests
 
 from dev import layout, oci, seed
 from shared.http_api import status_url
-
-KEY = "test-function-key-" + uuid.uuid4().hex
-
-
-@pytest.fixture
-def api(app_env, monkeypatch):
-    from dev.runner import Runner
-    from shared import app_context
-
-    monkeypatch.setenv("RUNNER_FUNCTION_KEY", KEY)
-    app_context.reset()
-    with Runner("function_app", env={**app_env, "RUNNER_FUNCTION_KEY": KEY}, http_port=0) as running:
-        yield f"http://{layout.HOST}:{running.http_port}/api"
-    app_context.reset()
+from tests.conftest import FUNCTION_KEY as KEY
 
 
 def post(api: str, body, **kwargs) -> requests.Response:
