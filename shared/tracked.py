@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.outcome import Problem
+from shared.patterns import UnsafePattern, compile_pattern
 from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
@@ -195,9 +196,9 @@ def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Prob
     out = []
     for i, text in enumerate(entry.get(name, [])):
         try:
-            out.append(re.compile(text))
-        except re.error as err:
-            problems.append(Problem(f"{prefix}.{name}[{i}]", f"is not a regular expression: {err}"))
+            out.append(compile_pattern(text))
+        except UnsafePattern as err:
+            problems.append(Problem(f"{prefix}.{name}[{i}]", str(err)))
     return tuple(out)
 
 
