@@ -324,6 +324,11 @@ def _invalid_names(h: _Handler) -> None:
                                                "-x", ".hidden", "a" * 129]})
 
 
+@_kind("tags-duplicates", "tags", "the same tag listed 40,000 times (checked once)", expect="ok")
+def _duplicates(h: _Handler) -> None:
+    h.json(200, {"name": REPOSITORY, "tags": [TAG] * 40_000})
+
+
 @_kind("tags-stall", "tags", "reads the request and never answers")
 def _tags_stall(h: _Handler) -> None:
     h.stall()

@@ -196,7 +196,12 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
     with ThreadPoolExecutor(max_workers=settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
         tag_lists = list(pool.map(lambda i: _tags_of(i, reader, settings, identity, backoff, plan, deadline), images))
         work = [(image, tag) for image, tags in zip(images, tag_lists, strict=True) for tag in tags]
-        results = list(pool.map(lambda it: _check(*it, reader, settings, identity, backoff, deadline), work))
+        # Round robin over the images, so one image with thousands of tags cannot use up the time budget
+        # before the others are read; the checks are reported in configuration order all the same.
+        order = sorted(range(len(work)), key=_round_robin(work))
+        done = dict(zip(order, pool.map(lambda i: _check(*work[i], reader, settings, identity, backoff, deadline),
+                                        order), strict=True))
+        results = [done[i] for i in range(len(work))]
     for check, planned in results:
         plan.checks.append(check)
         if planned is not None:
@@ -207,6 +212,16 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
             plan.rate_limits[host] = limit.remaining
     plan.backoff_until = backoff.active()
     return plan
+
+
+def _round_robin(work: list[tuple[TrackedImage, str]]) -> Callable[[int], tuple[int, int]]:
+    """Sort key: a tag's rank within its image first, then the image's position."""
+    rank: dict[int, int] = {}
+    keys = []
+    for image, _ in work:
+        keys.append((rank.get(image.index, 0), image.index))
+        rank[image.index] = rank.get(image.index, 0) + 1
+    return keys.__getitem__
 
 
 def _auth(image: TrackedImage, settings: Settings, identity: IdentityAuth) -> Auth:
@@ -230,7 +245,7 @@ def _tags_of(image: TrackedImage, reader: RegistryReader, settings: Settings, id
     try:
         with deadline_scope(deadline):
             listed = reader.list_tags(host, image.source.repository, _auth(image, settings, identity))
-        valid, dropped = valid_tags(listed)
+        valid, dropped = valid_tags(dict.fromkeys(listed))  # a tag listed twice is checked once
         if dropped:
             plan.problems.append(f"{image.label}: {dropped} tag(s) listed by {host} are not valid tag names "
                                  "(the distribution spec's [A-Za-z0-9_][A-Za-z0-9._-]{0,127}); ignored")

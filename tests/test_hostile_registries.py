@@ -325,3 +325,37 @@ def test_backoff_entries_of_the_wrong_type_are_ignored_and_none_lasts_beyond_the
     assert all(until <= 1000.0 + MAX_RETRY_AFTER_SECONDS for until in found.values())
     if not (isinstance(backoff, dict) and str(backoff.get("a.example", "")).startswith("9999")):
         assert found == {}
+
+
+def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
+    """Tags are read round robin over the images (so a registry listing 50,000 tags uses up at most its share
+    of the time budget before the other images are read), and reported in configuration order."""
+    from shared.refresh import plan_refresh
+    from shared.registry_client import IdentityAuth, ManifestHead
+    from shared.settings import load_settings
+    from shared.tracked import parse_config
+
+    class Reader:
+        def __init__(self) -> None:
+            self.read: list[str] = []
+
+        def head_manifest(self, host, repository, reference, auth=None):
+            if host != layout.TARGET_ACR.login_server:
+                self.read.append(f"{repository}:{reference}")
+            return ManifestHead("sha256:" + "a" * 64, "application/vnd.oci.image.index.v1+json", 1)
+
+        def list_tags(self, host, repository, auth=None):
+            return [f"t{i}" for i in range(2000)] if repository == "big/app" else []
+
+        def rate_limit(self, host):
+            return None
+
+    settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1"})
+    config = parse_config(json.dumps({"images": [{"source": "registry.contoso.com/big/app", "include": [".*"]},
+                                                 {"source": "mcr.microsoft.com/small/app", "tags": ["1"]}]}),
+                          settings)
+    reader = Reader()
+    plan = plan_refresh(list(config.images), reader, settings, IdentityAuth(None))
+    assert "small/app:1" in reader.read[:2]
+    assert [c.source.rsplit(":", 1)[1] for c in plan.checks][:3] == ["t0", "t1", "t2"]
+    assert plan.checks[-1].source == "mcr.microsoft.com/small/app:1"
