@@ -239,11 +239,6 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
     return None if limit is None and remaining is None else RateLimit(limit, remaining)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as bounded seconds (delta or HTTP date): the app's one parser, in shared.failures."""
-    return parse_retry_after(value)
-
-
 def jwt_expiry(token: str) -> float | None:
     """`exp` of a JWT, read without verifying (the registry verifies; we only schedule a refresh)."""
     try:

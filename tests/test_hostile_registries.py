@@ -227,10 +227,8 @@ def test_retry_after_is_parsed_once_for_arm_and_registries_alike_and_bounded(val
     from azure.core.exceptions import HttpResponseError
 
     from shared.failures import parse_retry_after, retry_after_of
-    from shared.registry_client import retry_after_seconds
 
     assert parse_retry_after(value) == expected
-    assert retry_after_seconds(value) == expected
     response = types.SimpleNamespace(headers={} if value is None else {"Retry-After": value})
     error = HttpResponseError(message="x")
     error.response = response
