@@ -21,8 +21,8 @@ from dev import layout
 
 PASSWORD = "hostile-credential-set-password-5f1c"
 SECRETS = (PASSWORD, hostile.REGISTRY_TOKEN, hostile.REFRESH_TOKEN)
-CALL_SECONDS = 4.0      # the test client's deadline per call (the app's default is 20 s)
-LISTING_SECONDS = 5.0
+CALL_SECONDS = 6.0      # the test client's deadline per call (the app's default is 20 s): the healthy reads must fit
+LISTING_SECONDS = 8.0
 BUDGET_SECONDS = 120.0  # the refresh's budget in these tests: generous, the healthy image must not be skipped
 HEALTHY = "docker.io/library/hello-world:latest"
 
