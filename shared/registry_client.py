@@ -198,7 +198,7 @@ def _origin_text(url: str) -> str:
 
 
 def _is_ip(host: str) -> bool:
-    return bool(re.fullmatch(r"[0-9.]+|\[?[0-9a-f:]+\]?", host))
+    return bool(re.fullmatch(r"[0-9.]+|\[?[0-9a-f]*:[0-9a-f:.]*\]?", host))
 
 
 def same_site(host: str, other: str) -> bool:

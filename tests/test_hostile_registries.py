@@ -357,3 +357,16 @@ def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
     assert "small/app:1" in reader.read[:2]
     assert [c.source.rsplit(":", 1)[1] for c in plan.checks][:3] == ["t0", "t1", "t2"]
     assert plan.checks[-1].source == "mcr.microsoft.com/small/app:1"
+
+
+@pytest.mark.parametrize(("registry", "realm", "allowed"), [
+    ("registry-1.docker.io", "auth.docker.io", True), ("ghcr.io", "ghcr.io", True),
+    ("registry.gitlab.com", "gitlab.com", True), ("127.0.0.1", "127.0.0.1", True),
+    ("127.0.0.1", "localhost", False), ("registry.contoso.com", "evil.example", False),
+    ("cafe", "cafe", True), ("registry.contoso.com", "contoso.com.evil.example", False),
+    ("[::1]", "::1", False), ("10.0.0.5", "10.0.0.6", False),
+])
+def test_a_credential_set_goes_only_to_a_realm_on_the_registrys_site(registry, realm, allowed):
+    from shared.registry_client import same_site
+
+    assert same_site(registry, realm) is allowed
