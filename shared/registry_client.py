@@ -12,6 +12,13 @@ headers, one pooled session shared by threads), so owning ~300 lines costs less 
 
 Every registry host is probed once (`GET /v2/`) to learn its challenge, so each later read is sent
 authorised the first time: one HEAD per tag, never a 401 round trip.
+
+Registries are untrusted (dev/hostile_registry.py plays every kind of bad one in the tests). Each public
+call has one wall-clock deadline, kept on every TLS read (requests' own timeout is per read, so a server
+dripping a byte at a time would hold it forever); answers are read whole but within MAX_* bounds before
+anything is parsed; redirects and `Link` pages are followed on the same origin only. A manifest redirected
+to another host is an error, not a request without credentials: storage answers carry no
+Docker-Content-Digest, so following would only let a registry point the app's requests anywhere.
 """
 
 from __future__ import annotations
