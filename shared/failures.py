@@ -6,9 +6,15 @@ with known secrets removed by the caller before anything is logged or stored.
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from email.utils import parsedate_to_datetime
 
 from shared.outcome import Failure, Kind
+
+MAX_RETRY_AFTER_SECONDS = 6 * 3600.0  # Docker Hub's rate-limit window; anything longer is a lie or a typo
+_DELTA_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
 
 # The copy failed for a reason that goes away by itself (seen in the wild: registry hiccups, upstream limits).
 _TRANSIENT_MESSAGES = re.compile(
@@ -79,10 +85,30 @@ def _service_error(exc) -> tuple[str, str]:
     return code, message.strip()
 
 
-def retry_after_of(exc) -> float | None:
-    response = getattr(exc, "response", None)
-    raw = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """`Retry-After` (RFC 9110: delta-seconds or an HTTP-date) as seconds from now, within
+    [0, MAX_RETRY_AFTER_SECONDS]; None when absent or not either form. The one parser of it in the app
+    (ARM answers and registry answers alike): a server choosing "-1", "1e30", "nan" or a date in
+    year 9999 gets the bound, never an exception or a wait of centuries."""
+    if value is None:
         return None
+    text = value.strip()
+    if not text or len(text) > 64:
+        return None
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER_SECONDS)
+    try:
+        when = parsedate_to_datetime(text)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+def retry_after_of(exc) -> float | None:
+    """`Retry-After` of an Azure SDK error's response, if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return parse_retry_after(headers.get("Retry-After")) if headers is not None else None

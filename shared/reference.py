@@ -379,6 +379,11 @@ def _check_path_component(component: str, what: str) -> None:
         f"allowed are '.', '_', '__' or a run of '-'")
 
 
+def is_tag(text: str) -> bool:
+    """Whether `text` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`), as the distribution spec has it."""
+    return isinstance(text, str) and _TAG.fullmatch(text) is not None
+
+
 def _check_tag(tag: str, text: str) -> None:
     if not tag:
         raise InvalidReference(f"tag is empty (nothing after ':'): {_quote(text)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared import telemetry
+from shared.failures import MAX_RETRY_AFTER_SECONDS
+from shared.patterns import valid_tags
 from shared.registry_client import (
     Auth,
     IdentityAuth,
@@ -27,6 +30,7 @@ from shared.registry_client import (
     RateLimit,
     RateLimited,
     RegistryError,
+    deadline_scope,
     source_auth,
 )
 from shared.request import Rejected, validate_document
@@ -36,6 +40,7 @@ from shared.tracked import TrackedConfigError, TrackedImage, load_config_text, p
 log = logging.getLogger("acr_importer")
 
 MISSING, CHANGED, UNCHANGED, SKIPPED, ERROR = "missing", "changed", "unchanged", "skipped", "error"
+MAX_SUMMARY_CHARS = 30_000  # one Azure Tables string property holds 32K UTF-16 characters
 
 
 class RegistryReader(Protocol):
@@ -103,6 +108,23 @@ class RefreshSummary:
         fields["problems"] = self.problems[:20]
         return fields
 
+    def as_text(self, limit: int = MAX_SUMMARY_CHARS) -> str:
+        """The summary as JSON of at most `limit` characters (ASCII): when it is too long, fewer problems
+        and shorter ones are kept (and the number left out is said), never a cut through the JSON."""
+        fields = self.as_log()
+        for keep, width in ((len(self.problems), 1000), (100, 300), (20, 200), (5, 120), (0, 0)):
+            shown = [p if len(p) <= width else p[:width] + "…" for p in self.problems[:keep]]
+            fields["problems"] = shown
+            if len(shown) < len(self.problems):
+                fields["problemsOmitted"] = len(self.problems) - len(shown)
+            text = json.dumps(fields)
+            if len(text) <= limit:
+                return text
+        fields["rateLimitRemaining"] = {}
+        while fields["backoffUntil"] and len(json.dumps(fields)) > limit:
+            fields["backoffUntil"] = dict(list(fields["backoffUntil"].items())[: len(fields["backoffUntil"]) // 2])
+        return json.dumps(fields)
+
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -117,6 +139,18 @@ class _Backoff:
         self._clock = clock
         self._default = default_seconds
         self._lock = threading.Lock()
+        self._silent: dict[str, str] = {}  # hosts that let a read run out of time in this run
+
+    def silent(self, host: str) -> str | None:
+        """Why `host` is not read again in this run: it let a read run into its deadline, and every further
+        read would wait as long, eating the time budget of the healthy registries."""
+        with self._lock:
+            return self._silent.get(host)
+
+    def went_silent(self, host: str, err: RegistryError) -> None:
+        if err.code == "TIMEOUT":
+            with self._lock:
+                self._silent.setdefault(host, str(err))
 
     def resting(self, host: str) -> float | None:
         with self._lock:
@@ -160,9 +194,14 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
     backoff = _Backoff(backoff_until or {}, clock, settings.refresh_backoff_seconds)
     deadline = time.monotonic() + settings.refresh_time_budget_seconds
     with ThreadPoolExecutor(max_workers=settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
-        tag_lists = list(pool.map(lambda i: _tags_of(i, reader, settings, identity, backoff, plan), images))
+        tag_lists = list(pool.map(lambda i: _tags_of(i, reader, settings, identity, backoff, plan, deadline), images))
         work = [(image, tag) for image, tags in zip(images, tag_lists, strict=True) for tag in tags]
-        results = list(pool.map(lambda it: _check(*it, reader, settings, identity, backoff, deadline), work))
+        # Round robin over the images, so one image with thousands of tags cannot use up the time budget
+        # before the others are read; the checks are reported in configuration order all the same.
+        order = sorted(range(len(work)), key=_round_robin(work))
+        done = dict(zip(order, pool.map(lambda i: _check(*work[i], reader, settings, identity, backoff, deadline),
+                                        order), strict=True))
+        results = [done[i] for i in range(len(work))]
     for check, planned in results:
         plan.checks.append(check)
         if planned is not None:
@@ -175,6 +214,16 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
     return plan
 
 
+def _round_robin(work: list[tuple[TrackedImage, str]]) -> Callable[[int], tuple[int, int]]:
+    """Sort key: a tag's rank within its image first, then the image's position."""
+    rank: dict[int, int] = {}
+    keys = []
+    for image, _ in work:
+        keys.append((rank.get(image.index, 0), image.index))
+        rank[image.index] = rank.get(image.index, 0) + 1
+    return keys.__getitem__
+
+
 def _auth(image: TrackedImage, settings: Settings, identity: IdentityAuth) -> Auth:
     credential = settings.credential_set(image.credential) if image.credential else None
     return source_auth(image.source.registry, credential.username if credential else None,
@@ -182,19 +231,34 @@ def _auth(image: TrackedImage, settings: Settings, identity: IdentityAuth) -> Au
 
 
 def _tags_of(image: TrackedImage, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
-             backoff: _Backoff, plan: RefreshPlan) -> list[str]:
+             backoff: _Backoff, plan: RefreshPlan, deadline: float) -> list[str]:
+    """The tags to check for one image. A listing that fails is one problem for this image (its explicit
+    tags are still checked); it never stops the others. Only valid tag names reach the operator's patterns."""
     host = image.source.registry
-    if not image.rule.needs_listing or backoff.resting(host):
+    if not image.rule.needs_listing or backoff.resting(host) or time.monotonic() > deadline:
         return select_tags(image.rule, None) if not image.rule.needs_listing else list(image.rule.tags)
+    silent = backoff.silent(host)
+    if silent:
+        plan.problems.append(f"{image.label}: cannot list tags: not read, {host} did not answer in time "
+                             "earlier in this run")
+        return list(image.rule.tags)
     try:
-        listed = reader.list_tags(host, image.source.repository, _auth(image, settings, identity))
+        with deadline_scope(deadline):
+            listed = reader.list_tags(host, image.source.repository, _auth(image, settings, identity))
+        valid, dropped = valid_tags(dict.fromkeys(listed))  # a tag listed twice is checked once
+        if dropped:
+            plan.problems.append(f"{image.label}: {dropped} tag(s) listed by {host} are not valid tag names "
+                                 "(the distribution spec's [A-Za-z0-9_][A-Za-z0-9._-]{0,127}); ignored")
+        return select_tags(image.rule, valid)
     except RateLimited as err:
         backoff.rest(host, err.retry_after)
-        return list(image.rule.tags)
     except RegistryError as err:
+        backoff.went_silent(host, err)
         plan.problems.append(f"{image.label}: cannot list tags: {err}")
-        return list(image.rule.tags)
-    return select_tags(image.rule, listed)
+    except Exception as exc:  # a bug must cost this image, not the run (the trace is in the log)
+        log.exception("refresh: listing the tags of %s failed unexpectedly", image.label)
+        plan.problems.append(f"{image.label}: cannot list tags: unexpected {type(exc).__name__}")
+    return list(image.rule.tags)
 
 
 def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
@@ -213,18 +277,35 @@ def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Sett
     resting = backoff.resting(host)
     if resting:
         return verdict(SKIPPED, f"{host} is backing off after HTTP 429 until {_iso(resting)}"), None
+    for side, silent_host in (("upstream", host), ("target", target_host)):
+        if backoff.silent(silent_host):
+            return verdict(ERROR, f"{side}: not read, {silent_host} did not answer in time earlier in this run"), None
+    try:
+        with deadline_scope(deadline):
+            return _compare(image, tag, reader, settings, identity, backoff, verdict, target_host)
+    except Exception as exc:  # a bug must cost this tag, not the run (the trace is in the log)
+        log.exception("refresh: checking %s failed unexpectedly", source)
+        return verdict(ERROR, f"unexpected {type(exc).__name__}"), None
+
+
+def _compare(image: TrackedImage, tag: str, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
+             backoff: _Backoff, verdict: Callable[..., TagCheck],
+             target_host: str) -> tuple[TagCheck, PlannedImport | None]:
+    host = image.source.registry
     try:
         upstream = reader.head_manifest(host, image.source.repository, tag, _auth(image, settings, identity))
     except RateLimited as err:
         until = backoff.rest(host, err.retry_after)
         return verdict(SKIPPED, f"{host} answered 429; backing off until {_iso(until)}"), None
     except RegistryError as err:
+        backoff.went_silent(host, err)
         return verdict(ERROR, f"upstream: {err}"), None
     if upstream is None:
         return verdict(ERROR, "tag not found upstream"), None
     try:
         current = reader.head_manifest(target_host, image.target_repository, tag, identity)
     except RegistryError as err:
+        backoff.went_silent(target_host, err)
         return verdict(ERROR, f"target: {err}", upstream.digest), None
     if current is not None and current.digest == upstream.digest:
         return verdict(UNCHANGED, "target has the upstream digest", upstream.digest, current.digest), None
@@ -254,23 +335,49 @@ class RefreshLog:
         self._client = LazyTable(table_name, service)
 
     def latest(self) -> dict[str, Any] | None:
+        """The last summary, or None; a row that does not parse is logged and ignored (the next run writes
+        a good one), never fatal."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             entity = self._client().get_entity(self.PARTITION, "latest")
         except ResourceNotFoundError:
             return None
-        return json.loads(entity.get("Summary") or "{}")
+        text = entity.get("Summary")
+        try:
+            found = json.loads(text) if isinstance(text, str) else None
+        except (ValueError, RecursionError):
+            found = None
+        if not isinstance(found, dict):
+            log.warning("refresh: the latest summary row (%s/latest) does not parse; ignored", self.PARTITION)
+            return None
+        return found
 
-    def backoff_until(self) -> dict[str, float]:
+    def backoff_until(self, now: float | None = None) -> dict[str, float]:
+        """Hosts still resting after a 429, from the latest summary; entries that are not host -> ISO time
+        are logged and ignored, and no rest lasts longer than the longest Retry-After the app honours."""
         latest = self.latest() or {}
-        return {host: datetime.fromisoformat(until.replace("Z", "+00:00")).timestamp()
-                for host, until in (latest.get("backoffUntil") or {}).items()}
+        raw = latest.get("backoffUntil") or {}
+        if not isinstance(raw, dict):
+            log.warning("refresh: backoffUntil of the latest summary is not an object; ignored")
+            return {}
+        now = time.time() if now is None else now
+        found = {}
+        for host, until in raw.items():
+            try:
+                moment = datetime.fromisoformat(until.replace("Z", "+00:00"))
+                stamp = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+            except (AttributeError, TypeError, ValueError, OverflowError):
+                log.warning("refresh: backoffUntil[%r] of the latest summary is not a time; ignored", host[:100])
+                continue
+            if math.isfinite(stamp):
+                found[host] = min(stamp, now + MAX_RETRY_AFTER_SECONDS)
+        return found
 
     def record(self, summary: RefreshSummary) -> None:
         from azure.data.tables import UpdateMode
 
-        text = json.dumps(summary.as_log())[:30000]
+        text = summary.as_text()
         for row in (f"run-{summary.started_at}", "latest"):
             self._client().upsert_entity({"PartitionKey": self.PARTITION, "RowKey": row, "Summary": text,
                                           "Checked": summary.checked, "Changed": summary.changed,
@@ -326,7 +433,8 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
         dry_run=dry_run, checked=len(plan.checks) - plan.count(SKIPPED), changed=plan.count(CHANGED),
         missing=plan.count(MISSING), unchanged=plan.count(UNCHANGED), skipped=plan.count(SKIPPED),
         errors=plan.count(ERROR) + len(plan.problems), enqueued=enqueued, rate_limit_remaining=plan.rate_limits,
-        backoff_until={h: _iso(u) for h, u in plan.backoff_until.items()}, problems=plan.problems)
+        backoff_until={h: _iso(u) for h, u in plan.backoff_until.items()},
+        problems=plan.problems + [f"{c.image}: {c.source}: {c.reason}" for c in plan.checks if c.status == ERROR])
     level = logging.WARNING if summary.errors or summary.skipped else logging.INFO
     log.log(level, json.dumps(summary.as_log(), ensure_ascii=False))
     if refresh_log is not None and not dry_run:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared import events as ev
 from shared import policy
 from shared.outcome import Problem, State
+from shared.patterns import UnsafePattern, compile_pattern
 from shared.reference import InvalidReference, parse_repository
 from shared.request import ImportRequest, Rejected, field_path, validate_document
 from shared.resource_ids import RegistryId, parse_registry_id
@@ -117,9 +118,9 @@ def _patterns(entry: dict[str, Any], name: str, where: str, problems: list[Probl
     for kind in compiled:
         for i, text in enumerate((entry.get(name) or {}).get(kind, [])):
             try:
-                compiled[kind].append(re.compile(text))
-            except re.error as err:
-                problems.append(Problem(f"{where}.{name}.{kind}[{i}]", f"is not a regular expression: {err}"))
+                compiled[kind].append(compile_pattern(text))
+            except UnsafePattern as err:  # registries choose the names matched: see shared.patterns
+                problems.append(Problem(f"{where}.{name}.{kind}[{i}]", str(err)))
     return NamePatterns(tuple(compiled["include"]), tuple(compiled["exclude"]))
 
 

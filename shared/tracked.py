@@ -21,6 +21,7 @@ from typing import Any
 from shared import policy
 from shared.config_source import APP_ROOT  # noqa: F401 (where relative paths start; tests use it)
 from shared.outcome import Problem
+from shared.patterns import UnsafePattern, compile_pattern
 from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
@@ -188,9 +189,9 @@ def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Prob
     out = []
     for i, text in enumerate(entry.get(name, [])):
         try:
-            out.append(re.compile(text))
-        except re.error as err:
-            problems.append(Problem(f"{prefix}.{name}[{i}]", f"is not a regular expression: {err}"))
+            out.append(compile_pattern(text))
+        except UnsafePattern as err:
+            problems.append(Problem(f"{prefix}.{name}[{i}]", str(err)))
     return tuple(out)
 
 
