@@ -364,9 +364,9 @@ def _endpoints(env: _Env) -> dict[str, str]:
             canonical_registry_host(host)
         except InvalidReference as err:
             bad.append(f"{_shown(host)} is not a registry host: {err.reason}")
-        problem = https_url_problem(url)
-        if problem or urlsplit(url).path not in ("", "/"):
-            bad.append(f"{host}={_shown_url(url)} {problem or 'must be an https:// URL without a path'}")
+        problem = https_url_problem(url)  # a path is fine: some registries serve /v2/ below a prefix
+        if problem:
+            bad.append(f"{host}={_shown_url(url)} {problem}")
     if bad:
         env.problem("REGISTRY_ENDPOINTS", f"REGISTRY_ENDPOINTS: {'; '.join(bad)}", IMPORTS)
         return {}

@@ -124,7 +124,7 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
     for value in ["import-status", "1status", "ab", "tables", "t" * 64, "st\u00e1tus", "status table"]:
         add({"IMPORT_STATUS_TABLE": value}, "IMPORT_STATUS_TABLE", STORAGE)
     for value in ["docker.io=http://10.0.0.5", "docker.io", "docker.io=10.0.0.5:443", "=https://x.example",
-                  "bad host=https://x.example", f"docker.io=https://user:{PLANTED}@x.example", "docker.io=https://x/path",
+                  "bad host=https://x.example", f"docker.io=https://user:{PLANTED}@x.example", "docker.io=https://x/path?query",
                   "docker.io=https://x.example?y=1", "*.io=https://x.example", "docker.io=ftp://x.example"]:
         add({"REGISTRY_ENDPOINTS": value}, "REGISTRY_ENDPOINTS", IMPORTS)
     for value in BAD_LOCATIONS:
@@ -243,8 +243,9 @@ class TestDocumentedSettingsAreAccepted:
         {"SOURCE_CREDENTIALS__SRC__PASSWORD": "p", "SOURCE_CREDENTIALS__SRC__REGISTRIES": SOURCE.resource_id},
         {"AZURE_CLIENT_ID": layout.USER_ASSIGNED_IDENTITY.client_id.upper()},
         {"STATUS_RETENTION_DAYS": "0", "REFRESH_CONCURRENCY": "256"},
+        {"REGISTRY_ENDPOINTS": "docker.io=https://mirror.example:8443/v2-proxy/hub,ghcr.io=https://10.0.0.5"},
     ], ids=["spaced", "allowlist-spaced", "ids-any-case", "sovereign", "sas-url", "credential-by-id", "client-id",
-            "edges"])
+            "edges", "endpoint-prefix"])
     def test_good_values_in_every_documented_shape(self, env):
         assert read_settings({**BASE, **env}).problems == ()
 

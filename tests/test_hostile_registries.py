@@ -348,7 +348,8 @@ def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
         def rate_limit(self, host):
             return None
 
-    settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1"})
+    settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
+                              "ALLOWED_SOURCE_REGISTRIES": "registry.contoso.com,mcr.microsoft.com"})
     config = parse_config(json.dumps({"images": [{"source": "registry.contoso.com/big/app", "include": [".*"]},
                                                  {"source": "mcr.microsoft.com/small/app", "tags": ["1"]}]}),
                           settings)
