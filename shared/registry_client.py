@@ -388,12 +388,9 @@ class RegistryClient:
     def head_manifest(self, host: str, repository: str, reference: str, auth: Auth = None) -> ManifestHead | None:
         """Digest, media type and size of a manifest by tag or digest; None when it does not exist."""
         what = f"HEAD {repository}:{reference}"
-        with self._call(host, self.timeout):
-            url = f"{self._base(host)}/v2/{repository}/manifests/{reference}"
-            answer = self._send("HEAD", host, url, repository, auth, {"Accept": MANIFEST_ACCEPT}, kind="manifest")
-            if answer.status == 404:
-                return None
-            self._expect_ok(host, answer, what)
+        answer = self._manifest("HEAD", host, repository, reference, auth, what)
+        if answer is None:
+            return None
         digest = answer.headers.get("Docker-Content-Digest", "").strip()
         if not digest:
             raise RegistryError(host, answer.status, "NO_DIGEST", f"{what} answered without Docker-Content-Digest")
@@ -413,12 +410,9 @@ class RegistryClient:
         """The platforms of an index (`os/arch[/variant]`, attestations left out), or [] for a single
         manifest; None when it does not exist. One GET: meant for our own target, not for Docker Hub."""
         what = f"GET {repository}:{reference}"
-        with self._call(host, self.timeout):
-            url = f"{self._base(host)}/v2/{repository}/manifests/{reference}"
-            answer = self._send("GET", host, url, repository, auth, {"Accept": MANIFEST_ACCEPT}, kind="manifest")
-            if answer.status == 404:
-                return None
-            self._expect_ok(host, answer, what)
+        answer = self._manifest("GET", host, repository, reference, auth, what)
+        if answer is None:
+            return None
         document = self._json(host, answer, what)
         entries = document.get("manifests", []) if isinstance(document, dict) else None
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -468,6 +462,17 @@ class RegistryClient:
                     raise RegistryError(host, answer.status, "TOO_LARGE", f"{what}: more than {self.max_tags} tags")
                 url = self._next_link(host, answer, first, what)
         return tags
+
+    def _manifest(self, method: str, host: str, repository: str, reference: str, auth: Auth,
+                  what: str) -> _Answer | None:
+        """One manifest request inside the call's deadline: the answer, or None when it does not exist."""
+        with self._call(host, self.timeout):
+            url = f"{self._base(host)}/v2/{repository}/manifests/{reference}"
+            answer = self._send(method, host, url, repository, auth, {"Accept": MANIFEST_ACCEPT}, kind="manifest")
+            if answer.status == 404:
+                return None
+            self._expect_ok(host, answer, what)
+        return answer
 
     def rate_limit(self, host: str) -> RateLimit | None:
         return self._rate_limits.get(host.lower())
