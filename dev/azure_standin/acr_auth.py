@@ -84,7 +84,7 @@ def serve_acr_auth(world: World, request: Request, acr: layout.AcrSpec, endpoint
     """`endpoint` is `exchange` or `token`, as the login server's path names it."""
     fields = {k: v for k, v in request.form().items()} if request.method == "POST" else request.query
     first = {k: v[0] for k, v in fields.items()}
-    world.record({"kind": "acr", "method": request.method, "path": request.path,
+    world.record({"kind": "acr", "registry": acr.name, "method": request.method, "path": request.path,
                   "grant_type": first.get("grant_type"), "service": first.get("service"),
                   "scope": fields.get("scope", [])})
     if first.get("service") not in (None, acr.login_server):
