@@ -431,6 +431,8 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
                 claim.write(State.RUNNING, poll_failures="")
             running_for = (worker.clock() - operation_started).total_seconds()
             delay = poll_delay(running_for, status.retry_after, settings)
+            if status.failed_with is not None:  # ARM throttled or failed the look: never sooner than it asked
+                delay = max(delay, status.retry_after or 0.0)
             if running_for + delay > settings.import_deadline_seconds:
                 return Failure(Kind.PERMANENT, "ImportTimedOut",
                                f"ACR still reported the import running after {running_for:.0f} s "
