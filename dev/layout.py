@@ -31,7 +31,7 @@ PORT_OFFSET = int(os.environ.get("ACR_IMPORTER_PORT_OFFSET", "0"))
 AZURITE_BLOB_PORT = 10000 + PORT_OFFSET   # Azurite's defaults at offset 0, so UseDevelopmentStorage=true works
 AZURITE_QUEUE_PORT = 10001 + PORT_OFFSET
 AZURITE_TABLE_PORT = 10002 + PORT_OFFSET
-AZURE_STANDIN_PORT = 9443 + PORT_OFFSET   # HTTPS: ARM, ACR /oauth2/*, control endpoint
+AZURE_STANDIN_PORT = 9443 + PORT_OFFSET   # HTTPS: ARM and the control endpoint (ACR login servers: AcrSpec.port)
 IDENTITY_PORT = 9080 + PORT_OFFSET        # HTTP: managed-identity token endpoint (as on App Service)
 DOCKERHUB_TOKEN_PORT = 9444 + PORT_OFFSET  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
 DOCKERHUB_FRONT_PORT = 5004 + PORT_OFFSET  # HTTPS: Docker Hub registry front (rate-limit headers, 429s)
@@ -63,7 +63,13 @@ class AcrSpec:
     name: str
     subscription: str
     resource_group: str
-    port: int  # its data plane: a docker-registry with ACR-style token auth
+    port: int  # its login server as the stack serves it: the stand-in (/oauth2/*, and /v2/* passed on)
+
+    @property
+    def storage_port(self) -> int:
+        """The docker-registry behind the login server (ACR's storage): only the stand-in and the stack's
+        seeding talk to it directly."""
+        return self.port + ACR_STORAGE_PORT_SHIFT
 
     @property
     def login_server(self) -> str:
@@ -87,6 +93,7 @@ class UpstreamSpec:
     anonymous_pull: tuple[str, ...] = ()  # token auth: repository prefixes anyone may pull
 
 
+ACR_STORAGE_PORT_SHIFT = 10  # login server 5011 -> its docker-registry on 5021
 TARGET_ACR = AcrSpec("myregistry", SUB_A, "rg-platform", 5011 + PORT_OFFSET)
 SOURCE_ACR = AcrSpec("mysourceregistry", SUB_A, "rg-build", 5012 + PORT_OFFSET)
 OTHER_SUB_ACR = AcrSpec("sourceregistry", SUB_B, "rg-other", 5013 + PORT_OFFSET)
@@ -136,9 +143,15 @@ INITIAL_ROLE_ASSIGNMENTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def acr_login_server_url(acr: AcrSpec) -> str:
+    """Where the stack serves an ACR's login server (`<name>.azurecr.io` has no DNS here)."""
+    return f"https://{HOST}:{acr.port}"
+
+
 def acr_token_realm(acr: AcrSpec) -> str:
-    """Where an ACR data plane sends clients for tokens (real ACR: https://<login server>/oauth2/token)."""
-    return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/token"
+    """The realm of an ACR's challenge: its token service on the login server itself, as ACR's is
+    (`https://<login server>/oauth2/token`), never on the ARM host."""
+    return f"{acr_login_server_url(acr)}/oauth2/token"
 
 
 def acr_registry_events_url(acr: AcrSpec) -> str:
@@ -148,8 +161,8 @@ def acr_registry_events_url(acr: AcrSpec) -> str:
 
 
 def acr_exchange_url(acr: AcrSpec) -> str:
-    """Entra access token -> ACR refresh token (real ACR: https://<login server>/oauth2/exchange)."""
-    return f"{ARM_ENDPOINT}/acr/{acr.name}/oauth2/exchange"
+    """Entra access token -> ACR refresh token, on the login server (ACR: https://<login server>/oauth2/exchange)."""
+    return f"{acr_login_server_url(acr)}/oauth2/exchange"
 
 
 DOCKERHUB_TOKEN_REALM = f"https://{HOST}:{DOCKERHUB_TOKEN_PORT}/token"
@@ -178,7 +191,7 @@ def registry_endpoints() -> dict[str, str]:
     for upstream in UPSTREAMS:
         endpoints.setdefault(upstream.hosts[0], f"https://{HOST}:{upstream.port}")
     for acr in ACRS:
-        endpoints[acr.login_server] = f"https://{HOST}:{acr.port}"
+        endpoints[acr.login_server] = acr_login_server_url(acr)
     return endpoints
 
 

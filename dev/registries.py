@@ -38,8 +38,14 @@ def service_name(spec: RegistrySpec) -> str:
     return f"{kind}-{spec.name}"
 
 
+def listen_port(spec: RegistrySpec) -> int:
+    """The docker-registry's own port: an upstream's address, or the storage behind an ACR login server."""
+    return spec.storage_port if isinstance(spec, layout.AcrSpec) else spec.port
+
+
 def base_url(spec: RegistrySpec) -> str:
-    return f"https://{layout.HOST}:{spec.port}"
+    """The docker-registry itself (for an ACR, its storage, behind the stand-in's login server)."""
+    return f"https://{layout.HOST}:{listen_port(spec)}"
 
 
 def registry_dir(spec: RegistrySpec) -> Path:
@@ -75,7 +81,7 @@ def registry_config(spec: RegistrySpec) -> dict:
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": {
-            "addr": f"{layout.HOST}:{spec.port}",
+            "addr": f"{layout.HOST}:{listen_port(spec)}",
             # A fixed secret keeps upload state valid across restarts; loopback-only test value.
             "secret": f"local-stack-upload-secret-{spec.name}",
             "tls": {"certificate": str(layout.SERVER_CERT), "key": str(layout.SERVER_KEY)},

@@ -46,6 +46,7 @@ class OperationStatus:
     done: bool
     retry_after: float | None = None
     pending: int | None = None
+    failed_with: str | None = None  # the look itself failed (e.g. "HTTP 503"): no news about the import
 
 
 class OperationUrlRejected(ValueError):

@@ -163,13 +163,21 @@ def credential_refusal(name: str, host: str | None, settings: Settings) -> str |
     if found.allowlist and (host is None or not allowed_by(found.allowlist, host, None,
                                                             settings.acr_login_server_suffix)):
         return f"credential set {name!r} may only be sent to {','.join(found.registries)}, not {host!r}"
+    if not found.username:
+        return (f"credential set {name!r} has no username (SOURCE_CREDENTIALS__{name.upper()}__USERNAME): "
+                f"{USERNAME_RULE}")
     return None
+
+
+USERNAME_RULE = ("registries take a password or token only with its user (Docker Hub: the account name with a "
+                 "personal access token; an ACR token: its name; a service principal: its app id), and ACR's "
+                 "import passes both to the source registry; a password alone is not a token")
 
 
 # --- the request's view -------------------------------------------------------------------------------
 @dataclass(frozen=True, repr=False)
 class SourceCredentials:
-    """What goes into ImportSource.credentials; a password alone is a token."""
+    """What goes into ImportSource.credentials: always a username with the password (see USERNAME_RULE)."""
 
     username: str | None
     password: str
@@ -221,7 +229,10 @@ def source_credentials(doc: dict[str, Any], source: ImageReference | None, sourc
         if "password" not in doc or "password" in bad:
             problems.append(Problem("password", "is required with username"))
             return None
-        return SourceCredentials(doc.get("username") if "username" not in bad else None, doc["password"])
+        if not doc.get("username") or "username" in bad:
+            problems.append(Problem("username", f"is required with password: {USERNAME_RULE}"))
+            return None
+        return SourceCredentials(doc["username"], doc["password"])
     if not named:
         return None
     if source is None:

@@ -69,6 +69,10 @@ MAX_TOKEN_LENGTH = 16 << 10
 CONNECT_TIMEOUT = 10.0
 MESSAGE_LIMIT = 200             # characters of a registry's own text kept in an error message
 _CHUNK = 64 << 10
+NO_USERNAME_MESSAGE = ("the registry asks for credentials and the credential set has no username: registries take a "
+                       "password or token only with its user (Docker Hub: the account name with a personal access "
+                       "token; ACR: the token's name, or a service principal's app id); a password alone is never "
+                       "sent")
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}")
@@ -111,8 +115,10 @@ class RateLimit:
 
 @dataclass(frozen=True, repr=False)
 class BasicAuth:
-    """Username and password (or token); sent to a Basic registry or to a Bearer realm. No username: the
-    password is a registry token and is sent as it is."""
+    """Username and password (or token); sent to a Basic registry or to a Bearer realm, always together.
+    Registries take a password or access token only with the user it belongs to (Docker Hub: the account
+    with a personal access token; ACR: the token's name or a service principal's app id), so a credential
+    without a username is never sent: it is a RegistryError naming the rule (NO_USERNAME)."""
 
     username: str | None
     password: str
@@ -706,13 +712,13 @@ class RegistryClient:
                        renew: bool) -> dict[str, str]:
         if challenge.scheme == "none":
             return {}
+        if isinstance(auth, BasicAuth) and not auth.username:
+            raise RegistryError(host, 401, "NO_USERNAME", NO_USERNAME_MESSAGE)
         if challenge.scheme == "basic":
             if isinstance(auth, BasicAuth):
-                user = auth.username or ""
+                user = auth.username
                 return {"Authorization": "Basic " + base64.b64encode(f"{user}:{auth.password}".encode()).decode()}
             return {}
-        if isinstance(auth, BasicAuth) and auth.username is None:
-            return {"Authorization": f"Bearer {auth.password}"}
         scope = f"repository:{repository}:pull"
         token = self._token(host, challenge, scope, auth, renew=renew)
         return {"Authorization": f"Bearer {token}"} if token else {}
@@ -752,10 +758,12 @@ class RegistryClient:
                                                           "and credentials are only requested over https")
         registry = origin(self._base(host))
         registry_host = registry[1] if registry else host.lower()
-        if isinstance(auth, IdentityAuth) and where[1] != registry_host:
-            raise RegistryError(host, 401, "TOKEN_REALM", f"token realm {_origin_text(realm)} is not on the "
-                                                          f"registry's host {registry_host}: the app's Entra "
-                                                          "token goes only to the registry itself")
+        # ACR's token service is on the login server itself (realm `https://<login server>/oauth2/token`), so
+        # the Entra token goes only to the registry's own origin: same host and port, not merely the same host.
+        if isinstance(auth, IdentityAuth) and where != registry:
+            raise RegistryError(host, 401, "TOKEN_REALM", f"token realm {_origin_text(realm)} is not the "
+                                                          f"registry's own origin {_origin_text(self._base(host))}: "
+                                                          "the app's Entra token goes only to the registry itself")
         if isinstance(auth, BasicAuth) and not same_site(registry_host, where[1]):
             raise RegistryError(host, 401, "TOKEN_REALM", f"token realm {_origin_text(realm)} is not on the "
                                                           f"registry's site ({registry_host}): the credential "
@@ -778,7 +786,7 @@ class RegistryClient:
                      auth: BasicAuth | None) -> _Token:
         params = {"service": challenge.service, "scope": scope} if challenge.service else {"scope": scope}
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        basic = (auth.username or "", auth.password) if isinstance(auth, BasicAuth) else None
+        basic = (auth.username, auth.password) if isinstance(auth, BasicAuth) and auth.username else None
         answer = self._http("GET", host, f"{realm}{'&' if '?' in realm else '?'}{query}", {}, kind="token",
                             auth=basic, follow=False)
         value, body = self._token_value(host, answer, ("token", "access_token"), "token")

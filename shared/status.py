@@ -50,6 +50,7 @@ class StatusRecord:
     checks: int = 0  # looks at a long-running import so far; a follow-up message with fewer is stale
     operation: str = ""  # ARM's operation URL of the running import, so a redelivery watches it, not a new one
     operation_started_at: str = ""
+    poll_failures: str = ""  # looks at the operation that failed in a row ("HTTP 500,HTTP 503"); bounded
     first_attempt_at: str = ""  # of the current run: the authorization grace window counts from it
     carrier: str = ""  # queue message id that carries the request now; "" = open to a message asking the same
     fingerprint: str = ""  # shared.claims.fingerprint of the request this row is about ("" on older rows)
@@ -80,7 +81,8 @@ class StatusRecord:
             "Reason": self.reason[:16000], "Kind": self.kind, "Code": self.code, "Attempts": self.attempts,
             "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
             "Checks": self.checks, "Operation": self.operation, "OperationStartedAt": self.operation_started_at,
-            "FirstAttemptAt": self.first_attempt_at, "Carrier": self.carrier, "Fingerprint": self.fingerprint,
+            "PollFailures": self.poll_failures, "FirstAttemptAt": self.first_attempt_at, "Carrier": self.carrier,
+            "Fingerprint": self.fingerprint,
             "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
         }
@@ -96,7 +98,8 @@ class StatusRecord:
             code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
             platforms=None if platforms in (None, -1) else int(platforms), checks=int(entity.get("Checks", 0)),
             operation=entity.get("Operation", ""), operation_started_at=entity.get("OperationStartedAt", ""),
-            first_attempt_at=entity.get("FirstAttemptAt", ""), carrier=entity.get("Carrier", ""),
+            poll_failures=entity.get("PollFailures", ""), first_attempt_at=entity.get("FirstAttemptAt", ""),
+            carrier=entity.get("Carrier", ""),
             fingerprint=entity.get("Fingerprint", ""), created_at=entity.get("CreatedAt", ""),
             updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
@@ -185,7 +188,7 @@ class StatusStore:
         from shared.claims import fingerprint
 
         return self.replace(row.moved(
-            State.RECEIVED, reason=reason, attempts=0, kind="", code="", checks=0, operation="",
+            State.RECEIVED, reason=reason, attempts=0, kind="", code="", checks=0, poll_failures="", operation="",
             operation_started_at="", first_attempt_at="", carrier="", digest="", fingerprint=fingerprint(request),
             **request_fields(request)))
 

@@ -344,14 +344,14 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
         if step is claims.Step.START:  # a new run: attempt 1, on a new row or over one that ended badly
             claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
             fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
-                      "operation": "", "operation_started_at": "", **mine}
+                      "operation": "", "operation_started_at": "", "poll_failures": "", **mine}
         elif _watching(row):  # TAKE a handed-over import: watch the operation ARM already runs
             claim, fields = Claim(worker.status, row), mine
         else:  # TAKE a received or retrying request: its next attempt (a lost one without an operation again)
             attempt = row.attempts if row.state is State.RUNNING else row.attempts + 1
             claim = Claim(worker.status, row)
             fields = {"attempts": max(attempt, 1), "first_attempt_at": row.first_attempt_at or now, "reason": "",
-                      "operation": "", "operation_started_at": "", "checks": 0, **mine}
+                      "operation": "", "operation_started_at": "", "checks": 0, "poll_failures": "", **mine}
         try:
             claim.write(State.RUNNING, **fields)
         except ClaimLost:
@@ -409,14 +409,30 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
             if url is None:
                 return None
             operation_started, checks = worker.clock(), 0
-            claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0)
+            claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0,
+                        poll_failures="")
+        failures = [f for f in row.poll_failures.split(",") if f] if _watching(row) else []
         while True:
             status = _look(worker, request, url)
             if status.done:
                 return None
             checks += 1
+            if status.failed_with is not None:
+                failures.append(status.failed_with)
+                if len(failures) >= MAX_POLL_FAILURES:
+                    return Failure(Kind.TRANSIENT, "OperationPollFailed",
+                                   f"ARM answered {len(failures)} looks in a row at the import's operation "
+                                   f"{_operation_name(url)} with {', '.join(failures)}; the import may still "
+                                   "finish in ACR: it is started again (a NoForce retry that finds the source's "
+                                   "digest already in the target succeeds)", status.retry_after)
+                claim.write(State.RUNNING, poll_failures=",".join(failures))
+            elif failures:
+                failures = []
+                claim.write(State.RUNNING, poll_failures="")
             running_for = (worker.clock() - operation_started).total_seconds()
             delay = poll_delay(running_for, status.retry_after, settings)
+            if status.failed_with is not None:  # ARM throttled or failed the look: never sooner than it asked
+                delay = max(delay, status.retry_after or 0.0)
             if running_for + delay > settings.import_deadline_seconds:
                 return Failure(Kind.PERMANENT, "ImportTimedOut",
                                f"ACR still reported the import running after {running_for:.0f} s "
@@ -451,19 +467,34 @@ def poll_delay(running_for: float, retry_after: float | None, settings: Settings
     return max(0.05, retry_after or interval)
 
 
+MAX_POLL_FAILURES = 4
+"""Looks in a row that may fail before the request stops watching: azure-core's RetryPolicy, which the SDK's
+own poller sends every status GET through, retries a 5xx (and 408/429) at most `retry_status=3` times, honouring
+Retry-After, and then `LROBasePolling` fails the poller (`_raise_if_bad_http_status_and_method`: only 200, 201,
+202 and 204 are valid), so `az acr import` gives up after 4 failed answers in a row. ARM's async-operation
+guidance (azure-resource-manager-rpc, async-api-reference) gives no number and asks clients to honour
+Retry-After; it is honoured here too, as the delay before the next look."""
+
+
 def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
-    """One look at the operation. ARM failing to answer (throttling, 5xx, network) is not the import
-    failing: it counts as still running, and the deadline bounds how long that can go on."""
+    """One look at the operation. ARM failing to answer (throttling, 5xx, network) is not the import failing,
+    but it is not "still running" either: the status says it failed (and with what), and the caller ends
+    the watch after MAX_POLL_FAILURES in a row."""
     from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
     try:
         return worker.arm.operation_status(request.target, url)
-    except (ServiceRequestError, ServiceResponseError):
-        return OperationStatus(False)
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        return OperationStatus(False, failed_with=f"no answer ({type(exc).__name__})")
     except HttpResponseError as exc:
         if exc.status_code == 429 or (exc.status_code or 0) >= 500:
-            return OperationStatus(False, retry_after_of(exc))
+            return OperationStatus(False, retry_after_of(exc), failed_with=f"HTTP {exc.status_code}")
         raise
+
+
+def _operation_name(url: str) -> str:
+    """The operation's id as ARM named it (the last path segment), for messages."""
+    return url.split("?", 1)[0].rsplit("/", 1)[-1][:128]
 
 
 def _hand_over(worker: Worker, claim: Claim, request: ImportRequest, handover: HandOver, attempt: int,

@@ -489,3 +489,43 @@ def test_service_principal_basic_auth_gets_pull_only(control):
     elsewhere = acr_token(TARGET, "", params={**params, "service": TARGET.login_server},
                           headers={"Authorization": f"Basic {basic}"})
     assert granted(elsewhere, TARGET) == []
+
+
+# --- ACR login servers: the token service is on the registry's own origin -------------------------
+@pytest.mark.parametrize("acr", layout.ACRS, ids=lambda a: a.name)
+def test_acr_challenge_names_the_token_service_on_the_login_server(live, acr):
+    """ACR answers `Bearer realm="https://<login server>/oauth2/token",service="<login server>"`: the realm is on
+    the origin the client connected to, never on the ARM host."""
+    answer = requests.get(f"{layout.acr_login_server_url(acr)}/v2/", verify=str(layout.CA_CERT), timeout=5)
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == (f'Bearer realm="{layout.acr_login_server_url(acr)}/oauth2/token",'
+                                                  f'service="{acr.login_server}"')
+    arm_side = requests.post(f"{layout.ARM_ENDPOINT}/acr/{acr.name}/oauth2/exchange", verify=str(layout.CA_CERT),
+                             timeout=5, data={"grant_type": "access_token", "access_token": "x"})
+    assert arm_side.status_code != 200 and "refresh_token" not in arm_side.text
+
+
+def test_a_registry_client_pulls_through_the_login_server_with_its_challenge(live, stack):
+    """A client that follows the challenge (dev.oci, as docker and skopeo do) gets a token from the login
+    server and reads the image through it; the service principal's AcrPull allows pull only."""
+    sp = layout.SERVICE_PRINCIPAL
+    from dev import oci
+
+    client = oci.RegistryClient(layout.acr_login_server_url(OTHER), oci.Auth(sp.client_id, sp.secret))
+    assert client.head_manifest("sourcerepo/image", "tag").digest == stack.digest(OTHER.login_server,
+                                                                                  "sourcerepo/image", "tag")
+    acr_calls = live.requests("acr")
+    assert acr_calls and all((r["path"], r["registry"]) == ("/oauth2/token", OTHER.name) for r in acr_calls)
+
+
+def test_e2e_a_password_alone_is_not_a_bearer_token(live, stack):
+    """ImportSourceCredentials with a password and no username: the stand-in, like a registry client, offers
+    Basic `:password` to the source's challenge, and the registry refuses it, even when the password is a
+    registry token that would be valid as a bearer token (the old stand-in sent it as one and succeeded)."""
+    pull = [{"type": "repository", "name": "sourcerepo/image", "actions": ["pull"]}]
+    token = tokens.mint_registry_token(subject="someone", service=OTHER.login_server, access=pull)
+    source = {"registryUri": OTHER.login_server, "sourceImage": "sourcerepo/image:tag",
+              "credentials": {"password": token}}
+    with pytest.raises(HttpResponseError) as raised:
+        import_into_target({"source": source, "targetTags": [f"standin/token-only:{unique_tag()}"]})
+    assert "UNAUTHORIZED" in raised.value.error.message

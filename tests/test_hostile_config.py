@@ -455,6 +455,7 @@ class TestCredentialSetRegistries:
                              ids=[f"{r[:30]}-{h}" for r, h, _ in CREDENTIAL_TABLE])
     def test_requests_and_tracked_images_agree(self, registries, host, expected):
         settings = load_settings({"TARGET_REGISTRY": TARGET.resource_id, "ALLOWED_SOURCE_REGISTRIES": "*",
+                                  "SOURCE_CREDENTIALS__SET__USERNAME": "user",
                                   "SOURCE_CREDENTIALS__SET__PASSWORD": PLANTED,
                                   "SOURCE_CREDENTIALS__SET__REGISTRIES": registries})
         request = parse_request(json.dumps({"source": f"{host}/team/app:1", "credential": "set"}), settings)

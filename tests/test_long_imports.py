@@ -100,3 +100,37 @@ def test_a_follow_up_naming_a_foreign_operation_url_is_refused(app_env, control)
     record = status(app_env, doc["id"])
     assert record.state is State.REJECTED and record.reason.startswith("operation: ")
     assert control.requests() == []
+
+
+def test_operation_looks_failing_in_a_row_end_the_watch_with_the_statuses(app_env, control, runner_factory):
+    """ARM answering 5xx to every look at a running import no longer counts as "still running" until the
+    2-hour deadline: after MAX_POLL_FAILURES looks in a row the attempt fails (transient, naming the operation
+    and the statuses), and with one attempt allowed the request ends failed in seconds."""
+    from shared.worker import MAX_POLL_FAILURES
+
+    control.add_faults("operation", {"hang": True})
+    control.add_faults("poll", *({"status": status} for status in (500, 503, 502, 503, 500, 503)))
+    runner = runner_factory(IMPORT_MAX_ATTEMPTS="1", IMPORT_DEADLINE_SECONDS="7200", IMPORT_WAIT_SECONDS="20")
+    request_id = enqueue(app_env, {"source": "nginx:1.27", "targetTags": [f"poll5xx:{uuid.uuid4().hex[:6]}"]})
+    assert runner.wait_idle(timeout=60)
+    record = status(app_env, request_id)
+    assert record.state is State.FAILED and record.code == "OperationPollFailed", record.reason
+    assert MAX_POLL_FAILURES == 4  # azure-core's poller: 1 answer + retry_status=3 retries
+    assert "4 looks in a row" in record.reason and "HTTP 500, HTTP 503, HTTP 502, HTTP 503" in record.reason
+    assert "registries-" in record.reason  # the operation's id, as ARM named it
+    looks = [r for r in control.requests() if "/operationResults/" in r["path"]]
+    assert len(looks) == MAX_POLL_FAILURES
+
+
+def test_fewer_failed_looks_in_a_row_than_the_bound_are_waited_out(app_env, control, runner_factory, stack):
+    """Three 5xx looks in a row (one fewer than the bound), then ARM answers again: the import succeeds, and the
+    row's count of failed looks is cleared by the good answer."""
+    control.add_faults("operation", {"delay": 2})
+    control.add_faults("poll", {"status": 503}, {"status": 500}, {"status": 503})
+    runner = runner_factory(IMPORT_MAX_ATTEMPTS="1", IMPORT_POLL_INTERVAL_SECONDS="0.2")
+    tag = f"poll-ok-{uuid.uuid4().hex[:6]}"
+    request_id = enqueue(app_env, {"source": "docker.io/library/hello-world:latest", "targetTags": [f"hw:{tag}"]})
+    assert runner.wait_idle(timeout=60)
+    record = status(app_env, request_id)
+    assert record.state is State.SUCCEEDED, record.reason
+    assert record.poll_failures == ""

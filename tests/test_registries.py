@@ -38,7 +38,7 @@ def test_every_registry_gets_tls_delete_and_the_auth_its_spec_names():
     configs = {spec.name: registries.registry_config(spec) for spec in registries.all_specs()}
     for spec in registries.all_specs():
         config = configs[spec.name]
-        assert config["http"]["addr"] == f"127.0.0.1:{spec.port}"
+        assert config["http"]["addr"] == f"127.0.0.1:{registries.listen_port(spec)}"
         assert config["http"]["tls"]["certificate"] == str(layout.SERVER_CERT)
         assert config["storage"]["delete"]["enabled"] is True
     assert "auth" not in configs["mcr"]

@@ -144,3 +144,41 @@ def test_docker_hub_front_reports_the_remaining_pulls_and_429(stack, client, fro
         client.head_manifest("docker.io", "library/nginx", "latest")
     assert limited.value.retry_after == 7
     assert client.head_manifest("docker.io", "library/nginx", "latest") is not None
+
+
+# --- the Entra token goes to the registry's own origin only; no credential without a username -------
+ACR_ENDPOINT = "https://127.0.0.1:5011"
+
+
+@pytest.mark.parametrize(("realm", "allowed"), [
+    (f"{ACR_ENDPOINT}/oauth2/token", True),                         # ACR: the login server itself
+    ("https://127.0.0.1:9443/acr/myregistry/oauth2/token", False),  # same host, other port (the old stand-in's)
+    ("https://127.0.0.1/oauth2/token", False),                      # same host, default port
+    ("https://localhost:5011/oauth2/token", False),                 # same port, another host name
+    ("http://127.0.0.1:5011/oauth2/token", False),                  # same address, plain http
+])
+def test_the_entra_token_realm_must_be_the_registrys_own_origin(realm, allowed):
+    from shared.registry_client import IdentityAuth, RegistryClient, RegistryError, _Challenge
+
+    client = RegistryClient(endpoints={"x.azurecr.io": ACR_ENDPOINT}, session=object())
+    challenge = _Challenge("bearer", realm, "x.azurecr.io")
+    if allowed:
+        assert client._checked_realm("x.azurecr.io", challenge, IdentityAuth(object())) == realm
+    else:
+        with pytest.raises(RegistryError) as caught:
+            client._checked_realm("x.azurecr.io", challenge, IdentityAuth(object()))
+        assert caught.value.code == "TOKEN_REALM"
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+@pytest.mark.parametrize("username", [None, ""])
+def test_a_credential_without_a_username_is_never_sent(scheme, username):
+    """No registry takes a bare password as a bearer token (the old client sent `Bearer <password>`)."""
+    from shared.registry_client import BasicAuth, RegistryClient, RegistryError, _Challenge
+
+    client = RegistryClient(endpoints={"r.example": "https://127.0.0.1:1"}, session=object())
+    challenge = _Challenge(scheme, "https://127.0.0.1:1/token", "r.example")
+    with pytest.raises(RegistryError) as caught:
+        client._authorization("r.example", challenge, "repo", BasicAuth(username, "s3cret-token"), renew=False)
+    assert caught.value.code == "NO_USERNAME" and "username" in caught.value.message
+    assert "s3cret-token" not in str(caught.value)

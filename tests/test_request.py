@@ -222,3 +222,24 @@ def test_malformed_source_allowlist_is_a_settings_error(pattern):
 def test_star_allows_any_source_registry():
     assert isinstance(parse_request('{"source": "ghcr.io/org/app:1"}', settings(ALLOWED_SOURCE_REGISTRIES="*")),
                       ImportRequest)
+
+
+@pytest.mark.parametrize(("doc", "overrides", "field"), [
+    ({"source": "docker.io/myrepo/image:tag", "credential": "tokenonly"},
+     {"SOURCE_CREDENTIALS__TOKENONLY__PASSWORD": "dckr_pat_x"}, "credential"),
+    ({"source": "docker.io/myrepo/image:tag", "credential": "tokenonly"},
+     {"SOURCE_CREDENTIALS__TOKENONLY__PASSWORD": "dckr_pat_x", "SOURCE_CREDENTIALS__TOKENONLY__USERNAME": "  "},
+     "credential"),
+    ({"source": "sourceregistry.azurecr.io/sourcerepo/image:tag", "password": "acr-token-password"},
+     {"ALLOW_INLINE_CREDENTIALS": "true"}, "username"),
+    ({"source": "registry.contoso.com/app:1", "username": "", "password": "p"},
+     {"ALLOW_INLINE_CREDENTIALS": "true"}, "username"),
+])
+def test_a_password_without_a_username_is_refused_naming_the_rule(doc, overrides, field):
+    """Docker Hub PATs, ACR tokens and service principals all come with a user; a password alone is refused
+    before anything is sent (the README used to call it a token)."""
+    rejected = parse_request(json.dumps(doc), settings(**overrides))
+    assert isinstance(rejected, Rejected), rejected
+    [problem] = [p for p in rejected.problems if p.field == field]
+    assert "username" in str(problem) and "a password alone is not a token" in problem.rule
+    assert "dckr_pat_x" not in problem.rule and "acr-token-password" not in problem.rule

@@ -1,5 +1,6 @@
 """ACR's data-plane token service (`/oauth2/exchange`, `/oauth2/token`), so real registry clients reach
-the ACR registries with an Entra token or a service principal, and get only what their roles allow."""
+the ACR registries with an Entra token or a service principal, and get only what their roles allow.
+Served on each registry's login server (dev/azure_standin/login_server.py), as ACR serves it."""
 
 from __future__ import annotations
 
@@ -79,13 +80,11 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-def serve_acr_auth(world: World, request: Request, acr_name: str, endpoint: str) -> Response:
-    acr = next((a for a in layout.ACRS if a.name == acr_name), None)
-    if acr is None:
-        return Response(404, {"errors": [{"code": "NAME_UNKNOWN", "message": "registry not found"}]})
+def serve_acr_auth(world: World, request: Request, acr: layout.AcrSpec, endpoint: str) -> Response:
+    """`endpoint` is `exchange` or `token`, as the login server's path names it."""
     fields = {k: v for k, v in request.form().items()} if request.method == "POST" else request.query
     first = {k: v[0] for k, v in fields.items()}
-    world.record({"kind": "acr", "method": request.method, "path": request.path,
+    world.record({"kind": "acr", "registry": acr.name, "method": request.method, "path": request.path,
                   "grant_type": first.get("grant_type"), "service": first.get("service"),
                   "scope": fields.get("scope", [])})
     if first.get("service") not in (None, acr.login_server):

@@ -342,6 +342,12 @@ class Arm:
         op = self.world.operation(p["op"])
         if op is None or op.subscription.lower() != p["sub"].lower():
             raise ArmError(404, "OperationNotFound", f"The operation '{p['op']}' could not be found.")
+        fault = self.world.next_fault("poll")  # one scripted answer per look, the operation runs on meanwhile
+        if fault:
+            status = int(fault.get("status", 500))
+            raise ArmError(status, fault.get("code", "InternalServerError"),
+                           fault.get("message", "The server encountered an internal error."),
+                           {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {})
         retry = {"Retry-After": str(self.world.setting("retry_after"))}
         if p["kind"].lower() == "operationstatuses":
             return Response(200, self._status_body(op), {} if op.ended else retry)

@@ -50,15 +50,20 @@ class RegistryDataPlane:
         if port is None:
             raise unreachable(job.source.host)
         src = job.source
-        if src.bearer_token is not None or (src.password is not None and src.username is None):
-            token = src.bearer_token or src.password
+        if src.bearer_token is not None:
+            token = src.bearer_token
             auth = oci.Auth(token_provider=lambda _scope: token)
         else:
-            auth = oci.Auth(src.username, src.password)
+            # Credentials go through whatever challenge the registry answers, as a registry client sends
+            # them: a password without a username is Basic `:password`, which registries refuse (no
+            # registry takes a bare password as a bearer token).
+            auth = oci.Auth("" if src.password is not None and src.username is None else src.username,
+                            src.password)
         return oci.RegistryClient(f"https://{layout.HOST}:{port}", auth, session=_session())
 
     def target_client(self, job: CopyJob) -> oci.RegistryClient:
-        return oci.RegistryClient(f"https://{layout.HOST}:{job.target.port}",
+        # ACR's import service writes into the registry's storage, not through its login server.
+        return oci.RegistryClient(f"https://{layout.HOST}:{job.target.storage_port}",
                                   oci.Auth(token_provider=push_token_provider(job.target)), session=_session())
 
     def inspect(self, job: CopyJob) -> SourceImage:

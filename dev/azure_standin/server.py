@@ -1,23 +1,22 @@
-"""Both listeners: HTTPS (ARM, ACR token service, control) and plain HTTP (managed identity)."""
+"""The listeners: HTTPS (ARM, control), plain HTTP (managed identity), and one HTTPS login server per ACR
+(its token service, and its registry API passed to the registry's storage)."""
 
 from __future__ import annotations
 
-import re
 import threading
 from http.server import ThreadingHTTPServer
 
 from dev import layout
-from dev.azure_standin.acr_auth import serve_acr_auth, sp_can_pull
+from dev.azure_standin.acr_auth import sp_can_pull
 from dev.azure_standin.arm import Arm
 from dev.azure_standin.control_api import serve_control
 from dev.azure_standin.data_plane import DataPlane, MemoryDataPlane
 from dev.azure_standin.events import EventGrid, serve_events
 from dev.azure_standin.http_base import Request, Response, make_handler
 from dev.azure_standin.identity import serve_identity
+from dev.azure_standin.login_server import LoginServer
 from dev.azure_standin.world import World
 from dev.ca import serve_tls
-
-ACR_AUTH = re.compile(r"/acr/([^/]+)/oauth2/(exchange|token)")
 
 
 class Standin:
@@ -39,6 +38,7 @@ class Standin:
         for server in (self.https, self.identity):
             server.daemon_threads = True
         self._threads: list[threading.Thread] = []
+        self.login_servers = [LoginServer(self.world, acr) for acr in layout.ACRS]  # bound before health answers
 
     def data_plane(self) -> DataPlane:
         if self.world.setting("data_plane") == "memory":
@@ -53,22 +53,19 @@ class Standin:
             if request.path.rstrip("/") == "/_control/reset" and request.method == "POST":
                 self.event_grid.reset()
             return serve_events(self.event_grid, request) or serve_control(self.world, self.memory, request)
-        match = ACR_AUTH.fullmatch(request.path.rstrip("/"))
-        if match:
-            return serve_acr_auth(self.world, request, match.group(1), match.group(2))
         return self.arm(request)
 
     def route_identity(self, request: Request) -> Response:
         return serve_identity(self.world, request)
 
     def start(self) -> None:
-        for server in (self.https, self.identity):
+        for server in (*self.login_servers, self.https, self.identity):
             thread = threading.Thread(target=server.serve_forever, name=f"serve-{server.server_port}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
-        for server in (self.https, self.identity):
+        for server in (self.https, self.identity, *self.login_servers):
             server.shutdown()
             server.server_close()
         for thread in self._threads:

@@ -13,7 +13,7 @@ from dev import layout
 from dev.azure_standin.errors import ArmError
 from dev.azure_standin.roles import BUILTIN_ROLES, RoleAssignment, role_allows, scope_covers
 
-FAULT_TARGETS = ("import", "operation")
+FAULT_TARGETS = ("import", "operation", "poll")
 DEFAULT_SETTINGS: dict[str, Any] = {
     "retry_after": 1,          # seconds, on the importImage 202 and every operation poll
     "location": "westeurope",

@@ -17,7 +17,7 @@ from dev.ca import ensure_ca
 
 
 def _ports_free() -> bool:
-    for port in (layout.AZURE_STANDIN_PORT, layout.IDENTITY_PORT):
+    for port in (layout.AZURE_STANDIN_PORT, layout.IDENTITY_PORT, *(acr.port for acr in layout.ACRS)):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -32,7 +32,8 @@ def wait_for_free_ports(timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _ports_free():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"ports {layout.AZURE_STANDIN_PORT}/{layout.IDENTITY_PORT} stayed busy")
+            raise RuntimeError(f"ports {layout.AZURE_STANDIN_PORT}/{layout.IDENTITY_PORT} (or an ACR login "
+                               "server's) stayed busy")
         time.sleep(0.5)
 
 
