@@ -416,11 +416,11 @@ def test_resource_id_source_needs_pull_on_the_source(control):
     control.put_image(f"{SOURCE.login_server}/base:1", INDEX)
     params = hello_params(source={"resourceId": SOURCE.resource_id, "sourceImage": "base:1"}, targetTags=["base:1"])
     import_into_target(params)
-    control.remove_role_assignment(layout.APP_IDENTITY.object_id, "AcrPull", SOURCE.resource_id)
+    control.remove_role_assignment(layout.APP_IDENTITY.object_id, layout.SOURCE_ROLE, SOURCE.resource_id)
     with pytest.raises(HttpResponseError) as raised:
         import_into_target(hello_params(mode="Force", **{k: v for k, v in params.items() if k != "mode"}))
-    assert raised.value.error.code == "AuthorizationFailed"
-    assert "registries/pull/read" in raised.value.error.message
+    assert raised.value.error.code == "LinkedAuthorizationFailed"
+    assert f"on the linked scope(s) '{SOURCE.resource_id}'" in raised.value.error.message
 
 
 def test_service_principal_credentials_reach_another_subscriptions_acr(control):
