@@ -472,6 +472,10 @@ def test_entra_token_exchange_grants_what_roles_allow(control):
     refresh = exchanged.json()["refresh_token"]
     form = {"grant_type": "refresh_token", "service": TARGET.login_server, "refresh_token": refresh,
             "scope": "repository:app:pull,push"}
+    # The template's import role holds pull/read but no push/write: the token grants pull only.
+    assert granted(acr_token(TARGET, "", method="POST", data=form), TARGET) == [
+        {"type": "repository", "name": "app", "actions": ["pull"]}]
+    control.add_role_assignment(layout.APP_IDENTITY.object_id, "AcrPush", TARGET.resource_id)
     assert granted(acr_token(TARGET, "", method="POST", data=form), TARGET) == [
         {"type": "repository", "name": "app", "actions": ["pull", "push"]}]
     source_form = {**form, "service": SOURCE.login_server}
