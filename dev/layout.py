@@ -131,14 +131,19 @@ SERVICE_PRINCIPAL = Identity("sp-acr-pull", "aaaaaaaa-0000-4000-8000-00000000a00
                              "aaaaaaaa-0000-4000-8000-00000000b004", secret="sp-test-secret-5d2e")
 IDENTITIES = (APP_IDENTITY, USER_ASSIGNED_IDENTITY, NO_ROLE_IDENTITY, SERVICE_PRINCIPAL)
 
-# Role names as Azure has them. "Contributor" carries importImage/action; AcrPull only pull/read.
+# The roles infra/main.bicep deploys, by the roleName the template gives them (the stand-in reads their
+# actions from infra/modules/roles.bicep): the import role on each target, the source role on each source
+# ACR (sourceRegistryIds, which may lie in another subscription). The service principal stands for a
+# pull credential a user holds on another team's registry: AcrPull, as the ACR docs ask.
+IMPORT_ROLE = "ACR importer: import"
+SOURCE_ROLE = "ACR importer: source"
 INITIAL_ROLE_ASSIGNMENTS: tuple[tuple[str, str, str], ...] = (
     # (principal object id, role, scope = registry resource id)
-    (APP_IDENTITY.object_id, "Contributor", TARGET_ACR.resource_id),
-    (APP_IDENTITY.object_id, "AcrPull", SOURCE_ACR.resource_id),
-    (APP_IDENTITY.object_id, "AcrPull", OTHER_SUB_ACR.resource_id),
-    (USER_ASSIGNED_IDENTITY.object_id, "Contributor", TARGET_ACR.resource_id),
-    (USER_ASSIGNED_IDENTITY.object_id, "AcrPull", SOURCE_ACR.resource_id),
+    (APP_IDENTITY.object_id, IMPORT_ROLE, TARGET_ACR.resource_id),
+    (APP_IDENTITY.object_id, SOURCE_ROLE, SOURCE_ACR.resource_id),
+    (APP_IDENTITY.object_id, SOURCE_ROLE, OTHER_SUB_ACR.resource_id),
+    (USER_ASSIGNED_IDENTITY.object_id, IMPORT_ROLE, TARGET_ACR.resource_id),
+    (USER_ASSIGNED_IDENTITY.object_id, SOURCE_ROLE, SOURCE_ACR.resource_id),
     (SERVICE_PRINCIPAL.object_id, "AcrPull", OTHER_SUB_ACR.resource_id),
 )
 

@@ -416,11 +416,11 @@ def test_resource_id_source_needs_pull_on_the_source(control):
     control.put_image(f"{SOURCE.login_server}/base:1", INDEX)
     params = hello_params(source={"resourceId": SOURCE.resource_id, "sourceImage": "base:1"}, targetTags=["base:1"])
     import_into_target(params)
-    control.remove_role_assignment(layout.APP_IDENTITY.object_id, "AcrPull", SOURCE.resource_id)
+    control.remove_role_assignment(layout.APP_IDENTITY.object_id, layout.SOURCE_ROLE, SOURCE.resource_id)
     with pytest.raises(HttpResponseError) as raised:
         import_into_target(hello_params(mode="Force", **{k: v for k, v in params.items() if k != "mode"}))
-    assert raised.value.error.code == "AuthorizationFailed"
-    assert "registries/pull/read" in raised.value.error.message
+    assert raised.value.error.code == "LinkedAuthorizationFailed"
+    assert f"on the linked scope(s) '{SOURCE.resource_id}'" in raised.value.error.message
 
 
 def test_service_principal_credentials_reach_another_subscriptions_acr(control):
@@ -472,6 +472,10 @@ def test_entra_token_exchange_grants_what_roles_allow(control):
     refresh = exchanged.json()["refresh_token"]
     form = {"grant_type": "refresh_token", "service": TARGET.login_server, "refresh_token": refresh,
             "scope": "repository:app:pull,push"}
+    # The template's import role holds pull/read but no push/write: the token grants pull only.
+    assert granted(acr_token(TARGET, "", method="POST", data=form), TARGET) == [
+        {"type": "repository", "name": "app", "actions": ["pull"]}]
+    control.add_role_assignment(layout.APP_IDENTITY.object_id, "AcrPush", TARGET.resource_id)
     assert granted(acr_token(TARGET, "", method="POST", data=form), TARGET) == [
         {"type": "repository", "name": "app", "actions": ["pull", "push"]}]
     source_form = {**form, "service": SOURCE.login_server}

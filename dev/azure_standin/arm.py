@@ -14,7 +14,13 @@ import jwt
 from dev import layout, tokens
 from dev.azure_standin import roles
 from dev.azure_standin.data_plane import CopyJob, DataPlane, SourceAccess
-from dev.azure_standin.errors import ArmError, authorization_failed, invalid_parameters, missing_api_version
+from dev.azure_standin.errors import (
+    ArmError,
+    authorization_failed,
+    invalid_parameters,
+    linked_authorization_failed,
+    missing_api_version,
+)
 from dev.azure_standin.http_base import Request, Response
 from dev.azure_standin.import_params import ACR_ID_RE, parse_import_request
 from dev.azure_standin.operations import start_import
@@ -27,6 +33,7 @@ SUBSCRIPTIONS = {layout.SUB_A: "Platform (local)", layout.SUB_B: "Other team (lo
 RECORDED_HEADERS = ("user-agent", "content-type", "accept", "x-ms-client-request-id", "commandname",
                     "parametersetname")
 CREATED = "2024-01-15T09:30:00.0000000Z"
+SUBSCRIPTION_PATH = re.compile(r"/subscriptions/([^/]+)", re.I)
 
 
 @dataclass(frozen=True)
@@ -172,10 +179,27 @@ class Arm:
                 response = Response(200, cloud_metadata())
             else:
                 caller = authenticate(request)
-                response = self._dispatch(request, caller)
+                response = self._throttled(request, caller)
         except ArmError as err:
             response = Response(err.status, err.envelope(), err.headers)
         self._record(request, caller, response)
+        return response
+
+    def _throttled(self, request: Request, caller: Caller) -> Response:
+        """Count the request against the caller's buckets (setting `throttling`), answer 429 when one is
+        empty, else dispatch; every answer carries the remaining counts, as ARM's do."""
+        if not self.world.setting("throttling"):
+            return self._dispatch(request, caller)
+        match = SUBSCRIPTION_PATH.match(request.path)
+        verdict = self.world.throttle.take(caller.object_id, match.group(1) if match else None, request.method)
+        if verdict.error is not None:
+            raise verdict.error
+        try:
+            response = self._dispatch(request, caller)
+        except ArmError as err:
+            err.headers = {**verdict.headers, **err.headers}
+            raise
+        response.headers = {**verdict.headers, **response.headers}
         return response
 
     def _record(self, request: Request, caller: Caller | None, response: Response) -> None:
@@ -207,15 +231,18 @@ class Arm:
         raise ArmError(404, "InvalidResourceType",
                        f"The resource type could not be found for the request path '{request.path}'.")
 
-    # --- reads (need any role on or under the scope; lists are filtered to what the caller can see)
+    # --- reads: each needs its read action at the scope (lists show only the resources the caller may read)
     def _require_subscription(self, sub: str) -> None:
         if sub not in SUBSCRIPTIONS:
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
 
     def _visible(self, caller: Caller, acr: layout.AcrSpec) -> bool:
-        return self.world.has_any_role(caller.object_id, acr.resource_id)
+        """ARM filters a collection read to the resources the caller holds the type's read action on."""
+        return self.world.is_allowed(caller.object_id, roles.READ_ACTION, acr.resource_id)
 
     def _read_check(self, caller: Caller, scope: str, action: str) -> None:
+        """A subscription is readable by every principal holding some role in it (ARM lists and shows a
+        subscription to anyone with an assignment at or below it)."""
         if not self.world.has_any_role(caller.object_id, scope):
             raise authorization_failed(caller.object_id, caller.client_id, action, scope)
 
@@ -235,7 +262,9 @@ class Arm:
         if acr is None:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{p['rg']}' could not be found.")
         scope = f"/subscriptions/{p['sub']}/resourceGroups/{acr.resource_group}"
-        self._read_check(caller, scope, "Microsoft.Resources/subscriptions/resourceGroups/read")
+        action = "Microsoft.Resources/subscriptions/resourceGroups/read"
+        if not self.world.is_allowed(caller.object_id, action, scope):
+            raise authorization_failed(caller.object_id, caller.client_id, action, scope)
         return Response(200, {"id": scope, "name": acr.resource_group,
                               "type": "Microsoft.Resources/resourceGroups",
                               "location": self.world.setting("location"),
@@ -274,7 +303,7 @@ class Arm:
         acr = find_acr(p["sub"], p["rg"], p["name"])
         scope = acr.resource_id if acr else (f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}"
                                             f"/providers/{REGISTRY_TYPE}/{p['name']}")
-        if not self.world.has_any_role(caller.object_id, scope):
+        if not self.world.is_allowed(caller.object_id, action, scope):
             raise authorization_failed(caller.object_id, caller.client_id, action, scope)
         if acr is None:
             raise ArmError(404, "ResourceNotFound",
@@ -306,22 +335,30 @@ class Arm:
         except ValueError:
             raise invalid_parameters("The request body is not valid JSON.") from None
         params = parse_import_request(body)
-        source = self._source_access(caller, params)
+        source = self._source_access(caller, params, target)
         job = CopyJob(source, params.source_image.repository, params.source_image.reference, target,
                       params.target_tags, params.untagged_repositories)
         op = self.world.new_operation(target.resource_id, p["sub"])
         start_import(self.world, self.data_plane(), op, job, force=params.mode == "Force")
         return Response(202, None, self._operation_headers(op, request.param("api-version")))
 
-    def _source_access(self, caller: Caller, params) -> SourceAccess:
+    def _source_access(self, caller: Caller, params, target: layout.AcrSpec) -> SourceAccess:
         if params.registry_uri is not None:
             return SourceAccess(params.registry_uri, params.username, params.password)
         source = acr_by_id(params.resource_id)
+        # A resource-id source is a linked scope: ARM checks the caller's access to it before accepting
+        # the import. The ACR docs ask for Reader on the source ("permissions to read from the source
+        # registry (Reader role)", azure-docs container-registry-import-images.md), and ARM's answer when
+        # it is missing is LinkedAuthorizationFailed naming the source (azure-docs issue #33442 shows it
+        # for importImage). So the source needs registries/read and pull/read: Reader or the template's
+        # source role, not AcrPull alone.
+        linked_scope = source.resource_id if source else params.resource_id
+        for needed in (roles.READ_ACTION, roles.PULL_ACTION):
+            if not self.world.is_allowed(caller.object_id, needed, linked_scope):
+                raise linked_authorization_failed(caller.object_id, caller.client_id, roles.IMPORT_ACTION,
+                                                  target.resource_id, needed, linked_scope)
         if source is None:
             raise invalid_parameters(f"The source registry '{params.resource_id}' could not be found.")
-        if not self.world.is_allowed(caller.object_id, roles.PULL_ACTION, source.resource_id):
-            raise authorization_failed(caller.object_id, caller.client_id, roles.PULL_ACTION,
-                                       source.resource_id)
         token = tokens.mint_registry_token(
             subject=caller.object_id, service=source.login_server,
             access=[{"type": "repository", "name": params.source_image.repository, "actions": ["pull"]}])

@@ -48,14 +48,30 @@ class StandinControl:
         body = {"principalId": principal_id, "role": role, "scope": scope}
         return self._call("DELETE", "role-assignments", body)["removed"]
 
-    def define_role(self, name: str, actions: list[str]) -> None:
-        self._call("POST", "role-definitions", {"name": name, "actions": actions})
+    def define_role(self, name: str, actions: list[str], not_actions: list[str] | None = None,
+                    data_actions: list[str] | None = None, not_data_actions: list[str] | None = None) -> None:
+        """A custom role (ARM's wildcards and notActions apply), assignable by name."""
+        self._call("POST", "role-definitions", {"name": name, "actions": actions, "notActions": not_actions or [],
+                                                "dataActions": data_actions or [],
+                                                "notDataActions": not_data_actions or []})
+
+    def role_definitions(self) -> list[dict]:
+        """Every role the stand-in knows: built-ins by their well-known ids, the template's, the tests'."""
+        return self._call("GET", "role-definitions")
+
+    def throttling(self, enabled: bool = True, *, reads: tuple[float, float] | None = None,
+                   writes: tuple[float, float] | None = None, deletes: tuple[float, float] | None = None) -> dict:
+        """ARM throttling on or off, or other [bucket size, refill per second] per kind (ARM's when not
+        given: reads 250/25, writes 200/10, deletes 200/10). Buckets start full again. `reset()` restores it."""
+        limits = {k: list(v) for k, v in (("reads", reads), ("writes", writes), ("deletes", deletes)) if v}
+        return self.update_settings(throttling=enabled, throttle_limits=limits)
 
     def settings(self) -> dict:
         return self._call("GET", "settings")
 
     def update_settings(self, **changes: Any) -> dict:
-        """retry_after (s), location, manifest_limit, azure_async_operation (bool)."""
+        """retry_after (s), location, manifest_limit, azure_async_operation (bool), data_plane,
+        throttling (bool), throttle_limits ({"reads": [bucket, refill/s], ...})."""
         return self._call("PUT", "settings", changes)
 
     def add_faults(self, on: str, *rules: dict) -> None:

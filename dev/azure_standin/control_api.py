@@ -40,8 +40,11 @@ def serve_control(world: World, memory: MemoryDataPlane, request: Request) -> Re
         if name == "role-assignments" and method == "DELETE":
             removed = world.remove_assignment(body["principalId"], body.get("role"), body.get("scope"))
             return Response(200, {"removed": removed})
+        if name == "role-definitions" and method == "GET":
+            return Response(200, world.role_definitions())
         if name == "role-definitions" and method == "POST":
-            world.define_role(body["name"], list(body["actions"]))
+            world.define_role(body["name"], list(body["actions"]), list(body.get("notActions") or []),
+                              list(body.get("dataActions") or []), list(body.get("notDataActions") or []))
             return Response(201, body)
         if name == "settings" and method == "GET":
             return Response(200, dict(world.settings))

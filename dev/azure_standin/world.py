@@ -11,7 +11,8 @@ from typing import Any
 
 from dev import layout
 from dev.azure_standin.errors import ArmError
-from dev.azure_standin.roles import BUILTIN_ROLES, RoleAssignment, role_allows, scope_covers
+from dev.azure_standin.roles import RoleAssignment, RoleCatalog, RoleDefinition, scope_covers
+from dev.azure_standin.throttling import DEFAULT_LIMITS, Throttle, check_limits
 
 FAULT_TARGETS = ("import", "operation", "poll")
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -20,6 +21,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "manifest_limit": 50,      # ACR refuses imports with more manifests than this
     "azure_async_operation": False,  # real ACR answers with Location only; True adds Azure-AsyncOperation
     "data_plane": "registry",  # or "memory": the in-memory catalog, for tests without registries
+    "throttling": True,        # ARM's per-principal token buckets (dev/azure_standin/throttling.py)
+    "throttle_limits": DEFAULT_LIMITS,  # {"reads"|"writes"|"deletes": [bucket size, refill per second]}
 }
 
 
@@ -47,19 +50,22 @@ class World:
     def reset(self) -> None:
         with self._lock:
             self.assignments = [RoleAssignment(*a) for a in layout.INITIAL_ROLE_ASSIGNMENTS]
-            self.custom_roles: dict[str, tuple[str, ...]] = {}
+            self.catalog = RoleCatalog.initial()
             self.settings = {**DEFAULT_SETTINGS, "data_plane": self.default_data_plane}
             self.faults: dict[str, list[dict[str, Any]]] = {t: [] for t in FAULT_TARGETS}
             self.authorization_outage: tuple[float, float] | None = None  # (start, end) epoch seconds
             self.requests: list[dict[str, Any]] = []
             self.operations: dict[str, Operation] = {}
+            self.throttle = Throttle(DEFAULT_LIMITS)
 
     # --- roles -----------------------------------------------------------------------------
     def add_assignment(self, principal_id: str, role: str, scope: str) -> RoleAssignment:
-        if role not in BUILTIN_ROLES and role not in self.custom_roles:
-            raise ValueError(f"unknown role {role!r}")
-        assignment = RoleAssignment(principal_id, role, scope)
+        """Assign a role by name or by definition id (a GUID or a full roleDefinitions id)."""
         with self._lock:
+            definition = self.catalog.resolve(role)
+            if definition is None:
+                raise ValueError(f"unknown role {role!r}")
+            assignment = RoleAssignment(principal_id, definition.name, scope)
             if assignment not in self.assignments:
                 self.assignments.append(assignment)
         return assignment
@@ -67,27 +73,45 @@ class World:
     def remove_assignment(self, principal_id: str, role: str | None, scope: str | None) -> int:
         """Remove matching assignments (None matches any); the count removed."""
         with self._lock:
+            name = None
+            if role is not None:
+                definition = self.catalog.resolve(role)
+                name = definition.name if definition else role
             keep = [a for a in self.assignments
-                    if not (a.principal_id == principal_id and role in (None, a.role)
+                    if not (a.principal_id == principal_id and name in (None, a.role)
                             and (scope is None or a.scope.lower() == scope.lower()))]
             removed = len(self.assignments) - len(keep)
             self.assignments = keep
         return removed
 
-    def define_role(self, name: str, actions: list[str]) -> None:
+    def define_role(self, name: str, actions: list[str], not_actions: list[str] | None = None,
+                    data_actions: list[str] | None = None, not_data_actions: list[str] | None = None) -> None:
+        """A custom role, as `az role definition create` would make it."""
+        definition = RoleDefinition(name, str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-role:{name}")), tuple(actions),
+                                    tuple(not_actions or ()), tuple(data_actions or ()),
+                                    tuple(not_data_actions or ()), builtin=False)
         with self._lock:
-            self.custom_roles[name] = tuple(actions)
+            self.catalog.roles[name] = definition
 
-    def _role_actions(self, role: str) -> tuple[str, ...]:
-        return BUILTIN_ROLES.get(role) or self.custom_roles.get(role, ())
-
-    def is_allowed(self, principal_id: str, action: str, resource_id: str) -> bool:
+    def role_definitions(self) -> list[dict]:
         with self._lock:
-            return any(a.principal_id == principal_id and scope_covers(a.scope, resource_id)
-                       and role_allows(self._role_actions(a.role), action) for a in self.assignments)
+            return [r.to_json() for r in self.catalog.roles.values()]
+
+    def is_allowed(self, principal_id: str, action: str, resource_id: str, *, data: bool = False) -> bool:
+        """ARM's access check: some assignment at or above `resource_id` whose role permits `action`
+        (an action, or with `data` a data action)."""
+        with self._lock:
+            for a in self.assignments:
+                if a.principal_id != principal_id or not scope_covers(a.scope, resource_id):
+                    continue
+                definition = self.catalog.resolve(a.role)
+                if definition is not None and definition.permits(action, data=data):
+                    return True
+        return False
 
     def has_any_role(self, principal_id: str, resource_id: str) -> bool:
-        """Whether the principal holds any role at, above or below this scope (what ARM reads need here)."""
+        """Whether the principal holds any role at, above or below this scope (ARM lists a subscription
+        to every principal with an assignment in it)."""
         with self._lock:
             return any(a.principal_id == principal_id
                        and (scope_covers(a.scope, resource_id) or scope_covers(resource_id, a.scope))
@@ -120,8 +144,12 @@ class World:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         if changes.get("data_plane", "registry") not in ("registry", "memory"):
             raise ValueError("data_plane must be 'registry' or 'memory'")
+        if "throttle_limits" in changes:
+            changes = {**changes, "throttle_limits": check_limits(changes["throttle_limits"])}
         with self._lock:
             self.settings.update(changes)
+            if "throttle_limits" in changes or "throttling" in changes:
+                self.throttle = Throttle(self.settings["throttle_limits"])  # full buckets at the new rates
             return dict(self.settings)
 
     def setting(self, name: str) -> Any:
