@@ -224,7 +224,7 @@ var appSettingsList = [
   // 3.7-3.12 worker, or what the host injects; min(32, cores + 4) in the newer one), so it is set here: 24
   // queue messages run at once per instance (host.json batchSize 16 + newBatchThreshold 8), each mostly waiting
   // on ARM, and a call waiting for a thread already spends its functionTimeout; 8 more keep the timers, HTTP,
-  // Event Grid and poison-queue functions from waiting behind a full batch. tests/test_runner_fidelity.py
+  // Event Grid and poison-queue functions from waiting behind a full batch. tests/test_deadlines.py
   // checks this against host.json and local.settings.sample.json.
   { name: 'PYTHON_THREADPOOL_THREAD_COUNT', value: '32' }
   { name: 'IMPORT_QUEUE', value: importQueue }
