@@ -35,7 +35,7 @@ def refresh_tracked_images(timer: func.TimerRequest) -> None:
 
 
 @app.event_grid_trigger(arg_name="event")
-def replicate_on_push(event: func.EventGridEvent) -> None:
+def replicate_on_push(event: func.EventGridEvent) -> None:  # a func.CloudEvent for CloudEvents 1.0
     replication.replicate(app_context.worker(), event_document(event))
 
 

@@ -15,6 +15,7 @@ def local_app_settings(*, queue: str = "acr-import-requests", table: str = "impo
     return {
         **layout.stack_env(),
         "FUNCTIONS_WORKER_RUNTIME": "python",
+        "PYTHON_THREADPOOL_THREAD_COUNT": "32",  # what infra/main.bicep deploys (see the comment there)
         "IMPORT_QUEUE": queue,
         "IMPORT_STATUS_TABLE": table,
         "ALLOWED_SOURCE_REGISTRIES": "docker.io,mcr.microsoft.com,*.azurecr.io,registry.contoso.com",

@@ -220,6 +220,13 @@ var userIdentitySettings = useUserAssignedIdentity ? [
 var insightsAuthentication = useUserAssignedIdentity ? 'Authorization=AAD;ClientId=${clientId}' : 'Authorization=AAD'
 
 var appSettingsList = [
+  // The Python worker's sync thread pool. Unset, its size depends on the worker and host versions (1 in the
+  // 3.7-3.12 worker, or what the host injects; min(32, cores + 4) in the newer one), so it is set here: 24
+  // queue messages run at once per instance (host.json batchSize 16 + newBatchThreshold 8), each mostly waiting
+  // on ARM, and a call waiting for a thread already spends its functionTimeout; 8 more keep the timers, HTTP,
+  // Event Grid and poison-queue functions from waiting behind a full batch. tests/test_deadlines.py
+  // checks this against host.json and local.settings.sample.json.
+  { name: 'PYTHON_THREADPOOL_THREAD_COUNT', value: '32' }
   { name: 'IMPORT_QUEUE', value: importQueue }
   { name: 'IMPORT_STATUS_TABLE', value: statusTable }
   { name: 'TARGET_REGISTRY', value: targetRegistryId }

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.deadlines import arm_client_options, identity_options
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.settings import Settings
 
@@ -58,8 +59,8 @@ def make_credential(settings: Settings):
     from azure.identity import ManagedIdentityCredential
 
     if settings.azure_client_id:
-        return ManagedIdentityCredential(client_id=settings.azure_client_id)
-    return ManagedIdentityCredential()
+        return ManagedIdentityCredential(client_id=settings.azure_client_id, **identity_options())
+    return ManagedIdentityCredential(**identity_options())
 
 
 class AcrManagement:
@@ -84,7 +85,8 @@ class AcrManagement:
                 # sleeps through a Retry-After and every attempt is counted and visible in the status.
                 self._clients[subscription] = ContainerRegistryManagementClient(
                     self._credential, subscription, base_url=endpoint,
-                    credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0)
+                    credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0,
+                    **arm_client_options())  # every call ends inside functionTimeout (shared/deadlines.py)
             return self._clients[subscription]
 
     def registry_by_login_server(self, subscription: str, login_server: str) -> RegistryId | None:

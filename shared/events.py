@@ -145,8 +145,10 @@ def read_events(payload: Any) -> list[RegistryEvent | UnreadableEvent]:
 
 
 def event_document(event: Any) -> dict[str, Any]:
-    """The Event Grid schema dict of a `func.EventGridEvent` (or anything with its getters), so webhook and
-    queue deliveries go through the same reader."""
+    """The schema dict of what the worker's Event Grid converter hands the function, so webhook and queue
+    deliveries go through the same reader: a `func.CloudEvent` (the converter's answer for a CloudEvents 1.0
+    event, whatever the annotation says) becomes a CloudEvents dict, anything else (a `func.EventGridEvent`)
+    an Event Grid schema dict."""
     def get(name: str) -> Any:
         getter = getattr(event, f"get_{name}", None)
         try:
@@ -154,8 +156,15 @@ def event_document(event: Any) -> dict[str, Any]:
         except (ValueError, TypeError):
             return None
 
-    moment = getattr(event, "event_time", None)
+    def when(name: str) -> Any:
+        moment = getattr(event, name, None)
+        return moment.isoformat() if hasattr(moment, "isoformat") else moment
+
+    if getattr(event, "specversion", None) is not None:
+        return {"specversion": event.specversion, "id": getattr(event, "id", None),
+                "source": getattr(event, "source", None), "type": getattr(event, "type", None),
+                "subject": getattr(event, "subject", None), "time": when("time"), "data": get("json")}
     return {"id": getattr(event, "id", None), "topic": getattr(event, "topic", None),
             "subject": getattr(event, "subject", None), "eventType": getattr(event, "event_type", None),
-            "eventTime": moment.isoformat() if hasattr(moment, "isoformat") else moment,
-            "dataVersion": getattr(event, "data_version", None), "data": get("json")}
+            "eventTime": when("event_time"), "dataVersion": getattr(event, "data_version", None),
+            "data": get("json")}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared import telemetry
+from shared import deadlines, telemetry
 from shared.failures import MAX_RETRY_AFTER_SECONDS
 from shared.patterns import valid_tags
 from shared.registry_client import (
@@ -417,7 +417,12 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
         from shared.status import StatusStore
 
         status = status or StatusStore(settings.status_table)
+        stop_at = began + deadlines.refresh_enqueue_stop_seconds()
         for planned in plan.imports:
+            if time.monotonic() > stop_at:  # past here a send could outlive functionTimeout (shared/deadlines.py)
+                plan.problems.append(f"{planned.check.target}: not enqueued: the run is near its function timeout; "
+                                     "the next run finds it again")
+                continue
             try:
                 request = validate_document(planned.request, settings, fallback_id=planned.request["id"])
                 if isinstance(request, Rejected):

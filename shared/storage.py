@@ -12,6 +12,8 @@ import re
 import threading
 from collections.abc import Mapping
 
+from shared.deadlines import identity_options, storage_client_options
+
 CONNECTION = "AzureWebJobsStorage"
 
 
@@ -31,7 +33,9 @@ def _identity(env: Mapping[str, str], prefix: str):
     from azure.identity import ManagedIdentityCredential
 
     client_id = env.get(f"{prefix}__clientId") or None
-    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    options = identity_options()
+    return ManagedIdentityCredential(client_id=client_id, **options) if client_id else \
+        ManagedIdentityCredential(**options)
 
 
 def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
@@ -42,12 +46,13 @@ def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
         from azure.data.tables import TableServiceClient as Client
 
     env = os.environ if env is None else env
+    options = storage_client_options(kind)  # every call ends inside functionTimeout (shared/deadlines.py)
     if env.get(prefix):
-        return Client.from_connection_string(env[prefix])
+        return Client.from_connection_string(env[prefix], **options)
     uri = _service_uri(env, prefix, kind)
     if not uri:
         raise StorageSettingsError(f"set {prefix} (connection string) or {prefix}__{kind}ServiceUri")
-    return Client(uri, credential=_identity(env, prefix))
+    return Client(uri, credential=_identity(env, prefix), **options)
 
 
 def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):

@@ -44,6 +44,17 @@ def test_a_cloudevents_push_reads_the_same():
     assert ev.read_event(cloud) == ev.read_event(SAMPLE)
 
 
+def test_both_schemas_read_the_same_through_the_workers_converter():
+    """What the function gets is the converter's object: a func.CloudEvent for CloudEvents 1.0."""
+    from dev.runner.inputs import eventgrid_input
+
+    cloud = {"specversion": "1.0", "id": SAMPLE["id"], "source": SAMPLE["topic"], "type": SAMPLE["eventType"],
+             "subject": SAMPLE["subject"], "time": SAMPLE["eventTime"], "data": SAMPLE["data"]}
+    from_cloud = ev.read_event(ev.event_document(eventgrid_input(cloud)))
+    from_grid = ev.read_event(ev.event_document(eventgrid_input(SAMPLE)))
+    assert isinstance(from_cloud, ev.RegistryEvent) and from_cloud == from_grid
+
+
 def test_untagged_child_manifest_has_no_tag():
     child = copy.deepcopy(SAMPLE)
     del child["data"]["target"]["tag"]

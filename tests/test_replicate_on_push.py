@@ -164,6 +164,27 @@ def test_the_documented_sample_imports_the_pushed_digest_once(world, control, ap
     assert repository == f"{prefix}aci-helloworld"
 
 
+def test_a_cloudevents_push_through_the_webhook_imports_as_the_event_grid_one(world, control, app_env, stack):
+    """A CloudEvents 1.0 delivery reaches replicate_on_push as the worker's converter makes it (a
+    func.CloudEvent), and the app reads it like the Event Grid schema event."""
+    prefix = f"cloud{uuid.uuid4().hex[:6]}/"
+    runner = world({"source": A.resource_id, "targets": [B.resource_id], "targetPrefix": prefix})
+    digest = stack.digest(A.login_server, "aci-helloworld", "latest")
+    grid = pushed_event("aci-helloworld", "latest", digest)
+    cloud = {"specversion": "1.0", "id": grid["id"], "source": grid["topic"], "type": grid["eventType"],
+             "subject": grid["subject"], "time": grid["eventTime"], "datacontenttype": "application/json",
+             "data": grid["data"]}
+    assert post_events(runner, [cloud]).status_code == 202
+    settle(control, runner)
+
+    [imported] = imports_into(control, B)
+    assert imported["body"]["source"] == {"resourceId": A.resource_id, "sourceImage": f"aci-helloworld@{digest}"}
+    [target_tag] = imported["body"]["targetTags"]
+    record = StatusStore(app_env["IMPORT_STATUS_TABLE"]).get(
+        request_id(_event(grid), parse_registry_id(B.resource_id), target_tag))
+    assert record is not None and record.state is State.SUCCEEDED, record
+
+
 def _event(raw: dict):
     from shared.events import read_event
 

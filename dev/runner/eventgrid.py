@@ -2,7 +2,9 @@
 
 As the Event Grid extension 3.x answers: 401 without the system key, 404 for an unknown function, the
 subscription validation handshake, and for notifications every event invoked in parallel, then 202 when all
-succeeded or 500 (so Event Grid redelivers the whole batch) when any failed.
+succeeded or 500 (so Event Grid redelivers the whole batch) when any failed. Each event reaches the function
+as the worker's Event Grid converter makes it (dev/runner/inputs.py): a `func.EventGridEvent` for the Event
+Grid schema, a `func.CloudEvent` for CloudEvents 1.0.
 """
 
 from __future__ import annotations
@@ -18,44 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import azure.functions as func
-
 from dev.runner.config import FunctionSpec
 from dev.runner.http import HttpRoutes
+from dev.runner.inputs import eventgrid_input
 from dev.runner.invoker import Invoker
 
 log = logging.getLogger("dev.runner")
 WEBHOOK_PATH = "/runtime/webhooks/eventgrid"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Event Grid times carry up to 7 fractional digits (.NET ticks); Python takes 6."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits):]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def to_event(raw: dict[str, Any]) -> func.EventGridEvent:
-    """An Event Grid schema event, or a CloudEvents 1.0 one mapped onto the same fields."""
-    if "specversion" in raw:
-        return func.EventGridEvent(
-            id=str(raw.get("id", "")), data=raw.get("data"), topic=str(raw.get("source", "")),
-            subject=str(raw.get("subject", "")), event_type=str(raw.get("type", "")),
-            event_time=parse_time(raw.get("time")), data_version=str(raw.get("dataschema", "")))
-    return func.EventGridEvent(
-        id=str(raw.get("id", "")), data=raw.get("data"), topic=str(raw.get("topic", "")),
-        subject=str(raw.get("subject", "")), event_type=str(raw.get("eventType", "")),
-        event_time=parse_time(raw.get("eventTime")), data_version=str(raw.get("dataVersion", "")))
 
 
 class EventGridServer:
@@ -129,8 +100,9 @@ class EventGridServer:
 
     def _deliver(self, spec: FunctionSpec, events: list[dict[str, Any]]) -> tuple[int, dict, bytes]:
         def run(raw: dict[str, Any]):
-            event = to_event(raw)
-            return self._invoker.invoke(spec, "eventgrid", event, trigger_id=event.id,
+            event_id = raw.get("id")
+            return self._invoker.invoke(spec, "eventgrid", None, convert=lambda: eventgrid_input(raw),
+                                        trigger_id=event_id if isinstance(event_id, str) else None,
                                         reason=f"EventGrid trigger fired at {datetime.now(UTC).isoformat()}")
 
         results = list(self._pool.map(run, events))

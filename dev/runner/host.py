@@ -174,14 +174,25 @@ class Runner:
                 os.environ[key] = value
         self._saved_env.clear()
 
-    def _thread_count(self) -> int:
-        """PYTHON_THREADPOOL_THREAD_COUNT, else every queue's full concurrency plus room for timers/webhook."""
+    def _thread_count(self) -> int | None:
+        """PYTHON_THREADPOOL_THREAD_COUNT when it is a whole number >= 1, else None: the worker's default.
+
+        The Python worker passes the setting to `ThreadPoolExecutor(max_workers=...)` and, when it is unset,
+        passes None (azure-functions-python-worker `_get_sync_tp_max_workers`; an invalid value is logged
+        and ignored), so Python's own default applies: min(32, CPUs + 4).
+        """
         explicit = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT")
-        if explicit:
-            return max(1, int(explicit))
-        assert self.config is not None
-        queue_functions = sum(1 for s in self.functions.values() if s.trigger.type == "queueTrigger")
-        return max(4, queue_functions * self.config.queues.concurrency + 4)
+        if not explicit:
+            return None
+        try:
+            count = int(explicit)
+        except ValueError:
+            count = 0
+        if count < 1:
+            log.warning("PYTHON_THREADPOOL_THREAD_COUNT must be a whole number of at least 1, not %r; "
+                        "using the default", explicit)
+            return None
+        return count
 
     def _system_key(self) -> str:
         return _stored_key(os.environ.get("EVENTGRID_SYSTEM_KEY"), KEY_FILE, "the eventgrid_extension system key")

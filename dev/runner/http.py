@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
 from dev.runner.config import ConfigError, FunctionSpec
+from dev.runner.inputs import http_input
 from dev.runner.invoker import Invoker
 
 log = logging.getLogger("dev.runner")
@@ -82,14 +83,14 @@ class HttpRoutes:
         if found is None:
             return 404, {}, b""
         route, route_params = found
-        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        pairs = parse_qsl(url.query, keep_blank_values=True)
         if route.auth_level != "ANONYMOUS":
-            key = query.get("code") or headers.get("x-functions-key", "")
+            key = next((v for k, v in pairs if k == "code"), "") or headers.get("x-functions-key", "")
             if not hmac.compare_digest(key.encode(), self._key.encode()):
                 return 401, {}, b""
-        request = func.HttpRequest(method.upper(), base_url + target, headers=headers, params=query,
-                                   route_params=route_params, body=body)
-        result = self._invoker.invoke(route.spec, "http", request, trigger_id=None,
+        result = self._invoker.invoke(
+            route.spec, "http", None, trigger_id=None,
+            convert=lambda: http_input(method, base_url + target, headers, pairs, route_params, body),
                                       reason=f"This HTTP triggered function executed at {datetime.now(UTC)}",
                                       details=f"{method.upper()} {url.path}")
         if result.invocation.outcome != "ok":

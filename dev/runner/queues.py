@@ -25,6 +25,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from dev.runner.config import ConfigError, FunctionSpec, QueueOptions
+from dev.runner.inputs import queue_input
 from dev.runner.invoker import Invoker
 
 log = logging.getLogger("dev.runner")
@@ -173,15 +174,16 @@ class QueueListener:
                       self.queue_name, message.id, exc, self._poison_name, self.spec.name)
             self._poison(message)
             return
-        trigger = func.queue.QueueMessage(
-            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
-            insertion_time=message.inserted_on, expiration_time=message.expires_on,
-            time_next_visible=message.next_visible_on)
+        def trigger() -> func.QueueMessage:  # built by the queue converter from the host's datums
+            return queue_input(body, id=message.id, dequeue_count=message.dequeue_count,
+                               pop_receipt=message.pop_receipt, insertion_time=message.inserted_on,
+                               expiration_time=message.expires_on, next_visible_time=message.next_visible_on)
+
         renewal = _LeaseRenewal(self._queue, message, self._lease)
         renewal.start()
         try:
             result = self._invoker.invoke(
-                self.spec, "queue", trigger, trigger_id=message.id,
+                self.spec, "queue", None, convert=trigger, trigger_id=message.id,
                 reason=f"New queue message detected on '{self.queue_name}'.",
                 details=f"MessageId: {message.id}, DequeueCount: {message.dequeue_count}, "
                         f"InsertedOn: {message.inserted_on:%Y-%m-%dT%H:%M:%S.000+00:00}")

@@ -6,9 +6,8 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-import azure.functions as func
-
 from dev.runner.config import FunctionSpec
+from dev.runner.inputs import timer_input
 from dev.runner.invoker import Invocation, Invoker
 from dev.runner.schedule import parse_schedule
 
@@ -38,7 +37,7 @@ class TimerListener:
         with self._running:
             now = datetime.now(UTC)
             result = self._invoker.invoke(
-                self.spec, "timer", func.timer.TimerRequest(past_due=past_due),
+                self.spec, "timer", None, convert=lambda: timer_input(past_due),
                 reason=f"Timer fired at {now:%Y-%m-%dT%H:%M:%S.%f}+00:00")
             return result.invocation
 
