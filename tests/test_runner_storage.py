@@ -284,3 +284,37 @@ def test_two_instances_never_run_one_schedule_at_once_and_the_second_takes_over(
                   key=lambda i: i.started)
     for earlier, later in itertools.pairwise(runs):  # never two at once
         assert later.started >= earlier.started + timedelta(seconds=earlier.duration), (earlier, later)
+
+
+def test_refresh_on_two_instances_runs_once_per_occurrence(app_env, monkeypatch, tmp_path):
+    """The app's own timer on two runners sharing one storage account and host id: one instance runs the
+    refresh schedule, the other never fires it, and no two refreshes overlap."""
+    from shared import app_context
+    from shared.refresh import RefreshLog
+
+    uid = uuid.uuid4().hex[:8]
+    tracked = tmp_path / "tracked.json"
+    tracked.write_text(json.dumps({"version": 1, "images": []}))
+    env = {**app_env, "TRACKED_IMAGES": str(tracked), "REFRESH_SCHEDULE": "*/2 * * * * *",
+           "AzureFunctionsWebHost__hostid": f"r-{uid}"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app_context.reset()
+    runners = [Runner("function_app", env=env, http_port=None).start()]
+    try:
+        wait_for(lambda: runners[0].timer("refresh_tracked_images").scheduled_runs >= 1, what="a first refresh")
+        runners.append(Runner("function_app", env=env, http_port=None).start())
+        other = runners[1].timer("refresh_tracked_images")
+        wait_for(lambda: other.lock_attempts >= 1 and runners[0].timer("refresh_tracked_images").scheduled_runs >= 3,
+                 what="more occurrences with both instances up")
+        assert other.scheduled_runs == 0 and not other.listening
+    finally:
+        for runner in runners:
+            runner.stop()
+        app_context.reset()
+    runs = sorted((i for r in runners for i in r.invocations if i.function == "refresh_tracked_images"),
+                  key=lambda i: i.started)
+    assert {r.outcome for r in runs} == {"ok"} and len(runs) >= 3
+    for earlier, later in itertools.pairwise(runs):
+        assert later.started >= earlier.started + timedelta(seconds=earlier.duration), (earlier, later)
+    assert RefreshLog(app_env["IMPORT_STATUS_TABLE"]).latest() is not None
