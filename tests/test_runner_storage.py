@@ -262,9 +262,12 @@ def test_a_missed_occurrence_runs_once_past_due_at_start(fresh_queue, case):
         assert datetime.fromisoformat(status["Last"]) > LAST_NEW_YEAR
 
 
-def test_two_instances_never_run_one_schedule_at_once_and_the_second_takes_over(fresh_queue):
+def test_two_instances_never_run_one_schedule_at_once_and_the_second_takes_over(fresh_queue, monkeypatch):
     host = f"t-{uuid.uuid4().hex[:12]}"
-    first = fixture_runner(fresh_queue, AzureFunctionsWebHost__hostid=host, TEST_SCHEDULE="*/1 * * * * *").start()
+    first = fixture_runner(fresh_queue, AzureFunctionsWebHost__hostid=host, TEST_SCHEDULE="*/1 * * * * *")
+    for name, value in first.env.items():  # two runners in one process: each restores what it found at start,
+        monkeypatch.setenv(name, value)    # so the test owns the environment and puts it back
+    first.start()
     second, running = None, [first]
     try:
         wait_for(lambda: first.timer("tick").scheduled_runs >= 1, what="the first instance to fire")

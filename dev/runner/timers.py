@@ -261,9 +261,14 @@ class TimerListener:
             if self._lock is not None and not self._lock.try_acquire():
                 self._stopping.wait(self._singleton.listener_lock_recovery_polling_interval.total_seconds())
                 continue
-            self._listen()
-            if self._lock is not None:
-                self._lock.release()
+            try:
+                self._listen()
+            except (AzureError, OSError) as exc:  # storage unreachable at start: the host retries the listener
+                log.warning("Timer %s: listener start failed (%s); retrying", self.spec.name, type(exc).__name__)
+                self._stopping.wait(self._singleton.listener_lock_recovery_polling_interval.total_seconds())
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
 
     def _listen(self) -> None:
         """The inner listener, while the lock holds: past-due or startup run first, then the schedule."""
