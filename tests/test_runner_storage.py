@@ -44,14 +44,15 @@ def seen(function: str) -> list[dict]:
 
 # --- identity-based AzureWebJobsStorage ------------------------------------------------------------------------
 
-@pytest.fixture
-def identity_env(app_env, monkeypatch):
-    """The app's settings with AzureWebJobsStorage in its identity-based form (user-assigned identity), and the
-    queues the deployment creates, on the HTTPS Azurite that takes bearer tokens."""
+@pytest.fixture(params=[layout.USER_ASSIGNED_IDENTITY.client_id], ids=["user-assigned"])
+def identity_env(request, app_env, monkeypatch):
+    """The app's settings with AzureWebJobsStorage in its identity-based form (a user-assigned identity unless
+    the test asks for the system-assigned one), and the queues the deployment creates, on the HTTPS Azurite that
+    takes bearer tokens."""
     from shared import app_context
 
     env = {k: v for k, v in app_env.items() if k != "AzureWebJobsStorage"}
-    env.update(identity_storage_settings())
+    env.update(identity_storage_settings(request.param))
     monkeypatch.delenv("AzureWebJobsStorage")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -71,6 +72,8 @@ def storage_tokens(control) -> list[dict]:
     return [r for r in control.requests("identity") if r["query"].get("resource") == STORAGE_AUDIENCE]
 
 
+@pytest.mark.parametrize("identity_env", [layout.USER_ASSIGNED_IDENTITY.client_id, None], indirect=True,
+                         ids=["user-assigned", "system-assigned"])
 def test_an_import_runs_end_to_end_on_identity_based_storage(identity_env, control):
     from shared.outcome import State
     from shared.status import StatusStore
@@ -84,9 +87,10 @@ def test_an_import_runs_end_to_end_on_identity_based_storage(identity_env, contr
     assert [i.outcome for i in invocations] == ["ok"]
     rows = StatusStore(identity_env["IMPORT_STATUS_TABLE"]).list()  # read with the identity too
     assert [(r.state, r.target_tags) for r in rows] == [(State.SUCCEEDED, [f"id-hello:{tag}"])]
-    # the runner's listener and the app's clients asked for storage tokens as the user-assigned identity
+    # the runner's listener and the app's clients asked for storage tokens as the configured identity only
     tokens = storage_tokens(control)
-    assert tokens and {t["query"].get("client_id") for t in tokens} == {layout.USER_ASSIGNED_IDENTITY.client_id}
+    assert tokens and {t["query"].get("client_id") for t in tokens} == {
+        identity_env.get("AzureWebJobsStorage__clientId")}
     # and the connection-string Azurite never saw the status table
     with pytest.raises(ResourceNotFoundError):
         next(TableClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
