@@ -19,7 +19,7 @@ import time
 import uuid
 
 from dev import layout, seed, stack
-from dev.app_settings import local_app_settings
+from dev.app_settings import create_app_queues, local_app_settings
 
 ROUNDS = 5
 IMPORT_SECONDS = 2.0
@@ -104,6 +104,7 @@ def run() -> str:
         settings = local_app_settings(queue=f"bench-{suffix}", table=f"bench{suffix}")
         settings.pop("IMPORT_POLL_INTERVAL_SECONDS")  # measure the shipped default
         os.environ.update(settings)
+        create_app_queues(settings["IMPORT_QUEUE"])  # as the deployment does: the runner waits for its queue
         runner = Runner("function_app", env=settings, http_port=None).start()
         store = StatusStore(settings["IMPORT_STATUS_TABLE"])
         queue = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, settings["IMPORT_QUEUE"])

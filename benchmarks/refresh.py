@@ -151,7 +151,8 @@ def _own_stack() -> None:
     os.environ["ACR_IMPORTER_STACK_DIR"] = tempfile.mkdtemp(prefix="acr-importer-bench-")
     for offset in random.sample(range(4100, 8100, 100), 40):
         try:
-            for base in (5001, 5002, 5003, 5004, 5011, 5012, 5013, 7071, 9080, 9443, 9444, 10000, 10001, 10002):
+            for base in (5001, 5002, 5003, 5004, 5011, 5012, 5013, 7071, 9080, 9443, 9444, 10000, 10001, 10002,
+                         10010, 10011, 10012):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
         except OSError:

@@ -38,3 +38,30 @@ def write_local_settings(path: Path = layout.REPO_ROOT / "local.settings.json") 
     """A local.settings.json for the stack (what Core Tools would read; our runner reads it too)."""
     path.write_text(json.dumps({"IsEncrypted": False, "Values": local_app_settings()}, indent=2) + "\n")
     return path
+
+
+def create_app_queues(queue: str, connection_string: str = layout.AZURITE_CONNECTION_STRING) -> None:
+    """Create the request queue and its `-rejected` and `-poison` queues, as the deployment does
+    (infra/main.bicep): the Functions host waits for a trigger's queue and never creates it."""
+    import contextlib
+
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueServiceClient
+
+    options = {"connection_verify": str(layout.CA_CERT)} if connection_string.startswith(
+        "DefaultEndpointsProtocol=https") else {}
+    service = QueueServiceClient.from_connection_string(connection_string, **options)
+    for name in (queue, f"{queue}-rejected", f"{queue}-poison"):
+        with contextlib.suppress(ResourceExistsError):
+            service.create_queue(name)
+
+
+def identity_storage_settings(client_id: str | None = layout.USER_ASSIGNED_IDENTITY.client_id) -> dict[str, str]:
+    """`AzureWebJobsStorage__*` as the templates deploy them (infra/main.bicep), pointed at the stack's HTTPS
+    Azurite with OAuth; tokens come from the identity endpoint (IDENTITY_ENDPOINT / IDENTITY_HEADER)."""
+    settings = {f"AzureWebJobsStorage__{service}ServiceUri": uri
+                for service, uri in layout.AZURITE_IDENTITY_URIS.items()}
+    settings["AzureWebJobsStorage__credential"] = "managedidentity"
+    if client_id:
+        settings["AzureWebJobsStorage__clientId"] = client_id
+    return settings

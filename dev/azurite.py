@@ -63,22 +63,42 @@ def command(state_dir: Path = layout.STATE_DIR) -> list[str]:
     ]
 
 
-def is_ready(timeout: float = 2.0) -> bool:
+def identity_command(state_dir: Path = layout.STATE_DIR) -> list[str]:
+    """argv of the second Azurite: HTTPS with the stack's certificate and `--oauth basic`, for identity-based
+    storage settings. Azurite's OAuth needs HTTPS (its README, "OAuth Configuration"); at level `basic` it
+    checks a bearer token's issuer, audience (https://storage.azure.com[/] or the account's own) and lifetime,
+    not its signature or any role. Its own folder: it shares no state with the connection-string instance."""
+    argv = command(state_dir)
+    location = Path(state_dir) / "azurite-identity"
+    location.mkdir(parents=True, exist_ok=True)
+    ports = {"--blobPort": layout.AZURITE_IDENTITY_BLOB_PORT, "--queuePort": layout.AZURITE_IDENTITY_QUEUE_PORT,
+             "--tablePort": layout.AZURITE_IDENTITY_TABLE_PORT, "--location": location}
+    for flag, value in ports.items():
+        argv[argv.index(flag) + 1] = str(value)
+    return [*argv, "--oauth", "basic", "--cert", str(layout.SERVER_CERT), "--key", str(layout.SERVER_KEY)]
+
+
+def is_ready(timeout: float = 2.0, connection_string: str = layout.AZURITE_CONNECTION_STRING) -> bool:
     """True when the queue and table services answer a real SDK call (not only an open port)."""
     from azure.core.exceptions import AzureError
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
+    options = {"connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}
+    if connection_string.startswith("DefaultEndpointsProtocol=https"):
+        options["connection_verify"] = str(layout.CA_CERT)
     try:
-        queues = QueueServiceClient.from_connection_string(
-            layout.AZURITE_CONNECTION_STRING, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+        queues = QueueServiceClient.from_connection_string(connection_string, **options)
         queues.get_service_properties()
-        tables = TableServiceClient.from_connection_string(
-            layout.AZURITE_CONNECTION_STRING, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+        tables = TableServiceClient.from_connection_string(connection_string, **options)
         next(iter(tables.list_tables(results_per_page=1)), None)
     except (AzureError, OSError):
         return False
     return True
+
+
+def identity_is_ready(timeout: float = 2.0) -> bool:
+    return is_ready(timeout, layout.AZURITE_IDENTITY_CONNECTION_STRING)
 
 
 def main() -> int:

@@ -80,7 +80,7 @@ def enqueue_all(queue_name: str, items: list[Scenario]) -> dict[str, Scenario]:
     from azure.storage.queue import QueueClient
 
     client = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, queue_name)
-    with contextlib.suppress(ResourceExistsError):  # the runner may have made it already
+    with contextlib.suppress(ResourceExistsError):  # as the deployment would: the runner waits for it
         client.create_queue()
     sent = {}
     for scenario in items:

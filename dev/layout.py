@@ -52,6 +52,21 @@ AZURITE_CONNECTION_STRING = "UseDevelopmentStorage=true" if PORT_OFFSET == 0 els
     f"QueueEndpoint=http://{HOST}:{AZURITE_QUEUE_PORT}/devstoreaccount1;"
     f"TableEndpoint=http://{HOST}:{AZURITE_TABLE_PORT}/devstoreaccount1;")
 
+# A second Azurite, over HTTPS with OAuth (`--oauth basic`), for the identity-based storage settings the
+# templates deploy (`AzureWebJobsStorage__queueServiceUri`, ...): bearer tokens need HTTPS, and the plain-HTTP
+# instance above keeps `UseDevelopmentStorage=true` and the connection-string mode of the rest of the suite.
+AZURITE_IDENTITY_BLOB_PORT = 10010 + PORT_OFFSET
+AZURITE_IDENTITY_QUEUE_PORT = 10011 + PORT_OFFSET
+AZURITE_IDENTITY_TABLE_PORT = 10012 + PORT_OFFSET
+AZURITE_IDENTITY_URIS = {service: f"https://{HOST}:{port}/devstoreaccount1" for service, port in (
+    ("blob", AZURITE_IDENTITY_BLOB_PORT), ("queue", AZURITE_IDENTITY_QUEUE_PORT),
+    ("table", AZURITE_IDENTITY_TABLE_PORT))}
+# Shared-key access to the same instance, for tests and probes that look at what the app wrote.
+AZURITE_IDENTITY_CONNECTION_STRING = (
+    f"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={_DEV_ACCOUNT_KEY};"
+    f"BlobEndpoint={AZURITE_IDENTITY_URIS['blob']};QueueEndpoint={AZURITE_IDENTITY_URIS['queue']};"
+    f"TableEndpoint={AZURITE_IDENTITY_URIS['table']};")
+
 # --- the fake Azure world ----------------------------------------------------------------------
 TENANT_ID = "7a0e4b1c-3f2d-4c5e-9a8b-0c1d2e3f4a5b"
 SUB_A = "11111111-1111-4111-8111-111111111111"   # the app's subscription

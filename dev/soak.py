@@ -91,6 +91,7 @@ SETTINGS = {"IMPORT_RETRY_BASE_SECONDS": "0.5", "IMPORT_RETRY_MAX_SECONDS": "2",
 def run_load(app_env: dict[str, str], control, count: int, *, seed_value: int = 8, timeout: float = 600) -> LoadReport:
     from azure.storage.queue import QueueClient
 
+    from dev.app_settings import create_app_queues
     from dev.runner import Runner
     from shared import app_context
     from shared.status import StatusStore
@@ -99,6 +100,7 @@ def run_load(app_env: dict[str, str], control, count: int, *, seed_value: int = 
     rng = random.Random(seed_value)
     report = LoadReport(count, script_faults(control, count, rng))
     queue = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, app_env["IMPORT_QUEUE"])
+    create_app_queues(app_env["IMPORT_QUEUE"])
     ids = {}
     run = uuid.uuid4().hex[:6]
     began, cpu = time.monotonic(), time.process_time()

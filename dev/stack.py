@@ -83,6 +83,7 @@ def services() -> list[Service]:
     if _module_exists("dev.azurite"):
         azurite = importlib.import_module("dev.azurite")
         found.append(Service("azurite", azurite.command, azurite.is_ready))
+        found.append(Service("azurite-identity", azurite.identity_command, azurite.identity_is_ready))
     else:
         warnings.warn("dev.azurite is missing: Azurite is not started", stacklevel=2)
     return found

@@ -37,7 +37,7 @@ def _free_port_offset() -> int:
     random.shuffle(candidates)
     for offset in candidates:
         try:
-            for base in (5001, 5011, 7071, 9080, 9443, 9444, 10000, 10001, 10002):
+            for base in (5001, 5011, 7071, 9080, 9443, 9444, 10000, 10001, 10002, 10010, 10011, 10012):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
         except OSError:
@@ -101,11 +101,12 @@ TEST_SETTINGS = {  # fast retries, so retry paths run in seconds
 @pytest.fixture
 def app_env(stack, monkeypatch):
     """The app's settings pointed at the stack, with a fresh queue and status table per test."""
-    from dev.app_settings import local_app_settings
+    from dev.app_settings import create_app_queues, local_app_settings
     from shared import app_context
 
     suffix = uuid.uuid4().hex[:10]
     values = {**local_app_settings(queue=f"imports-{suffix}", table=f"status{suffix}"), **TEST_SETTINGS}
+    create_app_queues(values["IMPORT_QUEUE"])  # as the deployment does: the host waits for a trigger's queue
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     app_context.reset()

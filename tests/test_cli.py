@@ -114,9 +114,7 @@ def test_redrive_moves_a_poison_message_back_with_a_new_transition(app_env):
     request_id = f"poison-{uuid.uuid4().hex[:8]}"
     body = {"id": request_id, "source": "nginx:1.27", "retry": {"attempt": 3,
                                                                "firstAttemptAt": "2026-01-01T00:00:00+00:00"}}
-    poison = queue(app_env, "-poison")
-    poison.create_queue()
-    queue(app_env).create_queue()
+    poison = queue(app_env, "-poison")  # app_env created the queues, as the deployment does
     poison.send_message(base64.b64encode(json.dumps(body).encode()).decode())
     moved = cli("redrive", "--from", "poison")
     assert moved.returncode == 0, moved.stdout + moved.stderr

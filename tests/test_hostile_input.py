@@ -123,8 +123,7 @@ def test_the_whole_corpus_through_the_queue_and_the_runner_ends_rejected(app_env
 
     settings = load_settings()
     expected: dict[str, dict] = {}
-    queue = _queued(app_env)
-    queue.create_queue()
+    queue = _queued(app_env)  # app_env created it, as the deployment does
     direct = []
     for case in MESSAGES:
         body = body_of(case)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from dev import azurite, layout
@@ -53,7 +55,12 @@ def queue_name(storage) -> str:
 
 
 def client(name: str) -> QueueClient:
-    return QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, name)
+    """The queue, created if missing as the deployment would: the runner (like the host) never creates a
+    trigger's queue."""
+    queue = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, name)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    return queue
 
 
 def drain(name: str) -> list[str]:

@@ -27,8 +27,9 @@ from dev.runner.config import (
 from dev.runner.eventgrid import EventGridServer
 from dev.runner.http import HttpRoutes
 from dev.runner.invoker import Invocation, Invoker
-from dev.runner.queues import QueueListener, connection_string, encode, output_texts, queue_client
-from dev.runner.timers import TimerListener
+from dev.runner.queues import QueueListener, encode, output_texts
+from dev.runner.storage import resolve_connection
+from dev.runner.timers import TimerListener, load_singleton_options, timer_storage
 
 log = logging.getLogger("dev.runner")
 KEY_FILE = layout.STATE_DIR / "runner" / "eventgrid-system-key"
@@ -63,13 +64,17 @@ class Runner:
             self.functions = {f.name: f for f in discover_functions(self.app_module, self.root)}
             self._invoker = Invoker(self._thread_count(), self.config.function_timeout)
             settings = dict(os.environ)
+            timers = [s for s in self.functions.values() if s.trigger.type == "timerTrigger"]
+            # timers keep their listener lock and schedule status in AzureWebJobsStorage's blob service
+            host_blobs = timer_storage(settings, self.root, resolve_connection(None, settings)) if timers else None
+            singleton = load_singleton_options(self.root)
             for spec in self.functions.values():
                 kind = spec.trigger.type
                 if kind == "queueTrigger":
                     self._queues[spec.name] = QueueListener(
                         spec, self.config.queues, settings, self._invoker, self._write_outputs)
                 elif kind == "timerTrigger":
-                    self._timers[spec.name] = TimerListener(spec, self._invoker)
+                    self._timers[spec.name] = TimerListener(spec, self._invoker, host_blobs, singleton)
                 elif kind not in ("eventGridTrigger", "httpTrigger"):
                     raise ConfigError(f"function {spec.name}: trigger {kind} is not served by the dev runner")
             webhooks = {n: s for n, s in self.functions.items() if s.trigger.type == "eventGridTrigger"}
@@ -131,6 +136,13 @@ class Runner:
         if name not in self._timers:
             raise KeyError(f"no timer function named {name!r}; timers: {sorted(self._timers)}")
         return self._timers[name].fire()
+
+    def timer(self, name: str) -> TimerListener:
+        """A timer function's listener: whether this instance holds its lock, how often it fired."""
+        return self._timers[name]
+
+    def queue_listener(self, function: str) -> QueueListener:
+        return self._queues[function]
 
     def queue_name(self, function: str) -> str:
         return self._queues[function].queue_name
@@ -209,8 +221,7 @@ class Runner:
             if not texts:
                 continue
             name = str(binding.settings["queueName"]).lower()
-            conn = connection_string(binding.settings.get("connection"), dict(os.environ))
-            client = queue_client(conn, name)
+            client = resolve_connection(binding.settings.get("connection"), dict(os.environ)).queue_client(name)
             with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
             for text in texts:

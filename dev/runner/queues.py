@@ -4,6 +4,12 @@ Per function: fetch `batchSize` messages under a 10-minute lease, renew the leas
 runs, fetch again as soon as no more than `newBatchThreshold` are in flight, back off exponentially (from 100 ms to
 `maxPollingInterval`) while the queue is empty. Success deletes; failure releases the message after
 `visibilityTimeout`, or moves it to `<queue>-poison` once its dequeue count reaches `maxDequeueCount`.
+
+The trigger's queue is not created: the storage extension's QueueListener (azure-sdk-for-net,
+Microsoft.Azure.WebJobs.Extensions.Storage.Queues `QueueListener.ExecuteAsync`) asks `ExistsAsync` before it
+receives and, while the queue does not exist, backs off (up to `maxPollingInterval`) until it appears. The
+poison queue is created when the first message is moved there (`CopyMessageToPoisonQueueAsync` ->
+`AddMessageAndCreateIfNotExistsAsync`), and a queue output binding creates its queue on first write, as here.
 """
 
 from __future__ import annotations
@@ -21,35 +27,19 @@ from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from dev.runner.config import ConfigError, FunctionSpec, QueueOptions
+from dev.runner.config import FunctionSpec, QueueOptions
 from dev.runner.inputs import queue_input
 from dev.runner.invoker import Invoker
+from dev.runner.storage import resolve_connection
 
 log = logging.getLogger("dev.runner")
 
 LEASE = timedelta(minutes=10)      # the host's receive visibility while a function runs
 MIN_POLL = timedelta(milliseconds=100)
 POISON_SUFFIX = "-poison"
-
-
-def connection_string(setting: str | None, settings: dict[str, str]) -> str:
-    """The connection string a binding's `connection` names (default AzureWebJobsStorage)."""
-    name = setting or "AzureWebJobsStorage"
-    for key in (name, f"AzureWebJobs{name}"):
-        if settings.get(key):
-            return settings[key]
-    if any(k.startswith(f"{name}__") for k in settings):
-        raise ConfigError(f"connection {name}: identity-based connections ({name}__...) are not served by "
-                          "the dev runner; set a connection string")
-    raise ConfigError(f"connection {name!r} is not set (no app setting {name})")
-
-
-def queue_client(conn: str, queue: str) -> QueueClient:
-    """A client that sends and returns message text as is: encoding is ours to apply, as the host's is."""
-    return QueueClient.from_connection_string(conn, queue)
 
 
 def encode(body: str | bytes, encoding: str) -> str:
@@ -86,8 +76,8 @@ class QueueListener:
         self.spec = spec
         self.queue_name = str(spec.trigger.settings["queueName"]).lower()
         self.options = options
-        self._conn = connection_string(spec.trigger.settings.get("connection"), settings)
-        self._queue = queue_client(self._conn, self.queue_name)
+        self._conn = resolve_connection(spec.trigger.settings.get("connection"), settings)
+        self._queue: QueueClient = self._conn.queue_client(self.queue_name)
         self._poison_name = None if self.queue_name.endswith(POISON_SUFFIX) or len(
             self.queue_name) + len(POISON_SUFFIX) > 63 else self.queue_name + POISON_SUFFIX
         self._invoker = invoker
@@ -97,6 +87,7 @@ class QueueListener:
         lease_seconds = settings.get("RUNNER_QUEUE_LEASE_SECONDS")
         self._lease = timedelta(seconds=float(lease_seconds)) if lease_seconds else LEASE
         self._processing = 0
+        self.missing_polls = 0  # polls that found the queue absent (the host waits; it does not create it)
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -109,8 +100,6 @@ class QueueListener:
         return self._processing
 
     def start(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self._queue.create_queue()
         self._thread.start()
 
     def notify(self) -> None:
@@ -125,8 +114,12 @@ class QueueListener:
         self._pool.shutdown(wait=True)
 
     def is_empty(self) -> bool:
-        """No message in the queue, visible or not (a message waiting for its retry counts)."""
-        return self._queue.get_queue_properties().approximate_message_count == 0
+        """No message in the queue, visible or not (a message waiting for its retry counts); a queue that
+        does not exist holds none."""
+        try:
+            return self._queue.get_queue_properties().approximate_message_count == 0
+        except ResourceNotFoundError:
+            return True
 
     def _run(self) -> None:
         delay = MIN_POLL.total_seconds()
@@ -136,6 +129,12 @@ class QueueListener:
                 batch = list(self._queue.receive_messages(
                     messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
                     visibility_timeout=int(self._lease.total_seconds())))
+            except ResourceNotFoundError:  # host: the queue does not exist yet; a failed poll, then back off
+                if self.missing_polls == 0:
+                    log.warning("Queue %s does not exist; waiting for it (the host does not create a trigger's "
+                                "queue)", self.queue_name)
+                self.missing_polls += 1
+                batch = []
             except (AzureError, OSError) as exc:  # storage down or unreachable: keep polling, as the host does
                 log.warning("Queue %s: receive failed (%s); backing off", self.queue_name, type(exc).__name__)
                 batch = []
@@ -210,7 +209,7 @@ class QueueListener:
             return
         log.warning("Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
                     self.options.max_dequeue_count, self._poison_name)
-        poison = queue_client(self._conn, self._poison_name)
+        poison = self._conn.queue_client(self._poison_name)
         with contextlib.suppress(ResourceExistsError):
             poison.create_queue()
         poison.send_message(message.content or "")
