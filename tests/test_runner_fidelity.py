@@ -109,8 +109,7 @@ def released():
 
 def test_function_timeout_restarts_the_worker_and_messages_come_back(queue_name, tmp_path, released):
     root = host_json(tmp_path, functionTimeout="00:00:02")
-    stuck = client(f"{queue_name}-stuck")
-    stuck.create_queue()
+    stuck = client(f"{queue_name}-stuck")  # client() creates it, as the deployment would
     for n in (1, 2):  # both on the queue before start: one receive of batchSize 2 takes both
         stuck.send_message(base64.b64encode(json.dumps({"hang": True, "n": n}).encode()).decode())
     with make_runner(queue_name, root=root) as runner:

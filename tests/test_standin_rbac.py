@@ -323,10 +323,6 @@ def test_the_global_subscription_bucket_is_fifteen_principals_deep():
     assert int(verdicts[15].error.headers["Retry-After"]) > 1000  # the shared bucket, not its own
 
 
-@pytest.mark.xfail(strict=True, reason="app bug (shared/worker.py poll_delay, owned by the polling part of issue 12): "
-                                       "in an import's first minute a look is repeated after "
-                                       "min(IMPORT_POLL_INTERVAL_SECONDS, Retry-After), so a throttled look is "
-                                       "retried every 0.5 s instead of after ARM's Retry-After")
 def test_app_waits_out_the_retry_after_of_a_throttled_operation_look(app_env, standin):
     from shared.outcome import State
     from tests.helpers import deliver, status
