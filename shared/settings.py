@@ -296,10 +296,13 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
         if not password:
             env.problem(f"{setting}__PASSWORD", f"{setting}__PASSWORD is missing or empty", needed_by)
             continue
-        if password.strip().startswith(KEY_VAULT_REFERENCE):
-            env.problem(f"{setting}__PASSWORD", f"{setting}__PASSWORD is an unresolved Key Vault reference: "
-                                                   "App Service could not read the secret (check that it exists "
-                                                   "and the app's identity has Key Vault Secrets User)", needed_by)
+        unresolved = [item for item in ("USERNAME", "PASSWORD")
+                      if (items.get(item) or "").strip().lower().startswith(KEY_VAULT_REFERENCE.lower())]
+        if unresolved:  # App Service leaves a reference it could not resolve in the setting as its literal text
+            env.problem(f"{setting}__{unresolved[0]}", f"{setting}__{unresolved[0]} is an unresolved Key Vault "
+                                                       "reference: App Service could not read the secret (check "
+                                                       "that it exists and the app's identity has Key Vault Secrets "
+                                                       "User)", needed_by)
             continue
         patterns, bad = [], []
         for text in _split(items.get("REGISTRIES")):

@@ -134,6 +134,10 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
         ({"SOURCE_CREDENTIALS__CONTOSO__PASSWORD": ""}, "SOURCE_CREDENTIALS__CONTOSO__PASSWORD"),
         ({"SOURCE_CREDENTIALS__CONTOSO__PASSWORD": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/"
                                                    "secrets/contoso)"}, "SOURCE_CREDENTIALS__CONTOSO__PASSWORD"),
+        ({"SOURCE_CREDENTIALS__CONTOSO__PASSWORD": " @microsoft.keyvault(VaultName=kv;SecretName=contoso)"},
+         "SOURCE_CREDENTIALS__CONTOSO__PASSWORD"),
+        ({"SOURCE_CREDENTIALS__CONTOSO__USERNAME": "@Microsoft.KeyVault(VaultName=kv;SecretName=contoso-user)"},
+         "SOURCE_CREDENTIALS__CONTOSO__USERNAME"),
         ({"SOURCE_CREDENTIALS__CONTOSO__TOKEN": PLANTED}, "SOURCE_CREDENTIALS__CONTOSO__TOKEN"),
         ({"SOURCE_CREDENTIALS__CONTOSO__REGISTRIES": " , ,"}, "SOURCE_CREDENTIALS__CONTOSO__REGISTRIES"),
     ]:
