@@ -8,7 +8,6 @@ reads the target ACR to prove that every platform arrived with the source's dige
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from dev import layout, oci, seed, stack
-from dev.app_settings import local_app_settings
+from dev.app_settings import create_app_queues, local_app_settings
 
 WAIT_SECONDS = 180
 
@@ -76,12 +75,9 @@ def scenarios(seeded: list[seed.Seeded]) -> list[Scenario]:
 
 def enqueue_all(queue_name: str, items: list[Scenario]) -> dict[str, Scenario]:
     """Base64 messages, as the Functions default encoding and most tools write them."""
-    from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient
 
     client = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, queue_name)
-    with contextlib.suppress(ResourceExistsError):  # as the deployment would: the runner waits for it
-        client.create_queue()
     sent = {}
     for scenario in items:
         request_id = f"demo-{uuid.uuid4().hex[:8]}"
@@ -128,6 +124,7 @@ def main() -> int:
         run = uuid.uuid4().hex[:6]
         settings = local_app_settings(queue=f"demo-imports-{run}", table=f"demostatus{run}")
         os.environ.update(settings)
+        create_app_queues(settings["IMPORT_QUEUE"])  # as the deployment does: the host never creates them
         runner = Runner("function_app", env=settings).start()
         items = scenarios(seeded)
         print(f"Enqueued {len(items)} import requests on queue {settings['IMPORT_QUEUE']}; "
