@@ -28,6 +28,7 @@ def worker() -> Worker:
         if _worker is None:
             settings = read_settings(check_storage=True)
             report_problems(settings)
+            report_identity()
             _worker = Worker(settings=settings, arm=AcrManagement(settings), queues=ImportQueues(settings),
                              status=StatusStore(settings.status_table))
         return _worker
@@ -40,6 +41,21 @@ def report_problems(settings: Settings) -> None:
             [f"requests naming credential set {problem.needed_by.partition(':')[2]}"]
         log.error(json.dumps({"event": "settings", "setting": problem.setting, "problem": problem.message,
                               "stops": stops}, ensure_ascii=False))
+
+
+def report_identity() -> None:
+    """One line at start when no managed identity endpoint is configured (the Functions host sets
+    IDENTITY_ENDPOINT when the app has an identity): imports would fail with IdentityUnavailable, unless
+    the app runs where IMDS serves a token (a VM or AKS node), which only a token request can tell."""
+    import os
+
+    if not (os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT")):
+        from shared.failures import NO_IDENTITY_HINT
+
+        log.warning(json.dumps({"event": "settings", "setting": "IDENTITY_ENDPOINT",
+                                "problem": "not set: no App Service managed identity endpoint; tokens are asked "
+                                           "of IMDS, which answers only on Azure VMs and AKS; " + NO_IDENTITY_HINT,
+                                "stops": ["imports, unless IMDS serves a token"]}, ensure_ascii=False))
 
 
 def usable_for(feature: str) -> bool:

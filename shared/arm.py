@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.deadlines import arm_client_options, identity_options
+from shared.failures import IdentityUnreachable
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.settings import Settings
 
@@ -59,8 +60,44 @@ def make_credential(settings: Settings):
     from azure.identity import ManagedIdentityCredential
 
     if settings.azure_client_id:
-        return ManagedIdentityCredential(client_id=settings.azure_client_id, **identity_options())
-    return ManagedIdentityCredential(**identity_options())
+        return _NamedEndpoint(ManagedIdentityCredential(client_id=settings.azure_client_id, **identity_options()))
+    return _NamedEndpoint(ManagedIdentityCredential(**identity_options()))
+
+
+class _NamedEndpoint:
+    """The credential, with "the identity endpoint does not answer" told apart from "ARM does not answer":
+    both are a ServiceRequestError to azure-core, but only the first is a configuration that cannot work
+    (shared/failures.py `configuration_failure`). An endpoint that answers with an error stays as it was."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ServiceRequestError
+
+        try:
+            return self._inner.get_token(*scopes, **kwargs)
+        except ServiceRequestError as exc:
+            raise IdentityUnreachable(identity_endpoint(), exc) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _NamedEndpoint:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._inner.__exit__(*args)
+
+
+def identity_endpoint() -> str:
+    """Where azure-identity asks for tokens, as it decides (App Service / Functions variables, else IMDS)."""
+    import os
+
+    return ((os.environ.get("IDENTITY_ENDPOINT") and "IDENTITY_ENDPOINT=" + os.environ["IDENTITY_ENDPOINT"])
+            or (os.environ.get("MSI_ENDPOINT") and "MSI_ENDPOINT=" + os.environ["MSI_ENDPOINT"])
+            or "IMDS (IDENTITY_ENDPOINT is not set)")
 
 
 class AcrManagement:

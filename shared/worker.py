@@ -448,7 +448,8 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
     except Exception as exc:
         elapsed = (worker.clock() - first_attempt_at).total_seconds()
         failure = classify_error(exc, seconds_since_first_attempt=elapsed,
-                                 authorization_grace_seconds=settings.authorization_grace_seconds)
+                                 authorization_grace_seconds=settings.authorization_grace_seconds,
+                                 target=str(request.target))
         if failure is None:
             raise
         return failure
