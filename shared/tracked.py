@@ -197,19 +197,35 @@ def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Prob
 
 def _rule(entry: dict[str, Any], prefix: str, problems: list[Problem]) -> TagRule | None:
     semver = entry.get("semver")
-    if semver is not None:
-        import nodesemver
-
-        try:
-            nodesemver.make_range(semver, loose=True)
-        except (ValueError, TypeError) as err:
-            problems.append(Problem(f"{prefix}.semver", f"is not a version range: {err}"))
+    if semver is not None and (problem := range_problem(semver)) is not None:
+        problems.append(Problem(f"{prefix}.semver", problem))
     rule = TagRule(tuple(entry.get("tags", [])), _patterns(entry, "include", prefix, problems),
                    _patterns(entry, "exclude", prefix, problems), semver, bool(entry.get("prereleases", False)),
                    entry.get("newest"))
     if not entry.get("tags") and not any(k in entry for k in ("include", "semver", "newest")):
         problems.append(Problem(f"{prefix}.tags", "name tags, or select them with include, semver or newest"))
     return rule
+
+
+def range_problem(text: Any) -> str | None:
+    """Why `text` is not a version range, read strictly; None when it is one.
+
+    Strict on purpose: node-semver's loose reading drops what it cannot parse, so `>=1.25 <<2` or
+    `>=1.25 foo` would silently become `>=1.25` (every later major version) and `01.2.3` would become
+    `1.2.3`. A typo must be reported, never widen what is imported. An empty range would select every
+    version: `*` says that on purpose."""
+    import nodesemver
+
+    if not isinstance(text, str):
+        return "is not a version range: must be a string"
+    if not text.strip():
+        return "is empty: write a range such as '>=1.25 <2' or '^1.27', or '*' for every version"
+    try:
+        nodesemver.make_range(text, loose=False)
+    except (ValueError, TypeError) as err:
+        return (f"is not a version range: {err} (npm range syntax, read strictly: comparators such as '>=1.25', "
+                "'<2', '^1.27', '~1.27', '1.x', '1.2 - 1.4', joined by spaces, alternatives by '||')")
+    return None
 
 
 # --- tag selection -------------------------------------------------------------------------------------
@@ -246,7 +262,8 @@ def _by_rule(rule: TagRule, listed: Iterable[str]) -> list[str]:
     versioned = [(t, v) for t in candidates if (v := tag_version(t, prereleases=rule.prereleases)) is not None]
     if rule.semver is not None:
         versioned = [(t, v) for t, v in versioned
-                     if nodesemver.satisfies(v.version, rule.semver, loose=True, include_prerelease=rule.prereleases)]
+                     if nodesemver.satisfies(v.version, rule.semver, loose=False,
+                                             include_prerelease=rule.prereleases)]
     versioned.sort(key=cmp_to_key(lambda a, b: b[1].compare(a[1]) or (a[0] > b[0]) - (a[0] < b[0])))
     if rule.newest is not None:
         versioned = versioned[:rule.newest]
