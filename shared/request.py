@@ -254,6 +254,8 @@ def _schema_problem(error) -> Problem:
     kind, expected = error.validator, error.validator_value
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
+        if path == MESSAGE:  # the app's own fields are refused from producers: never offer them
+            allowed = [name for name in allowed if name not in APP_FIELDS]
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
         names = ", ".join(shown_key(e) for e in extra[:MAX_NAMED_FIELDS])
         where = "" if path == MESSAGE else f" in {path}"
