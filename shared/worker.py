@@ -19,7 +19,7 @@ from shared import claims, telemetry
 from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
 from shared.engine import import_parameters, resolve_source_registry
 from shared.events import is_event_like
-from shared.failures import classify_error, retry_after_of
+from shared.failures import classify_error, configuration_failure, retry_after_of
 from shared.outcome import Failure, Kind, Problem, State
 from shared.queues import MAX_QUEUE_MESSAGE_BYTES, ImportQueues, MessageTooLarge, message_size, message_text
 from shared.redact import describe_unparsed, redact_document, redact_text, secret_values_of
@@ -253,6 +253,10 @@ def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None
                 return None, ""
     except RegistryError as err:
         return None, f" (digests not compared: {err})"
+    except Exception as exc:  # no identity, an untrusted certificate: the import itself then fails with the fix
+        if (failure := configuration_failure(exc)) is None:
+            raise
+        return None, f" (digests not compared: {failure.code})"
     return upstream.digest, ""
 
 
