@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared import deadlines, telemetry
-from shared.failures import MAX_RETRY_AFTER_SECONDS
+from shared.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
 from shared.patterns import valid_tags
 from shared.registry_client import (
     Auth,
@@ -256,8 +256,11 @@ def _tags_of(image: TrackedImage, reader: RegistryReader, settings: Settings, id
         backoff.went_silent(host, err)
         plan.problems.append(f"{image.label}: cannot list tags: {err}")
     except Exception as exc:  # a bug must cost this image, not the run (the trace is in the log)
-        log.exception("refresh: listing the tags of %s failed unexpectedly", image.label)
-        plan.problems.append(f"{image.label}: cannot list tags: unexpected {type(exc).__name__}")
+        if (failure := configuration_failure(exc)) is not None:  # no identity, an untrusted CA: say the fix
+            plan.problems.append(f"{image.label}: cannot list tags: {failure}")
+        else:
+            log.exception("refresh: listing the tags of %s failed unexpectedly", image.label)
+            plan.problems.append(f"{image.label}: cannot list tags: unexpected {type(exc).__name__}")
     return list(image.rule.tags)
 
 
@@ -284,6 +287,8 @@ def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Sett
         with deadline_scope(deadline):
             return _compare(image, tag, reader, settings, identity, backoff, verdict, target_host)
     except Exception as exc:  # a bug must cost this tag, not the run (the trace is in the log)
+        if (failure := configuration_failure(exc)) is not None:  # no identity, an untrusted CA: say the fix
+            return verdict(ERROR, str(failure)), None
         log.exception("refresh: checking %s failed unexpectedly", source)
         return verdict(ERROR, f"unexpected {type(exc).__name__}"), None
 

@@ -6,6 +6,7 @@ transient and says so."""
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 
@@ -131,3 +132,30 @@ def test_role_missing_after_the_grace_says_it_is_configuration(app_env, control,
     assert record.state is State.FAILED and record.attempts == 1
     assert "likely configuration: still denied after" in record.reason
 
+
+
+@pytest.mark.parametrize(("broken", "says"), [
+    pytest.param(lambda tmp: {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{_closed_port()}/token"},
+                 "IdentityUnavailable: the managed identity endpoint IDENTITY_ENDPOINT=", id="identity"),
+    pytest.param(lambda tmp: {"IDENTITY_ENDPOINT": None, "IDENTITY_HEADER": None,
+                              "AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://127.0.0.1:{_closed_port()}"},
+                 "IdentityUnavailable: no managed identity is available to the app", id="no-identity"),
+    # the registries' own TLS is the registry client's (a RegistryError naming the host), no traceback either
+    pytest.param(lambda tmp: {"REQUESTS_CA_BUNDLE": _wrong_ca(tmp), "SSL_CERT_FILE": _wrong_ca(tmp)},
+                 "TLS failed (SSLError)", id="tls"),
+])
+def test_a_refresh_says_the_fix_for_each_tag_and_logs_no_traceback(app_env, tmp_path, broken, says):
+    """The refresh reads the target with the app's identity: the same mistakes end each tag's check with the
+    reason and the fix, not `unexpected CredentialUnavailableError` and a traceback per tag."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "tracked.json"
+    config.write_text(json.dumps({"images": [{"source": "docker.io/library/nginx", "tags": ["1.27"]}]}))
+    env = {**app_env, "PATH": "/usr/bin", **broken(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "cli", "refresh", "--dry-run", "--config", str(config)],
+                          capture_output=True, text=True, cwd=layout.REPO_ROOT, timeout=120,
+                          env={k: v for k, v in env.items() if v is not None})
+    output = done.stdout + done.stderr
+    assert says in output, output
+    assert "Traceback" not in output and "unexpected" not in output, output
