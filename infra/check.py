@@ -28,6 +28,8 @@ NOT_SET_BY_TEMPLATE = {
     "AzureWebJobsStorage": "the connection-string form carries a key; Azure uses the identity-based __ settings",
     "REQUESTS_CA_BUNDLE": "a TLS trust override for tests; Azure uses the system trust store",
     "CURL_CA_BUNDLE": "a TLS trust override for tests; Azure uses the system trust store",
+    "IDENTITY_ENDPOINT": "set by the platform when the app has a managed identity; read to name it in messages",
+    "MSI_ENDPOINT": "set by older platforms when the app has a managed identity; read to name it in messages",
 }
 NOT_IN_SAMPLE = {
     "*__*ServiceUri": "identity-based storage: the sample uses the connection string (Azurite)",
@@ -35,6 +37,8 @@ NOT_IN_SAMPLE = {
     "*__clientId": "identity-based storage: the sample uses the connection string (Azurite)",
     "REQUESTS_CA_BUNDLE": NOT_SET_BY_TEMPLATE["REQUESTS_CA_BUNDLE"],
     "CURL_CA_BUNDLE": NOT_SET_BY_TEMPLATE["CURL_CA_BUNDLE"],
+    "IDENTITY_ENDPOINT": NOT_SET_BY_TEMPLATE["IDENTITY_ENDPOINT"],
+    "MSI_ENDPOINT": NOT_SET_BY_TEMPLATE["MSI_ENDPOINT"],
 }
 # A read satisfied by another form the template sets instead.
 ALTERNATIVES = {"*__accountName": "*__*ServiceUri"}

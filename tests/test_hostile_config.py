@@ -154,7 +154,8 @@ CASES = _cases()
 # refuses a bad NCRONTAB itself), the CA bundles are a test-only trust override, telemetry is
 # TestTelemetrySettings (it never stops the app, so it has no SettingProblem).
 NOT_HERE = {"REFRESH_SCHEDULE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+            "IDENTITY_ENDPOINT", "MSI_ENDPOINT"}  # the platform's: their absence is logged (test_config_mistakes)
 STORAGE_CASES = [
     ({"AzureWebJobsStorage": "garbage"}, "AzureWebJobsStorage"),
     ({"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=x"}, "AzureWebJobsStorage"),
