@@ -62,6 +62,10 @@ def _explain(err: BaseException, args: argparse.Namespace) -> Problem:
                        "string, as `make run` writes in local.settings.json)", EXIT_USAGE)
     if isinstance(err, HttpResponseError):
         code = getattr(err, "error_code", None) or getattr(err, "reason", None) or ""
+        if code in ("QueueNotFound", "TableNotFound"):
+            return Problem(f"storage answered {code}: check IMPORT_QUEUE and IMPORT_STATUS_TABLE (the app creates "
+                           "<IMPORT_QUEUE>, its -rejected and -poison queues and the table when it is deployed or "
+                           "started with `make run`)", EXIT_USAGE)
         hint = (" (your sign-in needs Storage Queue Data Contributor and Storage Table Data Contributor)"
                 if err.status_code == 403 else "")
         return Problem(f"storage answered {err.status_code} {code}{hint}", EXIT_FAILED)

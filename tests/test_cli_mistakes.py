@@ -217,3 +217,21 @@ def test_list_shows_every_value_whole_when_the_terminal_is_wide_enough(app_env):
     StatusStore(app_env["IMPORT_STATUS_TABLE"]).transition("roomy", State.FAILED, reason="a reason of modest size")
     line = cli("list", COLUMNS="300").stdout.splitlines()[1]
     assert line.endswith("a reason of modest size") and "…" not in line
+
+
+@pytest.mark.parametrize("argv", [["list"], ["status", "nothing-here"], ["prune"], ["redrive"],
+                                  ["redrive", "--dry-run"], ["import", "-n", "myregistry", "--source", "nginx"]])
+def test_storage_the_app_has_not_set_up_yet_is_one_line_or_an_empty_answer(app_env, argv):
+    """A first run before the app created its queues and table (a new name in IMPORT_QUEUE/IMPORT_STATUS_TABLE)."""
+    fresh = uuid.uuid4().hex[:8]
+    done = cli(*argv, IMPORT_QUEUE=f"fresh{fresh}", IMPORT_STATUS_TABLE=f"fresh{fresh}")
+    if argv[0] in ("list", "prune"):  # nothing to show or delete
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return
+    line = one_line_error(done)
+    if argv[0] == "status":
+        assert done.returncode == 1 and "no request 'nothing-here'" in line
+    elif argv[0] == "redrive":
+        assert done.returncode == 2 and "QueueNotFound: check IMPORT_QUEUE" in line
+    else:
+        assert done.returncode == 2 and "does not exist" in line and "Nothing was queued" in line
