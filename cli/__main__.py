@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=os.environ.get("ACR_IMPORT_PROG", "python -m cli"),
                                   description="acr-importer operator commands")
     top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables")
+    top.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
     run.add_argument("--dry-run", action="store_true", help="print the plan (what and why) without enqueueing")
@@ -82,17 +83,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _apply_settings_file(args.settings)
-    from cli.connection import MissingStorageSetting
-    from cli.status import CliError
-    from shared.settings import SettingsError
-    from shared.storage import StorageSettingsError
+    from cli.problems import explain
 
     try:
+        _apply_settings_file(args.settings)
         return args.handler(args)
-    except (SettingsError, CliError, MissingStorageSetting, StorageSettingsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # one line saying what is wrong and what to do; --debug for the traceback
+        if args.debug:
+            raise
+        problem = explain(err, args)
+        print(f"error: {problem.message}", file=sys.stderr)
+        return problem.exit_code
 
 
 if __name__ == "__main__":

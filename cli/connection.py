@@ -12,6 +12,10 @@ from collections.abc import Mapping
 
 from shared.storage import CONNECTION
 
+# A refused connection (Azurite not running, a wrong endpoint) is said at once, not after the storage SDK's
+# minute of backoff; answers that fail (a 503, a timeout) are still retried as the SDK does.
+_AT_A_TERMINAL = {"retry_connect": 0}
+
 
 class MissingStorageSetting(ValueError):
     pass
@@ -33,7 +37,7 @@ def _client(kind: str, env: Mapping[str, str] | None):
 
     env = os.environ if env is None else env
     if env.get(CONNECTION):
-        return Client.from_connection_string(env[CONNECTION])
+        return Client.from_connection_string(env[CONNECTION], **_AT_A_TERMINAL)
     uri = _service_uri(env, kind)
     if not uri:
         raise MissingStorageSetting(
@@ -42,7 +46,7 @@ def _client(kind: str, env: Mapping[str, str] | None):
             "Storage Queue Data Contributor and Storage Table Data Contributor on the account)")
     from azure.identity import DefaultAzureCredential
 
-    return Client(uri, credential=DefaultAzureCredential())
+    return Client(uri, credential=DefaultAzureCredential(), **_AT_A_TERMINAL)
 
 
 def queue_service(env: Mapping[str, str] | None = None):

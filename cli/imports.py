@@ -18,7 +18,6 @@ from typing import Any
 from cli.status import EXIT_TIMEOUT, EXIT_USAGE, CliError, Follower, exit_code, status_store, summary_lines
 from cli.terminal import printable
 from shared.claims import reserved_prefix
-from shared.outcome import State
 from shared.request import Rejected, parse_request
 from shared.resource_ids import parse_registry_id
 from shared.settings import Settings
@@ -94,15 +93,23 @@ def run_import(args: argparse.Namespace) -> int:
                        "omit --id for a new one, or `status` it")
     try:
         sent = queue.send_message(base64.b64encode(json.dumps(document).encode()).decode())
-        store.pin(opened.record, sent.id)
-    except ResourceNotFoundError:
-        store.transition(parsed.id, State.FAILED, code="NotEnqueued", reason="the queue does not exist")
-        raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue?") from None
+    except BaseException as err:
+        # never reached the queue: no row may say it did (only the row as written here goes; a row a worker
+        # took meanwhile, if the send did arrive after all, stays)
+        store.withdraw(opened.record)
+        if isinstance(err, ResourceNotFoundError):
+            raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue? "
+                           "Nothing was queued") from None
+        raise
+    store.pin(opened.record, sent.id)
     targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
+    # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
+    progress = sys.stderr if args.no_wait else sys.stdout
     print(f"queued {parsed.id}: {parsed.source} -> {parsed.target.login_server(settings.acr_login_server_suffix)} "
-          f"{targets} ({parsed.mode})", flush=True)
+          f"{targets} ({parsed.mode})", file=progress, flush=True)
     if args.no_wait:
-        print(f"not waiting; follow it with: status {parsed.id} --wait")
+        print(f"not waiting; follow it with: status {parsed.id} --wait", file=sys.stderr)
+        print(parsed.id, flush=True)
         return 0
     try:
         record = Follower().follow(store, parsed.id, timeout=args.timeout)

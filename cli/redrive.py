@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cli.status import status_store
+from cli.status import request_id_type, status_store
 from cli.terminal import printable
 from shared.claims import fingerprint, reserved_prefix
 from shared.outcome import State
@@ -211,7 +211,8 @@ def add_command(commands) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--from", dest="source", choices=("rejected", "poison", "all"), default="all",
                      help="which queue: <IMPORT_QUEUE>-rejected, <IMPORT_QUEUE>-poison, or both (default)")
-    run.add_argument("--id", action="append", help="only this request id (repeatable; default: every message)")
+    run.add_argument("--id", action="append", type=request_id_type,
+                     help="only this request id (repeatable; default: every message)")
     run.add_argument("--credential", metavar="NAME",
                      help="use this credential set (replaces removed inline credentials)")
     run.add_argument("--dry-run", action="store_true", help="say what would be redriven; change nothing")

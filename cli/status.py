@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -110,7 +111,15 @@ def request_id_argument(text: str) -> str:
     try:
         return checked_request_id(candidate)
     except UnsafeRequestId as err:
-        raise CliError(f"{printable(json.dumps(text[:200]))} is not {err}") from None
+        raise CliError(f"{printable(json.dumps(text[:200]))} is not a request id: {err}") from None
+
+
+def request_id_type(text: str) -> str:
+    """`request_id_argument` for argparse (a usage error naming the flag)."""
+    try:
+        return request_id_argument(text)
+    except CliError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def show_status(args: argparse.Namespace) -> int:
@@ -155,17 +164,36 @@ def state_name(text: str) -> State:
                                          f"{', '.join(s.value for s in State)}") from None
 
 
-def table(records: list[StatusRecord]) -> list[str]:
-    rows = [("UPDATED (UTC)", "STATE", "TRIES", "ID", "SOURCE", "TARGET", "REASON")]
+_HEADER = ("UPDATED (UTC)", "STATE", "TRIES", "ID", "SOURCE", "TARGET", "REASON")
+# when the table is wider than the terminal, cells are cut in this order (REASON first, the id last), each to
+# no less than its floor; what is cut ends in "…" and `--json` has it in full
+_SHRINK_ORDER = ((6, 8), (4, 12), (5, 12), (3, 12))
+_GAP = 2
+
+
+def table(records: list[StatusRecord], width: int | None = None) -> list[str]:
+    """The rows as aligned text no wider than `width` (default: the terminal's, COLUMNS when set)."""
+    width = width or shutil.get_terminal_size().columns
+    rows = [_HEADER]
     for r in records:
         targets = ", ".join([*r.target_tags, *r.untagged_target_repositories])
-        reason = printable(r.reason)
-        reason = reason if len(reason) <= 60 else reason[:59] + "…"
         rows.append(tuple(printable(cell) for cell in (r.updated_at[:19].replace("T", " "), str(r.state),
-                                                       str(r.attempts), r.id, r.source, targets, reason)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
-            for row in rows]
+                                                       str(r.attempts), r.id, r.source, targets, r.reason)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+    for column, floor in _SHRINK_ORDER:
+        excess = sum(widths) + _GAP * (len(widths) - 1) - width
+        if excess <= 0:
+            break
+        widths[column] = max(floor, widths[column] - excess)
+    lines = []
+    for row in rows:
+        cells = [_cut(cell, w).ljust(w) for cell, w in zip(row, widths, strict=True)]
+        lines.append((" " * _GAP).join(cells).rstrip()[:width])
+    return lines
+
+
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[:max(width - 1, 0)] + "…"
 
 
 def list_requests(args: argparse.Namespace) -> int:

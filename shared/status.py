@@ -202,6 +202,21 @@ class StatusStore:
         with contextlib.suppress(AzureError):
             self.replace(copy_with(row, carrier=message_id))
 
+    def withdraw(self, row: StatusRecord) -> bool:
+        """Delete a row `open` just wrote whose message was never sent, only if it is still as written
+        (`If-Match` its ETag): a row that moved on belongs to a request that did reach the queue."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError
+
+        if row.etag is None:
+            return False
+        try:
+            self._client().delete_entity(PARTITION, row.id, etag=row.etag,
+                                         match_condition=MatchConditions.IfNotModified)
+        except AzureError:
+            return False
+        return True
+
     def list(self, *, state: State | None = None, since: datetime | None = None) -> list[StatusRecord]:
         filters = [f"PartitionKey eq '{PARTITION}'"]
         parameters: dict[str, Any] = {}

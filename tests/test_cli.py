@@ -56,13 +56,14 @@ def test_no_wait_then_status_and_list_through_the_wrapper_from_another_folder(ap
     queued = cli("import", "--name", layout.TARGET_ACR.resource_id, "--source", "nginx:1.27", "--image",
                  f"web:{tag}", "--no-wait", wrapper=True, cwd=tmp_path)
     assert queued.returncode == 0, queued.stderr
-    request_id = queued.stdout.split()[1].rstrip(":")
+    request_id = queued.stdout.strip()  # --no-wait: the id alone on stdout
     waited = cli("status", request_id, "--wait", "--timeout", "60", wrapper=True, cwd=tmp_path)
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert "state:      succeeded" in waited.stdout and "history:" in waited.stdout
     as_json = json.loads(cli("status", request_id, "--json", wrapper=True, cwd=tmp_path).stdout)
     assert as_json["state"] == "succeeded" and as_json["targetTags"] == [f"web:{tag}"]
-    listed = cli("list", "--state", "succeeded", "--since", "10m", wrapper=True, cwd=tmp_path)
+    listed = cli("list", "--state", "succeeded", "--since", "10m", wrapper=True, cwd=tmp_path,
+                 env={**os.environ, "COLUMNS": "300"})  # wide enough for every value whole
     assert listed.returncode == 0
     header, *rows = listed.stdout.splitlines()
     assert header.split()[:3] == ["UPDATED", "(UTC)", "STATE"]

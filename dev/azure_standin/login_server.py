@@ -108,7 +108,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _pass_to_storage(self) -> None:
         """The request as it came (Host kept, so upload Locations name the login server), the answer streamed."""
         body = self._read_body()
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}}
+        # a header sent several times (skopeo and containerd send one `Accept` per media type) is passed as
+        # one comma-joined field (RFC 9110 5.3); keeping only the last one made the registry answer with a
+        # schema-1 manifest, which ACR never serves
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
         if body or self.command in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(len(body))
         connection = http.client.HTTPSConnection(layout.HOST, self.server.acr.storage_port,
