@@ -2,7 +2,8 @@
 
 `import`, `status`, `list`, `redrive` (cli/imports.py, cli/status.py, cli/redrive.py) and `refresh`.
 
-Reads the same app settings as the Function App (environment, or `--settings local.settings.json`).
+Reads the same app settings as the Function App: the environment, filled in from `--settings FILE` or else
+./local.settings.json when there is one (as the Functions tools do); says on stderr which it used.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _apply_settings_file(path: str | None) -> None:
-    """Values of a local.settings.json, without overriding the environment (as Core Tools does)."""
+DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
+
+
+def _apply_settings_file(path: str | None) -> str:
+    """Values of a local.settings.json (`--settings`, else ./local.settings.json when there is one), without
+    overriding the environment (as Core Tools does). Returns what was used, for the user to see."""
     if not path:
-        return
+        if not Path(DEFAULT_SETTINGS_FILE).is_file():
+            return f"settings: the environment (no ./{DEFAULT_SETTINGS_FILE})"
+        path = DEFAULT_SETTINGS_FILE
     values = json.loads(Path(path).read_text()).get("Values", {})
     for key, value in values.items():
         os.environ.setdefault(key, str(value))
+    return f"settings: {path} (the environment wins where both set a value)"
 
 
 def refresh(args: argparse.Namespace) -> int:
@@ -64,7 +72,8 @@ def refresh(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=os.environ.get("ACR_IMPORT_PROG", "python -m cli"),
                                   description="acr-importer operator commands")
-    top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables")
+    top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables "
+                     "(default: ./local.settings.json when there is one)")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
     run.add_argument("--dry-run", action="store_true", help="print the plan (what and why) without enqueueing")
@@ -82,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _apply_settings_file(args.settings)
+    print(_apply_settings_file(args.settings), file=sys.stderr)
     from cli.connection import MissingStorageSetting
     from cli.status import CliError
     from shared.settings import SettingsError
