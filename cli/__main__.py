@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
 DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
 
 
