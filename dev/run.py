@@ -23,6 +23,9 @@ from dev import layout, oci, seed, stack
 from dev.app_settings import create_app_queues, local_app_settings
 
 LOCAL_TRACKED_IMAGES = "dev/tracked-images.local.json"  # names only what dev.seed pushes
+# Machines often point these at the system bundle; the stack's TLS needs its own CA, so for these two the
+# stack's value (from the settings file) beats the environment, and `make run` says so.
+STACK_CA_SETTINGS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 READY = "Ready:"  # the line tests and scripts wait for
 
 
@@ -102,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     # As Core Tools does: the environment wins over the file's Values.
     env = {k: v for k, v in values.items() if k not in os.environ}
     for name in sorted(k for k in values if k in os.environ and os.environ[k] != values[k]):
-        print(f"warning: the environment's {name} overrides the settings file's (as the Functions tools do); "
-              f"unset it if the app cannot reach the stack", file=sys.stderr, flush=True)
-    effective = {**values, **{k: os.environ[k] for k in values if k in os.environ}}
+        if name in STACK_CA_SETTINGS and values[name] == str(layout.CA_CERT):
+            env[name] = values[name]  # a system-wide CA bundle cannot verify the stack: the stack's CA it is
+            print(f"note: {name} is set in your environment; the app uses the stack's CA ({values[name]}) instead",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"warning: the environment's {name} overrides the settings file's (as the Functions tools do); "
+                  f"unset it if the app cannot reach the stack", file=sys.stderr, flush=True)
+    effective = {**values, **{k: os.environ[k] for k in values if k in os.environ}, **env}
     queue = effective.get("IMPORT_QUEUE", "")
     if queue:
         create_app_queues(queue, effective.get("AzureWebJobsStorage", layout.AZURITE_CONNECTION_STRING))

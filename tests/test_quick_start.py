@@ -57,9 +57,12 @@ def test_the_quick_start_is_five_lines_at_most_and_starts_with_make_run():
     assert len(block.strip().splitlines()) <= 5
 
 
-def newcomer_env() -> dict[str, str]:
-    """A shell with nothing of the app's settings in it: only local.settings.json configures the CLI."""
-    app_names = set(local_app_settings()) | {"TRACKED_IMAGES", *MACHINE_CA_SETTINGS}
+def newcomer_env(*, keep_machine_ca: bool = False) -> dict[str, str]:
+    """A shell with nothing of the app's settings in it: only local.settings.json configures the CLI. With
+    `keep_machine_ca`, the machine's CA bundle variables stay (as on many machines; `make run` copes)."""
+    app_names = set(local_app_settings()) | {"TRACKED_IMAGES"}
+    if not keep_machine_ca:
+        app_names |= set(MACHINE_CA_SETTINGS)
     return {k: v for k, v in os.environ.items() if k not in app_names and not k.startswith("AzureWebJobsStorage")}
 
 
@@ -114,7 +117,8 @@ def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
     commands = quick_start_commands()
     ours = layout.REPO_ROOT / "local.settings.json"
     had_settings = ours.exists()
-    env = newcomer_env()
+    env = newcomer_env(keep_machine_ca=True)
+    env.setdefault("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # a system bundle, as many set
     make = shlex.split(commands[0])
     assert make == ["make", "run"]
     # `-o deps`: the test environment is installed already; the recipe itself runs as `make run` runs it.
@@ -147,7 +151,7 @@ def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
         assert landed.digest == stack.digest("docker.io", "library/hello-world", "latest")
 
         # The local tracked-images example plans cleanly against the stack.
-        refresh = run_readme_line("bin/acr-import refresh --dry-run", tmp_path, env, None)
+        refresh = run_readme_line("bin/acr-import refresh --dry-run", tmp_path, newcomer_env(), None)
         assert refresh.returncode == 0, refresh.stdout + refresh.stderr
         assert "errors 0" in refresh.stdout and "problem" not in refresh.stdout, refresh.stdout
     finally:
@@ -155,6 +159,7 @@ def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
     # make itself reports the Ctrl-C ("make: *** [run] Interrupt"), as it does at a terminal; the app stopped
     # cleanly before that, finishing what was in flight.
     assert code in (0, -signal.SIGINT, 130), "\n".join(app.lines)
+    assert any(line.startswith("note: REQUESTS_CA_BUNDLE") for line in app.lines), "\n".join(app.lines)
     assert "Stopped." in app.lines and not any("Traceback" in line for line in app.lines), "\n".join(app.lines)
     assert ours.exists() == had_settings  # the repo's own local.settings.json was left alone
 
