@@ -55,7 +55,7 @@ demo: deps
 
 # FORCE_SETTINGS=1 rewrites an existing local.settings.json with the stack's settings; SETTINGS=FILE uses
 # another file than ./local.settings.json (the tests do, to leave yours alone).
-run: deps
+run: venv system-deps node-deps  # not the Azure CLI: only the tests need it
 	FORCE_SETTINGS=$(FORCE_SETTINGS) $(PYTHON) -m dev.run $(if $(SETTINGS),--settings "$(SETTINGS)")
 
 bench: deps

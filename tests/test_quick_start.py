@@ -121,8 +121,8 @@ def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
     env.setdefault("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # a system bundle, as many set
     make = shlex.split(commands[0])
     assert make == ["make", "run"]
-    # `-o deps`: the test environment is installed already; the recipe itself runs as `make run` runs it.
-    app = Foreground(["make", "-C", str(layout.REPO_ROOT), "-o", "deps", "run",
+    # `-o`: the test environment is installed already; the recipe itself runs as `make run` runs it.
+    app = Foreground(["make", "-C", str(layout.REPO_ROOT), "-o", "venv", "-o", "system-deps", "-o", "node-deps", "run",
                       f"SETTINGS={tmp_path / 'local.settings.json'}"], tmp_path, env)
     try:
         ready = app.wait_for(READY, START_SECONDS)
