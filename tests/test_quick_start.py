@@ -113,6 +113,14 @@ def run_readme_line(command: str, cwd: Path, env: dict[str, str],
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def printed_curl_commands(lines: list[str]) -> tuple[str, str]:
+    """The POST (a continued line) and the GET `make run` printed, as a user would paste them."""
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("curl -s -X POST"))
+    post = lines[start].strip().removesuffix("\\") + " " + lines[start + 1].strip()
+    get = next(line.strip() for line in lines if line.strip().startswith("curl -s http"))
+    return post, get
+
+
 def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
     commands = quick_start_commands()
     ours = layout.REPO_ROOT / "local.settings.json"
@@ -149,6 +157,16 @@ def test_the_readme_quick_start_imports_one_image(stack, tmp_path):
         repo, _, reference = tag.partition(":")
         landed = oci.inspect_image(seed.admin_client(layout.TARGET_ACR.login_server), repo, reference)
         assert landed.digest == stack.digest("docker.io", "library/hello-world", "latest")
+
+        # The curl lines `make run` printed work as printed (the function key read from the stack folder).
+        post, get = printed_curl_commands(app.lines)
+        posted = subprocess.run(["bash", "-c", post], cwd=layout.REPO_ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+        answer = json.loads(posted.stdout)
+        assert answer["state"] == "received", posted.stdout + posted.stderr
+        looked_up = subprocess.run(["bash", "-c", get.replace("<id>", answer["id"])], cwd=layout.REPO_ROOT, env=env,
+                                   capture_output=True, text=True, timeout=60)
+        assert json.loads(looked_up.stdout)["id"] == answer["id"], looked_up.stdout + looked_up.stderr
 
         # The local tracked-images example plans cleanly against the stack.
         refresh = run_readme_line("bin/acr-import refresh --dry-run", tmp_path, newcomer_env(), None)
