@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo bench soak stack-up stack-down clean
+.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo run bench soak stack-up stack-down stack-reset clean
 
 help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
+	@echo "make run    - start the local stack and run the app in the foreground (your own requests; Ctrl-C stops)"
 	@echo "make test   - install everything and run the whole test suite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
-	@echo "make stack-up / stack-down - the local Azure stack by hand"
+	@echo "make stack-up / stack-down - the local Azure stack by hand; make stack-reset - stop it and delete its data"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -52,6 +53,11 @@ lint: venv
 demo: deps
 	$(PYTHON) -m dev.demo
 
+# FORCE_SETTINGS=1 rewrites an existing local.settings.json with the stack's settings; SETTINGS=FILE uses
+# another file than ./local.settings.json (the tests do, to leave yours alone).
+run: venv system-deps node-deps  # not the Azure CLI: only the tests need it
+	FORCE_SETTINGS=$(FORCE_SETTINGS) $(PYTHON) -m dev.run $(if $(SETTINGS),--settings "$(SETTINGS)")
+
 bench: deps
 	$(PYTHON) -m benchmarks
 
@@ -63,6 +69,11 @@ stack-up: deps
 
 stack-down: venv
 	$(PYTHON) -m dev.stack down
+
+# The stack keeps its data (registries, Azurite, keys) in .stack/ between runs; this starts it afresh.
+stack-reset: venv
+	$(PYTHON) -m dev.stack down
+	rm -rf "$${ACR_IMPORTER_STACK_DIR:-.stack}"
 
 clean:
 	-$(PYTHON) -m dev.stack down

@@ -2,7 +2,8 @@
 
 `import`, `status`, `list`, `redrive` (cli/imports.py, cli/status.py, cli/redrive.py) and `refresh`.
 
-Reads the same app settings as the Function App (environment, or `--settings local.settings.json`).
+Reads the same app settings as the Function App: the environment, filled in from `--settings FILE` or else
+./local.settings.json when there is one (as the Functions tools do); says on stderr which it used.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
 
-def _apply_settings_file(path: str | None) -> None:
-    """Values of a local.settings.json, without overriding the environment (as Core Tools does)."""
+
+def _apply_settings_file(path: str | None) -> str:
+    """Values of a local.settings.json (`--settings`, else ./local.settings.json when there is one), without
+    overriding the environment (as Core Tools does). Returns what was used, for the user to see."""
     if not path:
-        return
+        if not Path(DEFAULT_SETTINGS_FILE).is_file():
+            return f"settings: the environment (no ./{DEFAULT_SETTINGS_FILE})"
+        path = DEFAULT_SETTINGS_FILE
     values = json.loads(Path(path).read_text()).get("Values", {})
     for key, value in values.items():
         os.environ.setdefault(key, str(value))
+    return f"settings: {path} (the environment wins where both set a value)"
 
 
 def refresh(args: argparse.Namespace) -> int:
@@ -64,7 +71,8 @@ def refresh(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=os.environ.get("ACR_IMPORT_PROG", "python -m cli"),
                                   description="acr-importer operator commands")
-    top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables")
+    top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables "
+                     "(default: ./local.settings.json when there is one)")
     top.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cli.problems import explain
 
     try:
-        _apply_settings_file(args.settings)
+        print(_apply_settings_file(args.settings), file=sys.stderr)
         return args.handler(args)
     except Exception as err:  # one line saying what is wrong and what to do; --debug for the traceback
         if args.debug:

@@ -178,9 +178,10 @@ def test_the_daily_prune_timer_applies_the_retention(app_env, runner_factory):
     assert store.get("years-old") is None and store.get("today") is not None
 
 
-def test_missing_storage_settings_are_named():
+def test_missing_storage_settings_are_named(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobsStorage")}
-    done = cli("list", env=env)
+    # from elsewhere than the repo root, where `make run` may have left a local.settings.json
+    done = cli("list", env=env, cwd=tmp_path, wrapper=True)
     assert done.returncode == 2 and "AzureWebJobsStorage" in done.stderr and "az login" in done.stderr
 
 
