@@ -75,6 +75,8 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     """The single `error: ...` line, after checking there is nothing else (no traceback, no second line)."""
     assert "Traceback" not in done.stderr, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if not app_event(line)]
+    if lines and lines[0].startswith("settings: "):  # which settings file the CLI read, said first (docs/cli.md)
+        lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     return lines[0]
 
