@@ -66,7 +66,7 @@ def next_steps(values: dict[str, str], settings_path: Path, http_port: int) -> s
         "",
         "Send an import request, from another terminal in this folder:",
         f"  bin/acr-import {settings_option}import -n myregistry --source docker.io/library/hello-world:latest "
-        "-t hello-world:v1",
+        "-t hello-world:mine",
         f"  curl -s -X POST {base}/imports -H \"x-functions-key: {key}\" -H 'Content-Type: application/json' \\",
         "       -d '{\"source\": \"docker.io/library/nginx:1.27\", \"targetTags\": [\"nginx:1.27\"]}'",
         "Its status:",

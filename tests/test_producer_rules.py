@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import unicodedata
 import uuid
 
@@ -236,8 +237,9 @@ def test_status_and_list_print_hostile_fields_escaped_and_json_stays_json(app_en
     store = app_context.worker().status
     store.transition(request_id, State.REJECTED, reason=f"source: bad {hostile} end", source=f"s{hostile}",
                      target=f"t{hostile}", target_tags=[f"r{hostile}:1"], mode=f"m{hostile}")
+    wide = {**os.environ, "COLUMNS": "2000"}  # `list` cuts cells to the terminal's width; here nothing is cut
     for args in (("status", request_id), ("list",), ("list", "--state", "rejected")):
-        done = cli(*args)
+        done = cli(*args, env=wide)
         assert done.returncode in (0, 1), done.stderr
         assert request_id in done.stdout
         assert _raw_unsafe(done.stdout) == [] and "\r" not in done.stdout
