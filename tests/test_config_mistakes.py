@@ -121,19 +121,6 @@ def test_role_still_propagating_stays_transient_and_says_so(app_env, control):
     assert "AUTHORIZATION_GRACE_SECONDS=" in record.reason
 
 
-def test_role_missing_after_the_grace_says_it_is_configuration(app_env, control, monkeypatch):
-    from shared import app_context
-
-    monkeypatch.setenv("AZURE_CLIENT_ID", layout.NO_ROLE_IDENTITY.client_id)
-    monkeypatch.setenv("AUTHORIZATION_GRACE_SECONDS", "0")
-    app_context.reset()
-    request_id = deliver({"source": "nginx:1.27", "targetTags": [f"nginx:norole-{uuid.uuid4().hex[:8]}"]})
-    record = status(request_id)
-    assert record.state is State.FAILED and record.attempts == 1
-    assert "likely configuration: still denied after" in record.reason
-
-
-
 @pytest.mark.parametrize(("broken", "says"), [
     pytest.param(lambda tmp: {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{_closed_port()}/token"},
                  "IdentityUnavailable: the managed identity endpoint IDENTITY_ENDPOINT=", id="identity"),

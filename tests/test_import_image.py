@@ -180,6 +180,7 @@ def test_missing_role_fails_after_the_grace_window(app_env, control, monkeypatch
     request_id = deliver({"source": "nginx:1.27", "targetTags": [f"nginx:norole-{run_id()}"]})
     record = status(request_id)
     assert record.state is State.FAILED and record.code == "AuthorizationFailed"
+    assert record.attempts == 1 and "likely configuration: still denied after" in record.reason
     assert "importImage/action" in record.reason
 
 
