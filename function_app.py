@@ -9,9 +9,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import app_context, http_api, refresh, replication, status, telemetry
+from shared.dispatch import handle_import_message, handle_poison_message
 from shared.events import event_document
 from shared.settings import PRUNE
-from shared.worker import handle_import_message, handle_poison_message
 
 telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
 app = func.FunctionApp()

@@ -21,10 +21,10 @@ from typing import Any
 
 from cli.status import request_id_type, status_store
 from cli.terminal import printable
-from shared.claims import fingerprint, reserved_prefix
+from shared.claims import reserved_prefix
 from shared.outcome import State
 from shared.redact import REMOVED
-from shared.request import APP_FIELDS, Rejected, decode_body, parse_request
+from shared.request import APP_FIELDS, Rejected, decode_body, fingerprint, parse_request
 from shared.request_ids import is_safe_request_id
 from shared.settings import Settings
 

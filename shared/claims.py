@@ -12,15 +12,13 @@ advance, because a message with such an id runs only when the app itself opened 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from shared.outcome import State
-from shared.request import ImportRequest
+from shared.request import ImportRequest, fingerprint
 from shared.status import StatusRecord, StatusStore, request_fields
 
 RESERVED_PREFIXES = ("refresh-", "evt-", "event-")  # shared/refresh.py, shared/replication.py (requests, events)
@@ -31,23 +29,6 @@ def reserved_prefix(request_id: str) -> str | None:
     some tools, and `Refresh-x` must not slip past), or None."""
     lowered = request_id.lower()
     return next((p for p in RESERVED_PREFIXES if lowered.startswith(p)), None)
-
-
-def fingerprint(request: ImportRequest) -> str:
-    """What the request asks, normalised, without secrets: two messages with the same fingerprint are the
-    same request however they were spelled (`nginx` and `docker.io/library/nginx:latest`)."""
-    credential = request.credential_name or ("(inline)" if request.credentials else None)
-    canonical = {
-        "source": str(request.source),
-        "sourceRegistry": str(request.source_registry).lower() if request.source_registry else None,
-        "credential": credential,
-        "target": str(request.target).lower(),
-        "targetTags": sorted(request.target_tags),
-        "untaggedTargetRepositories": sorted(request.untagged_target_repositories),
-        "mode": request.mode,
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 class Step(StrEnum):

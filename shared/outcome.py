@@ -1,4 +1,5 @@
-"""What can happen to an import request: problems, failure kinds, and the one terminal state it ends in."""
+"""What can happen to an import request: problems, failure kinds, the one terminal state it ends in, and
+the `Outcome` one delivery of it (or of an ACR event) ends with."""
 
 from __future__ import annotations
 
@@ -54,3 +55,15 @@ class Failure:
 
 def rejection(problems: list[Problem]) -> Failure:
     return Failure(Kind.REJECTED, "InvalidRequest", "; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery did: the state it left the request (or event record) in, and why."""
+
+    request_id: str
+    state: State
+    reason: str = ""
+    attempts: int = 0
+    failure: Failure | None = None
+    retry_in_seconds: float | None = None

@@ -164,19 +164,6 @@ class _Answer:
     url: str
 
 
-def parse_endpoints(text: str | None) -> dict[str, str]:
-    """`docker.io=https://10.0.0.5:443,mcr.microsoft.com=https://...` -> {host: base URL}."""
-    endpoints = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        host, sep, url = part.partition("=")
-        if not sep or not host.strip() or not url.strip().startswith(("https://", "http://")):
-            raise ValueError(f"{part.strip()!r} is not host=https://endpoint")
-        endpoints[host.strip().lower()] = url.strip().rstrip("/")
-    return endpoints
-
-
 def endpoint_for(host: str, overrides: Mapping[str, str] | None = None) -> str:
     """Where a registry host is served: an override, Docker Hub's API host, else https://host."""
     host = host.lower()

@@ -5,7 +5,9 @@ start from would copy forever. Cycles are refused when the rules are loaded; a c
 fine: B's ImagePushed from our own import carries the image on to C, once.
 
 `plan_event` is pure (event + rules -> import request documents, or why none); `replicate` does the
-I/O through the worker: requests go on the queue, ignored and rejected events get their status row.
+I/O through the app's objects: requests go on the queue (shared/claims.py `queue_once`), ignored and
+rejected events get their status row (shared/recorder.py). Events that reach the import queue (Event Grid
+delivering straight into it) come here from shared/dispatch.py: `from_queue` and `poisoned`.
 """
 
 from __future__ import annotations
@@ -14,22 +16,24 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared import events as ev
 from shared import policy
-from shared.outcome import Problem, State
+from shared.app_context import Worker
+from shared.claims import queue_once
+from shared.config_source import ConfigUnavailable, read_config
+from shared.outcome import Failure, Kind, Outcome, Problem, State
 from shared.patterns import UnsafePattern, compile_pattern
+from shared.recorder import finish_rejected, letter, log_outcome, record_ignored, record_rejected, settings_refusal
 from shared.reference import InvalidReference, parse_repository
 from shared.request import ImportRequest, Rejected, field_path, validate_document
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.schemas import validator
-from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from shared.worker import Outcome, Worker
+from shared.settings import REPLICATION, Settings
 
 log = logging.getLogger("acr_importer")
 DEFAULT_MODE = "IfChanged"
@@ -198,9 +202,6 @@ def describe_cycle(cycle: list[tuple[RegistryId, ReplicationRule]]) -> str:
 def load_rules(settings: Settings) -> ReplicationRules:
     """The rules from REPLICATION_RULES (a file relative to the app root, or an https blob URL, read at
     most once a minute); raises ReplicationConfigError, naming the setting, when they cannot be used."""
-    from shared.config_source import ConfigUnavailable, read_config
-    from shared.settings import REPLICATION
-
     blocked = settings.problems_for(REPLICATION)
     if blocked:
         raise ReplicationConfigError("settings stop replication: " + "; ".join(str(p) for p in blocked))
@@ -294,8 +295,6 @@ def replicate(worker: Worker, payload: Any) -> list[EventResult]:
 
 
 def _handle(worker: Worker, plan: EventPlan) -> EventResult:
-    from shared.worker import record_ignored
-
     event = plan.event
     document = event.document if isinstance(event, ev.UnreadableEvent) else _event_summary(event)
     if plan.state is State.SKIPPED:
@@ -322,14 +321,10 @@ def _enqueue_once(worker: Worker, request: ImportRequest) -> None:
     """Queue the request unless a delivery of this event already did: its `evt-…` row is opened first (the
     worker runs a reserved id only on a row the app opened), then the message is sent. A redelivery finds
     the row and sends nothing, unless the first send failed before the row named its message."""
-    from shared.claims import queue_once
-
     queue_once(worker.status, request, worker.queues.enqueue, "queued by replication on push")
 
 
 def _reject_once(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome | None:
-    from shared.worker import record_rejected
-
     previous = worker.status.get(record_id)
     if previous is not None and previous.state.terminal:
         return None
@@ -339,3 +334,61 @@ def _reject_once(worker: Worker, record_id: str, reason: str, document: Any) -> 
 def _event_summary(event: ev.RegistryEvent) -> dict[str, Any]:
     return {"id": event.id, "topic": event.topic, "eventType": event.event_type, "subject": event.subject,
             "repository": event.repository, "tag": event.tag, "digest": event.digest}
+
+
+# --- events on the import queue (shared/dispatch.py) --------------------------------------------------
+def from_queue(worker: Worker, document: Any, *, message_id: str) -> list[EventResult] | list[Outcome]:
+    """ACR events that reached the import queue: replicated, or, while the settings replication needs are
+    broken, each recorded `failed` with the setting named (storage settings broken: SettingsUnusable)."""
+    problems = worker.settings.problems_for(REPLICATION)
+    if problems:
+        return _events_refused(worker, document, settings_refusal(worker, problems, message_id=message_id))
+    return replicate(worker, document)
+
+
+def poisoned(worker: Worker, document: Any, *, message_id: str) -> list[Outcome]:
+    """ACR events the host moved to the poison queue: recorded (rejected, or failed naming a broken setting)."""
+    started = time.monotonic()
+    problems = worker.settings.problems_for(REPLICATION)
+    if problems:
+        return _events_refused(worker, document, settings_refusal(worker, problems, message_id=message_id))
+    return _events_poisoned(worker, document, started)
+
+
+def _events_refused(worker: Worker, document: Any, reason: str) -> list[Outcome]:
+    """ACR events on the queue while the settings replication needs are broken: each `failed`, with the
+    reason, and dead-lettered (re-queue them after the fix)."""
+    outcomes = []
+    failure = Failure(Kind.PERMANENT, "SettingsInvalid", reason)
+    for event in ev.read_events(document):
+        record_id = f"event-{event.key}"
+        previous = worker.status.get(record_id)
+        if previous is not None and previous.state.terminal:
+            continue
+        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
+                                                   "eventType": event.event_type}
+        started = time.monotonic()
+        worker.status.transition(record_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code)
+        worker.queues.dead_letter(letter(worker, record_id, State.FAILED, reason, raw, failure, 0, extra_secrets=()))
+        outcome = Outcome(record_id, State.FAILED, reason, 0, failure)
+        log_outcome(worker, outcome, None, started, document=raw)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _events_poisoned(worker: Worker, document: Any, started: float) -> list[Outcome]:
+    """Events whose every delivery crashed (usually unusable replication rules): rejected, so the reason is
+    kept; the dead-letter copy can be re-queued once the cause is fixed."""
+    reason = ("processing this event raised an error on every delivery, so the host moved it to the poison "
+              "queue; the function logs say why (unusable replication rules stop every event)")
+    outcomes = []
+    for event in ev.read_events(document):
+        record_id = f"event-{event.key}"
+        previous = worker.status.get(record_id)
+        if previous and previous.state.terminal:
+            continue
+        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
+                                                   "eventType": event.event_type}
+        outcomes.append(finish_rejected(worker, Rejected(record_id, (Problem(EVENT_FIELD, reason),), raw),
+                                         json.dumps(raw, default=str), started))
+    return outcomes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -67,6 +68,23 @@ class ImportRequest:
     @property
     def inline_credentials(self) -> bool:
         return self.credentials is not None and self.credential_name is None
+
+
+def fingerprint(request: ImportRequest) -> str:
+    """What the request asks, normalised, without secrets: two messages with the same fingerprint are the
+    same request however they were spelled (`nginx` and `docker.io/library/nginx:latest`)."""
+    credential = request.credential_name or ("(inline)" if request.credentials else None)
+    canonical = {
+        "source": str(request.source),
+        "sourceRegistry": str(request.source_registry).lower() if request.source_registry else None,
+        "credential": credential,
+        "target": str(request.target).lower(),
+        "targetTags": sorted(request.target_tags),
+        "untaggedTargetRepositories": sorted(request.untagged_target_repositories),
+        "mode": request.mode,
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

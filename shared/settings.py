@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from shared.policy import RegistryPattern
+    from shared.allowlist import RegistryPattern
     from shared.resource_ids import RegistryId
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -92,7 +92,7 @@ class CredentialSet:
     username: str | None
     password: str
     registries: tuple[str, ...] = ()
-    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (shared/policy.py decides)
+    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (shared/allowlist.py; shared/policy.py decides)
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"CredentialSet(name={self.name!r}, registries={self.registries!r})"
@@ -269,7 +269,7 @@ def https_url_problem(text: str, *, query: bool = False) -> str | None:
 def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
     """Credential sets from SOURCE_CREDENTIALS__<NAME>__USERNAME / __PASSWORD / __REGISTRIES. A set with a
     problem is left out, and its problem (needed by `credential:<NAME>`) fails the requests naming it."""
-    from shared.policy import PatternError, parse_registry_pattern
+    from shared.allowlist import PatternError, parse_registry_pattern
 
     parts: dict[str, dict[str, str]] = {}
     for key, value in env.items():
@@ -324,7 +324,7 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
 
 
 def _source_allowlist(env: _Env) -> tuple[RegistryPattern, ...]:
-    from shared.policy import PatternError, parse_registry_pattern
+    from shared.allowlist import PatternError, parse_registry_pattern
 
     texts = _split(env.get("ALLOWED_SOURCE_REGISTRIES")) or DEFAULT_ALLOWED_SOURCES
     patterns: list[RegistryPattern] = []
@@ -350,11 +350,23 @@ def _registry_ids(env: _Env, name: str, texts: tuple[str, ...]) -> tuple[Registr
     return tuple(found)
 
 
+def parse_endpoints(text: str | None) -> dict[str, str]:
+    """`docker.io=https://10.0.0.5:443,mcr.microsoft.com=https://...` -> {host: base URL}."""
+    endpoints = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        host, sep, url = part.partition("=")
+        if not sep or not host.strip() or not url.strip().startswith(("https://", "http://")):
+            raise ValueError(f"{part.strip()!r} is not host=https://endpoint")
+        endpoints[host.strip().lower()] = url.strip().rstrip("/")
+    return endpoints
+
+
 def _endpoints(env: _Env) -> dict[str, str]:
     """REGISTRY_ENDPOINTS: where the app's own registry reads go (private networking, the local stack).
     Https only: the app sends registry credentials and its Entra token there."""
     from shared.reference import InvalidReference, canonical_registry_host
-    from shared.registry_client import parse_endpoints
 
     try:
         endpoints = parse_endpoints(env.get("REGISTRY_ENDPOINTS"))
@@ -401,9 +413,11 @@ def _name(env: _Env, name: str, default: str, pattern: re.Pattern[str], rule: st
     return raw
 
 
-def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool = False) -> Settings:
+def read_settings(env: Mapping[str, str] | None = None, *,
+                  check_storage: Callable[[Mapping[str, str]], tuple[str, str] | None] | None = None) -> Settings:
     """Every setting, never raising: problems are in `Settings.problems`, each naming its setting.
-    `check_storage` also checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
+    `check_storage` (shared/azure/storage.py `settings_problem`, passed in by shared/app_context.py) also
+    checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
     env = _Env(os.environ if env is None else env)
     target = _text(env, "TARGET_REGISTRY") or None
     default_target = next(iter(_registry_ids(env, "TARGET_REGISTRY", (target,))), None) if target else None
@@ -420,10 +434,8 @@ def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool =
         env.problem("AZURE_CLIENT_ID", f"AZURE_CLIENT_ID must be the client id (a GUID) of the app's "
                                           f"user-assigned identity, got {_shown(client_id)}", IMPORTS)
         client_id = None
-    if check_storage:
-        from shared.storage import settings_problem
-
-        problem = settings_problem(env.values)
+    if check_storage is not None:
+        problem = check_storage(env.values)
         if problem:
             env.problem(problem[0], problem[1], STORAGE)
     wait = MAX_CONFIG_WAIT_SECONDS

@@ -16,13 +16,12 @@ import json
 from dataclasses import dataclass, field
 from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.outcome import State
+from shared.redact import redact_text
+from shared.request import ImportRequest, fingerprint
 from shared.storage import LazyTable
-
-if TYPE_CHECKING:
-    from shared.request import ImportRequest
 
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh.py's summaries: `run-<time>` rows, and `latest` (kept)
@@ -53,7 +52,7 @@ class StatusRecord:
     poll_failures: str = ""  # looks at the operation that failed in a row ("HTTP 500,HTTP 503"); bounded
     first_attempt_at: str = ""  # of the current run: the authorization grace window counts from it
     carrier: str = ""  # queue message id that carries the request now; "" = open to a message asking the same
-    fingerprint: str = ""  # shared.claims.fingerprint of the request this row is about ("" on older rows)
+    fingerprint: str = ""  # shared.request.fingerprint of the request this row is about ("" on older rows)
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)
@@ -173,8 +172,6 @@ class StatusStore:
         """A row for a request about to be put on the queue by the app (HTTP API, CLI, refresh, replication):
         `received`, open to the first message asking the same (`carrier` ""), with its fingerprint. Returns
         the new row, or the row that already has this id (then nothing is written)."""
-        from shared.claims import fingerprint
-
         row = StatusRecord(id=request.id, state=State.RECEIVED).moved(
             State.RECEIVED, reason=reason, fingerprint=fingerprint(request), **request_fields(request))
         created = self.create(row)
@@ -185,8 +182,6 @@ class StatusStore:
     def reopen(self, row: StatusRecord, request: ImportRequest, reason: str) -> StatusRecord | None:
         """Start a request again on a row that ended (failed or rejected): `received`, open, attempts 0, with
         the new request's fingerprint; the history is kept. None when the row changed meanwhile."""
-        from shared.claims import fingerprint
-
         return self.replace(row.moved(
             State.RECEIVED, reason=reason, attempts=0, kind="", code="", checks=0, poll_failures="", operation="",
             operation_started_at="", first_attempt_at="", carrier="", digest="", fingerprint=fingerprint(request),
@@ -264,8 +259,6 @@ def prune_expired(store: StatusStore, retention_days: float, now: datetime | Non
 def request_fields(request: ImportRequest) -> dict[str, Any]:
     """What a status row shows of a valid request. Credentials are never in it (only a set's name is), and an
     inline password is scrubbed even from what parsed: a producer may have used it as the source's name."""
-    from shared.redact import redact_text
-
     secrets = (request.credentials.password,) if request.credentials else ()
     return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
             "target_tags": [redact_text(t, secrets) for t in request.target_tags],

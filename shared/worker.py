@@ -1,67 +1,40 @@
-"""The queue worker: one import request in, exactly one terminal state out (or a scheduled retry).
+"""The import state machine: one import request in, exactly one terminal state out (or a scheduled retry).
 
-The single choke point for policy, retries and status. `function_app.py` hands it the raw message; it
-decides, and the adapters (ARM, queues, status table) do the I/O.
+The single choke point for retries and the request's status row: it claims the row, starts the import in
+ARM (or picks up the one the row says runs), watches it, and ends in one state, recorded by
+shared/recorder.py. Whether a queue message is a request at all is decided before it gets here
+(shared/dispatch.py); the adapters (ARM, queues, status table) do the I/O.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import claims, telemetry
-from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
+from shared import claims
+from shared.app_context import Worker
+from shared.arm import OperationStatus, OperationUrlRejected
 from shared.engine import import_parameters, resolve_source_registry
-from shared.events import is_event_like
 from shared.failures import classify_error, configuration_failure, retry_after_of
-from shared.outcome import Failure, Kind, Problem, State
-from shared.queues import MAX_QUEUE_MESSAGE_BYTES, ImportQueues, MessageTooLarge, message_size, message_text
-from shared.redact import describe_unparsed, redact_document, redact_text, secret_values_of
-from shared.reference import InvalidReference, parse_reference, parse_target_tag
-from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient, RegistryError, source_auth
-from shared.request import MODES, ImportRequest, Rejected, decode_body, parse_decoded, validate_document
-from shared.resource_ids import parse_registry_id
-from shared.settings import IMPORTS, REPLICATION, STORAGE, Settings, SettingsUnusable
-from shared.status import StatusRecord, StatusStore, request_fields, utc_now
-
-log = logging.getLogger("acr_importer")
-
-
-@dataclass
-class Worker:
-    settings: Settings
-    arm: AcrManagement
-    queues: ImportQueues
-    status: StatusStore
-    clock: Callable[[], datetime] = utc_now
-    jitter: Callable[[], float] = random.random
-    registries: RegistryClient | None = None  # the app's own reads: digests for IfChanged and conflicts
-    identity: IdentityAuth | None = None
-    _secrets: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._secrets = self.settings.secret_values()
-        if self.registries is None:
-            self.registries = RegistryClient(endpoints=self.settings.registry_endpoints)
-        if self.identity is None:
-            settings = self.settings
-            self.identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    request_id: str
-    state: State
-    reason: str = ""
-    attempts: int = 0
-    failure: Failure | None = None
-    retry_in_seconds: float | None = None
+from shared.outcome import Failure, Kind, Outcome, Problem, State
+from shared.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
+from shared.recorder import (
+    finish_rejected,
+    inline_secrets,
+    letter,
+    log_outcome,
+    raw_text,
+    redact,
+    settings_refusal,
+    summary_of,
+)
+from shared.redact import redact_text, secret_values_of
+from shared.registry_client import RegistryError, source_auth
+from shared.request import ImportRequest, Rejected, fingerprint, parse_decoded, validate_document
+from shared.settings import IMPORTS, Settings
+from shared.status import StatusRecord, StatusStore, request_fields
 
 
 def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
@@ -70,23 +43,17 @@ def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: floa
     return max(failure.retry_after or 0.0, backoff * (0.5 + jitter / 2))
 
 
-@telemetry.import_span
-def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome | list:
-    """One queue message: an import request, or ACR events delivered straight by Event Grid (a list of
-    `replication.EventResult` then).
+def handle_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], *, message_id: str,
+                   dequeue_count: int = 1) -> Outcome:
+    """One queue message that is not an ACR event (shared/dispatch.py decides): an import request, decoded.
 
     Nothing the message says about the app's own state is believed: which run it belongs to, its attempt
     and the operation to watch are on the status row, which this delivery claims before it acts."""
     started = time.monotonic()
-    if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
+    if (refused := refuse_for_settings(worker, body, decoded, message_id=message_id)) is not None:
         return refused
-    document, problem = decode_body(body)
-    if problem is None and is_event_like(document):  # Event Grid delivering straight into the queue
-        from shared.replication import replicate
-
-        return replicate(worker, document)
-    parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
+    document, _ = decoded
+    parsed = parse_decoded(decoded, worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _reject_message(worker, parsed, body, started)
     request = parsed
@@ -128,18 +95,16 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
     return _finish(worker, claim, request, State.FAILED, reason, attempt, started, failure=failure)
 
 
-@telemetry.import_span
-def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome | list[Outcome]:
-    """The host gave up on a message after repeated crashes: record it as failed so it is not lost (on its
-    row, unless the id is another request's or one of the app's reserved ids that the app never opened)."""
+def handle_poisoned_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], *,
+                            message_id: str) -> Outcome:
+    """The host gave up on a request's message after repeated crashes: record it as failed so it is not lost
+    (on its row, unless the id is another request's or one of the app's reserved ids that the app never
+    opened)."""
     started = time.monotonic()
-    if (refused := refuse_for_settings(worker, body, message_id=message_id)) is not None:
+    if (refused := refuse_for_settings(worker, body, decoded, message_id=message_id)) is not None:
         return refused
-    document, problem = decode_body(body)
-    if problem is None and is_event_like(document):
-        return _events_poisoned(worker, document, started)
-    parsed = parse_decoded((document, problem), worker.settings, fallback_id=message_id)
+    document, _ = decoded
+    parsed = parse_decoded(decoded, worker.settings, fallback_id=message_id)
     if isinstance(parsed, Rejected):
         return _reject_message(worker, parsed, body, started)
     failure = Failure(Kind.PERMANENT, "WorkerCrashed",
@@ -153,79 +118,47 @@ def handle_poison_message(worker: Worker, body: bytes | str, *, message_id: str,
                                    body, started, recorded=row)
         if row is not None and row.state.terminal:
             outcome = Outcome(parsed.id, row.state, f"already {row.state}", row.attempts)
-            _log(worker, outcome, parsed, started)
+            log_outcome(worker, outcome, parsed, started)
             return outcome
         claim = Claim(worker.status, row or StatusRecord(id=parsed.id, state=State.FAILED))
         try:
             return _finish(worker, claim, parsed, State.FAILED, str(failure), row.attempts if row else 0, started,
-                           failure=failure, fingerprint=claims.fingerprint(parsed))
+                           failure=failure, fingerprint=fingerprint(parsed))
         except ClaimLost:
             continue
     return _superseded(worker, parsed, started)
 
 
-def refuse_for_settings(worker: Worker, body: bytes | str, *, message_id: str) -> Outcome | list[Outcome] | None:
+def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], *,
+                        message_id: str) -> Outcome | None:
     """A request the settings cannot serve ends `failed` at once, its reason naming the setting: no raise,
-    no retry into the poison queue (ACR events on the queue likewise, when replication's settings are
-    broken). None when the settings it needs are fine. Broken storage settings leave nothing to record in:
-    one line, and the host keeps the message (it retries, then parks it in the poison queue)."""
+    no retry into the poison queue. None when the settings it needs are fine. Broken storage settings
+    leave nothing to record in (shared/recorder.py `settings_refusal` raises)."""
     settings = worker.settings
-    document, problem = decode_body(body)
-    events = problem is None and is_event_like(document)
-    problems = settings.problems_for(REPLICATION if events else IMPORTS)
-    if not problems and not events:
+    document, problem = decoded
+    problems = settings.problems_for(IMPORTS)
+    if not problems:
         named = document.get("credential") if problem is None and isinstance(document, dict) else None
         broken = settings.credential_problem(named) if isinstance(named, str) and named else None
         problems = (broken,) if broken is not None else ()
     if not problems:
         return None
-    reason = redact_text("the app's settings cannot serve this request: " + "; ".join(map(str, problems)),
-                         worker._secrets)
-    storage = [p for p in problems if p.needed_by == STORAGE]
-    if storage:
-        log.error(json.dumps({"event": "import", "messageId": message_id, "state": "unrecorded",
-                              "reason": redact_text(str(storage[0]), worker._secrets)}))
-        raise SettingsUnusable(str(storage[0]))
-    if events:
-        return _events_refused(worker, document, reason)
+    reason = settings_refusal(worker, problems, message_id=message_id)
     request_id = validate_document(document, settings, fallback_id=message_id).id if problem is None else message_id
     previous = worker.status.get(request_id)
     if previous is not None and previous.state.terminal:
         return Outcome(request_id, previous.state, f"already {previous.state}", previous.attempts)
     started = time.monotonic()
     failure = Failure(Kind.PERMANENT, "SettingsInvalid", reason)
-    secrets = _inline_secrets_of(document)
+    secrets = secret_values_of(document)
     reason = redact_text(reason, (*worker._secrets, *secrets))
     worker.status.transition(request_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code,
-                             **_summary_of(document))
-    worker.queues.dead_letter(_letter(worker, request_id, State.FAILED, reason, document if problem is None
-                                      else _raw_text(body), failure, 0, extra_secrets=secrets))
+                             **summary_of(document))
+    worker.queues.dead_letter(letter(worker, request_id, State.FAILED, reason, document if problem is None
+                                      else raw_text(body), failure, 0, extra_secrets=secrets))
     outcome = Outcome(request_id, State.FAILED, reason, 0, failure)
-    _log(worker, outcome, None, started, document=document)
+    log_outcome(worker, outcome, None, started, document=document)
     return outcome
-
-
-def _events_refused(worker: Worker, document: Any, reason: str) -> list[Outcome]:
-    """ACR events on the queue while the settings replication needs are broken: each `failed`, with the
-    reason, and dead-lettered (re-queue them after the fix)."""
-    from shared.events import read_events
-
-    outcomes = []
-    failure = Failure(Kind.PERMANENT, "SettingsInvalid", reason)
-    for event in read_events(document):
-        record_id = f"event-{event.key}"
-        previous = worker.status.get(record_id)
-        if previous is not None and previous.state.terminal:
-            continue
-        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
-                                                   "eventType": event.event_type}
-        started = time.monotonic()
-        worker.status.transition(record_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code)
-        worker.queues.dead_letter(_letter(worker, record_id, State.FAILED, reason, raw, failure, 0, extra_secrets=()))
-        outcome = Outcome(record_id, State.FAILED, reason, 0, failure)
-        _log(worker, outcome, None, started, document=raw)
-        outcomes.append(outcome)
-    return outcomes
 
 
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
@@ -339,12 +272,12 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
                                    body, started, recorded=row)
         if step in (claims.Step.DONE, claims.Step.DUPLICATE):
             outcome = Outcome(request.id, row.state, decision.reason, row.attempts)
-            _log(worker, outcome, request, started, dequeue_count=dequeue_count)
+            log_outcome(worker, outcome, request, started, dequeue_count=dequeue_count)
             return outcome
         if step is claims.Step.CONTINUE:
             return Claim(worker.status, row)
         now = worker.clock().isoformat()
-        mine = {"carrier": message_id, "fingerprint": claims.fingerprint(request), **_summary(request)}
+        mine = {"carrier": message_id, "fingerprint": fingerprint(request), **request_fields(request)}
         if step is claims.Step.START:  # a new run: attempt 1, on a new row or over one that ended badly
             claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
             fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
@@ -363,7 +296,7 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
         return claim
     outcome = Outcome(request.id, State.RECEIVED, "other deliveries of this id kept changing its row; this one "
                                                   "changes nothing")
-    _log(worker, outcome, request, started, dequeue_count=dequeue_count)
+    log_outcome(worker, outcome, request, started, dequeue_count=dequeue_count)
     return outcome
 
 
@@ -391,7 +324,7 @@ def _superseded(worker: Worker, request: ImportRequest, started: float) -> Outco
     state = row.state if row else State.RECEIVED
     outcome = Outcome(request.id, state, f"another delivery took this request over (it is {state}); this one "
                                          "stopped without writing", row.attempts if row else 0)
-    _log(worker, outcome, request, started)
+    log_outcome(worker, outcome, request, started)
     return outcome
 
 
@@ -516,14 +449,14 @@ def _hand_over(worker: Worker, claim: Claim, request: ImportRequest, handover: H
                                                              f"{err}; it may still finish: check the target")
         return _finish(worker, claim, request, State.FAILED, str(failure), attempt, started, failure=failure)
     outcome = Outcome(request.id, State.RUNNING, reason, attempt, retry_in_seconds=handover.delay)
-    _log(worker, outcome, request, started)
+    log_outcome(worker, outcome, request, started)
     return outcome
 
 
 def _schedule_retry(worker: Worker, claim: Claim, request: ImportRequest, failure: Failure, attempt: int,
                     first_attempt_at: datetime, started: float) -> Outcome:
     delay = retry_delay(attempt, worker.settings, failure, worker.jitter())
-    reason = _redact(worker, request, f"attempt {attempt} failed ({failure}); retrying in {delay:.0f} s")
+    reason = redact(worker, request, f"attempt {attempt} failed ({failure}); retrying in {delay:.0f} s")
     try:
         _pass_on(worker, claim, request, delay, State.RETRYING, reason=reason, kind=str(failure.kind),
                  code=failure.code, attempts=attempt, first_attempt_at=first_attempt_at.isoformat())
@@ -532,7 +465,7 @@ def _schedule_retry(worker: Worker, claim: Claim, request: ImportRequest, failur
                                                            f"could not be queued: {err}")
         return _finish(worker, claim, request, State.FAILED, str(final), attempt, started, failure=final)
     outcome = Outcome(request.id, State.RETRYING, reason, attempt, failure, delay)
-    _log(worker, outcome, request, started)
+    log_outcome(worker, outcome, request, started)
     return outcome
 
 
@@ -553,14 +486,14 @@ def _pass_on(worker: Worker, claim: Claim, request: ImportRequest, delay: float,
 
 def _finish(worker: Worker, claim: Claim, request: ImportRequest, state: State, reason: str, attempts: int,
             started: float, *, failure: Failure | None = None, **found: Any) -> Outcome:
-    reason = _redact(worker, request, reason)
+    reason = redact(worker, request, reason)
     claim.write(state, reason=reason, attempts=attempts, kind=str(failure.kind) if failure else "",
-                code=failure.code if failure else "", **_summary(request), **found)
+                code=failure.code if failure else "", **request_fields(request), **found)
     if state is State.FAILED:
-        worker.queues.dead_letter(_letter(worker, request.id, state, reason, request.document, failure, attempts,
-                                          extra_secrets=_inline_secrets(request)))
+        worker.queues.dead_letter(letter(worker, request.id, state, reason, request.document, failure, attempts,
+                                          extra_secrets=inline_secrets(request)))
     outcome = Outcome(request.id, state, reason, attempts, failure)
-    _log(worker, outcome, request, started)
+    log_outcome(worker, outcome, request, started)
     return outcome
 
 
@@ -572,165 +505,11 @@ def _reject_message(worker: Worker, rejected: Rejected, body: bytes | str, start
     row = recorded or worker.status.get(rejected.id)
     prefix = claims.reserved_prefix(rejected.id)
     if row is None and prefix is None:
-        return _finish_rejected(worker, rejected, body, started, row="create")
+        return finish_rejected(worker, rejected, body, started, row="create")
     if not any(p.field == "id" for p in rejected.problems):
         why = (f"names a request that is already recorded (it is {row.state}); this message was recorded in the "
                "dead-letter queue only" if row is not None else
                f"starts with {prefix!r}, which only the app's own requests use; this message was recorded in the "
                "dead-letter queue only")
         rejected = Rejected(rejected.id, (Problem("id", why), *rejected.problems), rejected.document)
-    return _finish_rejected(worker, rejected, body, started, row="none")
-
-
-def _finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, started: float, *,
-                     row: str = "replace") -> Outcome:
-    """Record a request that will never run. A body that did not decode is kept only as a description (size,
-    hash, prefix): it may be anything, a password included; a decoded one is kept with its secrets removed."""
-    document = rejected.document
-    secrets = (*worker._secrets, *_inline_secrets_of(document))
-    reason = redact_text(rejected.reason, secrets)
-    failure = Failure(Kind.REJECTED, "InvalidRequest", reason)
-    fields = {"reason": reason, "kind": str(Kind.REJECTED), "code": "InvalidRequest",
-              **_summary_of(document, secrets)}
-    if row == "replace":  # the app's own records (events): the row is the app's
-        worker.status.transition(rejected.id, State.REJECTED, **fields)
-    elif row == "create":  # a message's: only on an id nobody has (see _reject_message)
-        worker.status.create(StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields))
-    kept = document if document is not None else _raw_text(body, secrets)
-    worker.queues.dead_letter(_letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0,
-                                      extra_secrets=secrets))
-    outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
-    _log(worker, outcome, None, started, document=document)
-    return outcome
-
-
-def record_rejected(worker: Worker, rejected: Rejected) -> Outcome:
-    """Record something that will never be imported (an event we refuse) the way a rejected request is:
-    status row, dead-letter copy without secrets, one log line."""
-    body = json.dumps(rejected.document, default=str) if rejected.document is not None else ""
-    return _finish_rejected(worker, rejected, body, time.monotonic())
-
-
-def record_ignored(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome:
-    """Record an input that is fine but asks for nothing (an event no rule selects): skipped, not dead-lettered."""
-    started = time.monotonic()
-    reason = redact_text(reason, worker._secrets)
-    worker.status.transition(record_id, State.SKIPPED, reason=reason, **_summary_of(document))
-    outcome = Outcome(record_id, State.SKIPPED, reason)
-    _log(worker, outcome, None, started, document=document)
-    return outcome
-
-
-def _events_poisoned(worker: Worker, document: Any, started: float) -> list[Outcome]:
-    """Events whose every delivery crashed (usually unusable replication rules): rejected, so the reason is
-    kept; the dead-letter copy can be re-queued once the cause is fixed."""
-    from shared.events import read_events
-
-    reason = ("processing this event raised an error on every delivery, so the host moved it to the poison "
-              "queue; the function logs say why (unusable replication rules stop every event)")
-    outcomes = []
-    for event in read_events(document):
-        record_id = f"event-{event.key}"
-        previous = worker.status.get(record_id)
-        if previous and previous.state.terminal:
-            continue
-        raw = getattr(event, "document", None) or {"id": event.id, "topic": event.topic,
-                                                   "eventType": event.event_type}
-        outcomes.append(_finish_rejected(worker, Rejected(record_id, (Problem("(event)", reason),), raw),
-                                         json.dumps(raw, default=str), started))
-    return outcomes
-
-
-def _letter(worker: Worker, request_id: str, state: State, reason: str, document: Any, failure: Failure | None,
-            attempts: int, *, extra_secrets: tuple[str, ...]) -> dict[str, Any]:
-    return {"id": request_id, "state": str(state), "reason": reason,
-            "kind": str(failure.kind) if failure else "", "code": failure.code if failure else "",
-            "attempts": attempts, "deadLetteredAt": worker.clock().isoformat(),
-            "body": redact_document(document, (*worker._secrets, *extra_secrets))}
-
-
-def _raw_text(body: bytes | str, secrets: tuple[str, ...] = ()) -> str:
-    """What a dead letter keeps of a body that did not decode: never the bytes themselves."""
-    return describe_unparsed(body if isinstance(body, bytes | bytearray) else str(body), secrets)
-
-
-def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
-    return (request.credentials.password,) if request.credentials else ()
-
-
-def _inline_secrets_of(document: Any) -> tuple[str, ...]:
-    return secret_values_of(document)
-
-
-def _redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
-    return redact_text(text, (*worker._secrets, *(_inline_secrets(request) if request else ())))
-
-
-def _summary(request: ImportRequest) -> dict[str, Any]:
-    return request_fields(request)
-
-
-def _summary_of(document: Any, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """What a rejected body asked for, for the status row and the log line: each field that parses as what it
-    should be (a reference, a registry id, a mode), the rest described, never copied (see `describe_unparsed`)."""
-    if not isinstance(document, dict):
-        return {}
-
-    def kept(name: str, parse: Callable[[str], object]) -> str | None:
-        value = document.get(name)
-        if name not in document:
-            return None
-        if isinstance(value, str) and len(value) <= 1024:
-            try:
-                parse(value)
-                return redact_text(value, secrets)
-            except (InvalidReference, ValueError, KeyError):
-                pass
-        return describe_unparsed(value, secrets)
-
-    def tag(value: Any) -> str:
-        if isinstance(value, str) and len(value) <= 512:
-            try:
-                parse_target_tag(value)
-                return redact_text(value, secrets)
-            except InvalidReference:
-                pass
-        return describe_unparsed(value, secrets)
-
-    tags = document.get("targetTags")
-    return {"source": kept("source", parse_reference), "target": kept("target", parse_registry_id),
-            "mode": kept("mode", _mode),
-            "target_tags": [tag(t) for t in tags[:50]] if isinstance(tags, list) else
-            [describe_unparsed(tags, secrets)] if tags is not None else None}
-
-
-def _mode(text: str) -> str:
-    if text not in MODES:
-        raise ValueError(text)
-    return text
-
-
-def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, started: float, *,
-         document: Any = None, dequeue_count: int | None = None) -> None:
-    """One structured line per outcome, with the same field names everywhere."""
-    fields: dict[str, Any] = {"event": "import", "requestId": outcome.request_id, "state": str(outcome.state),
-                              "reason": outcome.reason, "attempts": outcome.attempts,
-                              "durationMs": int((time.monotonic() - started) * 1000)}
-    secrets = (*worker._secrets, *(_inline_secrets(request) if request else _inline_secrets_of(document)))
-    if request:
-        summary = _summary(request)
-        fields.update({"source": summary["source"], "target": summary["target"],
-                       "targetTags": summary["target_tags"], "mode": request.mode})
-    elif isinstance(document, dict):
-        names = {"source": "source", "target": "target", "mode": "mode", "target_tags": "targetTags"}
-        fields.update({names[k]: v for k, v in _summary_of(document, secrets).items() if v})
-    if outcome.failure:
-        fields.update({"kind": str(outcome.failure.kind), "code": outcome.failure.code})
-    if outcome.retry_in_seconds is not None:
-        fields["retryInSeconds"] = round(outcome.retry_in_seconds, 1)
-    if dequeue_count is not None:
-        fields["dequeueCount"] = dequeue_count
-    line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), secrets)
-    level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
-    log.log(level, line)
-    telemetry.record_import(fields, secrets)
+    return finish_rejected(worker, rejected, body, started, row="none")

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from dev import layout
 from dev.app_settings import local_app_settings
-from shared import policy
+from shared import allowlist, policy
 from shared.outcome import State
 from shared.replication import ReplicationConfigError, parse_rules
 from shared.request import ImportRequest, parse_request
@@ -44,6 +44,7 @@ from shared.settings import (
     load_settings,
     read_settings,
 )
+from shared.storage import settings_problem
 from shared.tracked import TrackedImage, parse_entry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,7 +208,7 @@ class TestEverySettingMalformed:
 
     @pytest.mark.parametrize(("env", "setting"), STORAGE_CASES, ids=[s for _, s in STORAGE_CASES])
     def test_storage_settings_are_checked_without_echoing_them(self, env, setting):
-        settings = read_settings({**BASE, **env}, check_storage=True)
+        settings = read_settings({**BASE, **env}, check_storage=settings_problem)
         [problem] = [p for p in settings.problems if p.needed_by == STORAGE]
         assert problem.setting == setting and setting in problem.message
         assert "AccountName=x" not in problem.message
@@ -216,7 +217,7 @@ class TestEverySettingMalformed:
                            st.text(max_size=60), max_size=6))
     @hypothesis_settings(max_examples=300)
     def test_any_values_at_all_never_raise(self, values):
-        settings = read_settings({**BASE, **values}, check_storage=True)
+        settings = read_settings({**BASE, **values}, check_storage=settings_problem)
         for problem in settings.problems:
             assert problem.setting in problem.message
         parse_request('{"source": "nginx:1.27"}', settings)
@@ -228,7 +229,7 @@ class TestDocumentedSettingsAreAccepted:
     def test_the_sample_settings(self):
         values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
         values["SOURCE_CREDENTIALS__DOCKERHUB__PASSWORD"] = "resolved-by-app-service"  # a Key Vault reference there
-        assert read_settings(values, check_storage=True).problems == ()
+        assert read_settings(values, check_storage=settings_problem).problems == ()
 
     def test_an_unresolved_key_vault_reference_is_reported_not_sent(self):
         values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
@@ -237,7 +238,7 @@ class TestDocumentedSettingsAreAccepted:
         assert "unresolved Key Vault reference" in settings.credential_problem("dockerhub").message
 
     def test_the_local_stack_settings(self):
-        assert read_settings(BASE, check_storage=True).problems == ()
+        assert read_settings(BASE, check_storage=settings_problem).problems == ()
 
     @pytest.mark.parametrize("env", [
         {"IMPORT_MAX_ATTEMPTS": " 6 ", "IMPORT_WAIT_SECONDS": "0", "ALLOW_INLINE_CREDENTIALS": " TRUE "},
@@ -426,16 +427,16 @@ PATTERN_REFUSALS = [  # (entry, words of the reason)
 
 
 class TestAllowlistEntries:
-    """How one parsed entry matches (moved here from the reference grammar: one rule, in shared/policy.py)."""
+    """How one parsed entry matches (moved here from the reference grammar: one grammar, in shared/allowlist.py)."""
 
     @pytest.mark.parametrize(("host", "entry", "expected"), HOST_MATCHES, ids=[f"{h}~{e}" for h, e, _ in HOST_MATCHES])
     def test_matching(self, host, entry, expected):
-        assert policy.allowed_by((policy.parse_registry_pattern(entry),), host, None, "azurecr.io") is expected
+        assert allowlist.allowed_by((allowlist.parse_registry_pattern(entry),), host, None, "azurecr.io") is expected
 
     @pytest.mark.parametrize(("entry", "words"), PATTERN_REFUSALS, ids=[e[:40] for e, _ in PATTERN_REFUSALS])
     def test_malformed_entries_are_refused_with_a_reason(self, entry, words):
-        with pytest.raises(policy.PatternError, match=re.escape(words)):
-            policy.parse_registry_pattern(entry)
+        with pytest.raises(allowlist.PatternError, match=re.escape(words)):
+            allowlist.parse_registry_pattern(entry)
 
 
 CREDENTIAL_TABLE = [  # (REGISTRIES, source host, may the set be sent there)

@@ -105,7 +105,8 @@ def message_path(stack):
 @settings(max_examples=150)  # timing checks are off for every property test (tests/conftest.py)
 @given(body=bodies)
 def test_any_body_ends_in_one_recorded_state(message_path, body):
-    from shared.worker import Outcome, handle_import_message
+    from shared.dispatch import handle_import_message
+    from shared.outcome import Outcome
 
     worker, values = message_path
     result = handle_import_message(worker, body, message_id=uuid.uuid4().hex)

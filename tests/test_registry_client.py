@@ -17,10 +17,10 @@ from shared.registry_client import (
     RegistryError,
     endpoint_for,
     exchange_url,
-    parse_endpoints,
     parse_rate_limit,
     source_auth,
 )
+from shared.settings import parse_endpoints
 
 
 def test_docker_hub_means_its_api_host_and_endpoints_can_be_overridden():

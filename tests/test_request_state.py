@@ -374,7 +374,7 @@ def test_concurrent_deliveries_of_one_id_run_one_import(app_env, control, copies
     """Threads hand the function distinct messages of one request at the same moment (as several host
     instances would): one claims the row, the others find it taken."""
     from shared import app_context
-    from shared.worker import handle_import_message
+    from shared.dispatch import handle_import_message
 
     control.add_faults("operation", {"delay": 1})
     doc = request_doc()
@@ -546,8 +546,8 @@ def _decision_cases():
 def test_every_row_state_decides_one_safe_step(settings, state, carrier, same, request_id):
     """Delivered by message m1: nothing but the carrier or a same-request message on an open or ended row may
     act; a different request never gets past CONFLICT; DONE only for a request that ended as asked."""
-    from shared.claims import Step, decide, fingerprint
-    from shared.request import validate_document
+    from shared.claims import Step, decide
+    from shared.request import fingerprint, validate_document
     from shared.status import StatusRecord
 
     request = validate_document({"id": request_id, "source": "nginx:1.27"}, settings)
