@@ -1,17 +1,22 @@
 """Bindings only: each trigger hands its input to the core in `shared/` and maps nothing else.
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
-The HTTP API (submit_import, import_status) answers whatever shared/http_api.py decides.
+The HTTP API (submit_import, import_status) answers whatever shared/imports/http_api.py decides.
 """
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from shared import app_context, http_api, refresh, replication, status, telemetry
+from shared import app_context
+from shared.azure import telemetry
+from shared.azure.status import prune_expired
+from shared.core.settings import PRUNE
 from shared.dispatch import handle_import_message, handle_poison_message
-from shared.events import event_document
-from shared.settings import PRUNE
+from shared.imports import http_api
+from shared.refresh.run import refresh_for
+from shared.replication.events import event_document
+from shared.replication.replicate import replicate
 
 telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
 app = func.FunctionApp()
@@ -31,12 +36,12 @@ def import_image_poison(msg: func.QueueMessage) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def refresh_tracked_images(timer: func.TimerRequest) -> None:
-    refresh.refresh_for(app_context.worker())
+    refresh_for(app_context.worker())
 
 
 @app.event_grid_trigger(arg_name="event")
 def replicate_on_push(event: func.EventGridEvent) -> None:  # a func.CloudEvent for CloudEvents 1.0
-    replication.replicate(app_context.worker(), event_document(event))
+    replicate(app_context.worker(), event_document(event))
 
 
 @app.route(route="imports", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -60,4 +65,4 @@ def _http(answer: http_api.ApiResponse) -> func.HttpResponse:
 def prune_import_status(timer: func.TimerRequest) -> None:
     if app_context.usable_for(PRUNE):  # a mistyped retention must not delete what it meant to keep
         worker = app_context.worker()
-        status.prune_expired(worker.status, worker.settings.status_retention_days)
+        prune_expired(worker.status, worker.settings.status_retention_days)

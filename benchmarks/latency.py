@@ -91,7 +91,7 @@ def run() -> str:
 
     from dev.azure_standin.control import StandinControl
     from dev.runner import Runner
-    from shared.status import StatusStore
+    from shared import app_context
 
     started = stack.up()
     runner = None
@@ -106,7 +106,7 @@ def run() -> str:
         os.environ.update(settings)
         create_app_queues(settings["IMPORT_QUEUE"])  # as the deployment does: the runner waits for its queue
         runner = Runner("function_app", env=settings, http_port=None).start()
-        store = StatusStore(settings["IMPORT_STATUS_TABLE"])
+        store = app_context.status_store(app_context.app_settings(settings))
         queue = QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, settings["IMPORT_QUEUE"])
         az = _az_runner()
         ours, pickup, sdk, cli = [], [], [], []

@@ -78,8 +78,8 @@ def _kind(path: str) -> str:
 
 
 def _ours(tags: list[str], reader, identity) -> dict:
-    from shared.refresh import run_refresh
-    from shared.settings import load_settings
+    from shared.core.settings import load_settings
+    from shared.refresh.run import run_refresh
 
     settings = load_settings()
     sent_before = Counter(reader.requests_sent)
@@ -101,7 +101,7 @@ def _acr_refresh_token() -> str:
     from azure.identity import ManagedIdentityCredential
 
     from dev import layout
-    from shared.registry_client import ACR_TOKEN_SCOPE
+    from shared.registry.client import ACR_TOKEN_SCOPE
 
     entra = ManagedIdentityCredential().get_token(ACR_TOKEN_SCOPE).token
     answer = requests.post(layout.acr_exchange_url(layout.TARGET_ACR), verify=str(layout.CA_CERT), timeout=30,
@@ -166,9 +166,8 @@ def run() -> str:
     from dev import layout
     from dev import stack as local_stack
     from dev.app_settings import local_app_settings
-    from shared.arm import make_credential
-    from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
-    from shared.settings import load_settings
+    from shared import app_context
+    from shared.core.settings import load_settings
 
     if shutil.which("skopeo") is None:
         raise RuntimeError("skopeo is not installed (make system-deps)")
@@ -181,8 +180,7 @@ def run() -> str:
     with local_stack.running():
         digest = _ensure_images(tags)
         settings = load_settings()
-        reader = RegistryClient(endpoints=settings.registry_endpoints)
-        identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
+        reader, identity = app_context.registry_client(settings), app_context.identity(settings)
         _ours(tags[:20], reader, identity)  # warm: connections and tokens, which the timer's process keeps between runs
         ours = _ours(tags, reader, identity)
         skopeo = _skopeo(tags[:SKOPEO_TAGS], digest)

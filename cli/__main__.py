@@ -15,6 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli import imports, redrive, status
+from cli.problems import explain
+from shared import app_context
+from shared.core.settings import load_settings
+from shared.refresh.run import refresh_log, run_refresh
+
 DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
 
 
@@ -32,20 +38,12 @@ def _apply_settings_file(path: str | None) -> str:
 
 
 def refresh(args: argparse.Namespace) -> int:
-    from shared.arm import make_credential
-    from shared.queues import ImportQueues
-    from shared.refresh import RefreshLog, run_refresh
-    from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
-    from shared.settings import load_settings
-
     settings = load_settings()
     config_text = Path(args.config).read_text() if args.config else None
-    identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
-    reader = RegistryClient(endpoints=settings.registry_endpoints)
-    queues = None if args.dry_run else ImportQueues(settings)
-    refresh_log = None if args.dry_run else RefreshLog(settings.status_table)
-    result = run_refresh(settings, reader, identity, queues=queues, refresh_log=refresh_log, dry_run=args.dry_run,
-                         config_text=config_text)
+    queues = None if args.dry_run else app_context.import_queues(settings)
+    result = run_refresh(settings, app_context.registry_client(settings), app_context.identity(settings),
+                         queues=queues, refresh_log=None if args.dry_run else refresh_log(settings),
+                         dry_run=args.dry_run, config_text=config_text)
     if args.json:
         print(json.dumps({"summary": result.summary.as_log(),
                           "imports": [p.request for p in result.plan.imports],
@@ -81,8 +79,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the plan as JSON")
     run.add_argument("-v", "--verbose", action="store_true", help="also list unchanged tags")
     run.set_defaults(handler=refresh)
-    from cli import imports, redrive, status
-
     imports.add_command(commands)
     status.add_commands(commands)
     redrive.add_command(commands)
@@ -91,8 +87,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from cli.problems import explain
-
     try:
         print(_apply_settings_file(args.settings), file=sys.stderr)
         return args.handler(args)

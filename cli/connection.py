@@ -1,6 +1,6 @@
 """Storage clients for a person at a terminal: the app's connection setting, or their own Entra identity.
 
-The app authenticates to storage with its managed identity (`shared/storage.py`); a person has none, so
+The app authenticates to storage with its managed identity (`shared/azure/storage.py`); a person has none, so
 the identity-based forms (`AzureWebJobsStorage__accountName` / `__queueServiceUri` / `__tableServiceUri`)
 use `DefaultAzureCredential` here: `az login`, environment credentials, or VS Code sign-in.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from shared.storage import CONNECTION
+from shared.azure.storage import CONNECTION, service_client, service_uri
 
 # A refused connection (Azurite not running, a wrong endpoint) is said at once, not after the storage SDK's
 # minute of backoff; answers that fail (a 503, a timeout) are still retried as the SDK does.
@@ -21,32 +21,21 @@ class MissingStorageSetting(ValueError):
     pass
 
 
-def _service_uri(env: Mapping[str, str], kind: str) -> str | None:
-    explicit = env.get(f"{CONNECTION}__{kind}ServiceUri")
-    if explicit:
-        return explicit
-    account = env.get(f"{CONNECTION}__accountName")
-    return f"https://{account}.{kind}.core.windows.net" if account else None
-
-
 def _client(kind: str, env: Mapping[str, str] | None):
-    if kind == "queue":
-        from azure.storage.queue import QueueServiceClient as Client
-    else:
-        from azure.data.tables import TableServiceClient as Client
-
+    """The app's storage, as shared/azure/storage.py makes its clients, signed in as the person at the terminal."""
     env = os.environ if env is None else env
-    if env.get(CONNECTION):
-        return Client.from_connection_string(env[CONNECTION], **_AT_A_TERMINAL)
-    uri = _service_uri(env, kind)
-    if not uri:
+    if not env.get(CONNECTION) and not service_uri(env, CONNECTION, kind):
         raise MissingStorageSetting(
             f"no storage account configured: set {CONNECTION} to a connection string (or pass --settings "
             f"local.settings.json), or {CONNECTION}__accountName to use your own sign-in (az login; you need "
             "Storage Queue Data Contributor and Storage Table Data Contributor on the account)")
-    from azure.identity import DefaultAzureCredential
+    return service_client(kind, env, CONNECTION, credential=_signed_in, options=_AT_A_TERMINAL)
 
-    return Client(uri, credential=DefaultAzureCredential(), **_AT_A_TERMINAL)
+
+def _signed_in():
+    from azure.identity import DefaultAzureCredential  # only for the identity-based settings: slow to import
+
+    return DefaultAzureCredential()
 
 
 def queue_service(env: Mapping[str, str] | None = None):

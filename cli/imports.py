@@ -15,12 +15,13 @@ import sys
 import uuid
 from typing import Any
 
+from cli.connection import queue_service
 from cli.status import EXIT_TIMEOUT, EXIT_USAGE, CliError, Follower, exit_code, status_store, summary_lines
 from cli.terminal import printable
-from shared.claims import reserved_prefix
-from shared.request import Rejected, parse_request
-from shared.resource_ids import parse_registry_id
-from shared.settings import Settings
+from shared.core.request import Rejected, parse_request
+from shared.core.resource_ids import parse_registry_id
+from shared.core.settings import Settings, load_settings
+from shared.imports.claims import reserved_prefix
 
 
 def resolve_target(name: str, settings: Settings) -> str:
@@ -65,9 +66,6 @@ def request_document(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
 def run_import(args: argparse.Namespace) -> int:
     from azure.core.exceptions import ResourceNotFoundError
-
-    from cli.connection import queue_service
-    from shared.settings import load_settings
 
     if args.username or args.password:
         raise CliError("--username/--password are not accepted: a password on a command line lands in shell "

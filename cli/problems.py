@@ -13,8 +13,11 @@ import os
 import re
 from dataclasses import dataclass
 
+from cli.connection import MissingStorageSetting
+from cli.status import CliError
 from cli.terminal import printable
-from shared.storage import CONNECTION
+from shared.azure.storage import CONNECTION, StorageSettingsError
+from shared.core.settings import SettingsError
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
@@ -39,11 +42,6 @@ def explain(err: BaseException, args: argparse.Namespace) -> Problem:
 
 def _explain(err: BaseException, args: argparse.Namespace) -> Problem:
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-
-    from cli.connection import MissingStorageSetting
-    from cli.status import CliError
-    from shared.settings import SettingsError
-    from shared.storage import StorageSettingsError
 
     if isinstance(err, (CliError, SettingsError, MissingStorageSetting, StorageSettingsError)):
         return Problem(str(err), EXIT_USAGE)

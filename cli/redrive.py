@@ -19,14 +19,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cli.connection import queue_service
 from cli.status import request_id_type, status_store
 from cli.terminal import printable
-from shared.claims import reserved_prefix
-from shared.outcome import State
-from shared.redact import REMOVED
-from shared.request import APP_FIELDS, Rejected, decode_body, fingerprint, parse_request
-from shared.request_ids import is_safe_request_id
-from shared.settings import Settings
+from shared.core.outcome import State
+from shared.core.redact import REMOVED
+from shared.core.request import APP_FIELDS, Rejected, decode_body, fingerprint, parse_request
+from shared.core.request_ids import is_safe_request_id
+from shared.core.settings import Settings, load_settings
+from shared.imports.claims import reserved_prefix
 
 INLINE_CREDENTIALS = ("username", "password")
 RECEIVE_VISIBILITY_SECONDS = 300  # letters we look at are hidden meanwhile; kept ones are released at the end
@@ -109,9 +110,6 @@ def judged(restored: Restored, settings: Settings) -> Restored:
 
 
 def redrive(args: argparse.Namespace) -> int:
-    from cli.connection import queue_service
-    from shared.settings import load_settings
-
     settings = load_settings()
     service = queue_service()
     target = service.get_queue_client(settings.import_queue)

@@ -15,11 +15,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cli.connection import table_service
 from cli.terminal import printable
-from shared.http_api import status_body
-from shared.outcome import State
-from shared.request_ids import UnsafeRequestId, checked_request_id
-from shared.status import StatusRecord, StatusStore
+from shared import app_context
+from shared.azure.status import StatusRecord, StatusStore
+from shared.core.outcome import State
+from shared.core.request_ids import UnsafeRequestId, checked_request_id
+from shared.core.settings import load_settings
+from shared.imports.http_api import status_body
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -32,10 +35,7 @@ class CliError(ValueError):
 
 
 def status_store() -> StatusStore:
-    from cli.connection import table_service
-    from shared.settings import load_settings
-
-    return StatusStore(load_settings().status_table, service=table_service())
+    return app_context.status_store(load_settings(), table_service())
 
 
 def exit_code(state: State) -> int:
@@ -210,8 +210,6 @@ def list_requests(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from shared.settings import load_settings
-
     cutoff = args.older_than or datetime.now(UTC) - timedelta(days=load_settings().status_retention_days)
     if args.older_than is None and load_settings().status_retention_days <= 0:
         print("STATUS_RETENTION_DAYS is 0: rows are kept forever; give --older-than to prune anyway")

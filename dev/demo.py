@@ -114,7 +114,7 @@ def check(scenario: Scenario, record) -> tuple[str, str, str, bool]:
 
 def main() -> int:
     from dev.runner import Runner
-    from shared.status import StatusStore
+    from shared import app_context
 
     print("Starting the local stack (registries, Azure stand-in, Azurite)...", flush=True)
     started = stack.up()
@@ -130,7 +130,8 @@ def main() -> int:
         print(f"Enqueued {len(items)} import requests on queue {settings['IMPORT_QUEUE']}; "
               "the local Functions runner is importing...", flush=True)
         sent = enqueue_all(settings["IMPORT_QUEUE"], items)
-        records = wait_for(StatusStore(settings["IMPORT_STATUS_TABLE"]), list(sent), WAIT_SECONDS)
+        records = wait_for(app_context.status_store(app_context.app_settings(settings)), list(sent),
+                           WAIT_SECONDS)
         ok_all = True
         rows = []
         for request_id, scenario in sent.items():

@@ -94,8 +94,7 @@ def run_load(app_env: dict[str, str], control, count: int, *, seed_value: int = 
     from dev.app_settings import create_app_queues
     from dev.runner import Runner
     from shared import app_context
-    from shared.status import StatusStore
-    from shared.storage import table_service
+    from shared.azure.storage import table_service
 
     rng = random.Random(seed_value)
     report = LoadReport(count, script_faults(control, count, rng))
@@ -114,7 +113,7 @@ def run_load(app_env: dict[str, str], control, count: int, *, seed_value: int = 
         runner.wait_idle(timeout=timeout)
     report.seconds, report.cpu_seconds = time.monotonic() - began, time.process_time() - cpu
     app_context.reset()
-    store = StatusStore(app_env["IMPORT_STATUS_TABLE"], table_service(app_env))  # the runner restored os.environ
+    store = app_context.status_store(app_context.app_settings(app_env), table_service(app_env))  # os.environ restored
     records = {r.id: r for r in store.list()}
     admin = seed.admin_client(layout.TARGET_ACR.login_server)
     for request_id, tag in ids.items():

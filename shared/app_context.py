@@ -3,7 +3,7 @@ the one place that builds them: the Function App (`worker()`, once per process, 
 time), the CLI and the benchmarks all call the builders here, so there is no second copy of the wiring.
 
 Building them never raises: malformed settings are logged here once, one line per setting naming it, and
-the work that needs a broken setting fails with that reason (shared/worker.py `refuse_for_settings`, the
+the work that needs a broken setting fails with that reason (shared/imports/worker.py `refuse_for_settings`, the
 refresh's summary, replication's error). Work that does not need it goes on.
 """
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.arm import AcrManagement, make_credential
-from shared.config_source import forget_cached
-from shared.failures import NO_IDENTITY_HINT
-from shared.queues import ImportQueues
-from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
-from shared.settings import FEATURE_NEEDS, Settings, read_settings
-from shared.status import StatusStore, utc_now
-from shared.storage import settings_problem
+from shared.azure.arm import AcrManagement, make_credential
+from shared.azure.config_source import forget_cached
+from shared.azure.queues import ImportQueues
+from shared.azure.status import StatusStore, utc_now
+from shared.azure.storage import settings_problem
+from shared.core.failures import NO_IDENTITY_HINT
+from shared.core.settings import FEATURE_NEEDS, Settings, read_settings
+from shared.registry.client import IdentityAuth, LazyCredential, RegistryClient
 
 log = logging.getLogger("acr_importer")
 
@@ -56,7 +56,7 @@ class Worker:
 
 # --- the builders -------------------------------------------------------------------------------------
 def app_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """The Function App's settings: never raises; also checks the storage settings (shared/settings.py)."""
+    """The Function App's settings: never raises; also checks the storage settings (shared/core/settings.py)."""
     return read_settings(env, check_storage=settings_problem)
 
 

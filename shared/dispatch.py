@@ -5,11 +5,13 @@ import state machine; `function_app.py` binds the queue triggers to the two func
 
 from __future__ import annotations
 
-from shared import replication, telemetry, worker
 from shared.app_context import Worker
-from shared.events import is_event_like
-from shared.outcome import Outcome
-from shared.request import decode_body
+from shared.azure import telemetry
+from shared.core.outcome import Outcome
+from shared.core.request import decode_body
+from shared.imports import worker
+from shared.replication import replicate as replication
+from shared.replication.events import is_event_like
 
 
 @telemetry.import_span

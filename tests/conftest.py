@@ -174,7 +174,7 @@ def every_log_line():
 def otel():
     """Telemetry on, into memory: tests read the spans and metrics, and the hostile suites scan every span's
     attributes for secrets."""
-    from shared import telemetry
+    from shared.azure import telemetry
     from tests.test_telemetry import Telemetry
 
     recorded = Telemetry()

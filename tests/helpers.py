@@ -95,7 +95,7 @@ def drain(app_env, name: str) -> list[str]:
 
 def everything_kept(app_env) -> list[str]:
     """Every status row (as JSON) and every message on the import, dead-letter and poison queues (drained)."""
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
 
     texts = [json.dumps(r.__dict__, default=str) for r in StatusStore(app_env["IMPORT_STATUS_TABLE"]).list()]
     for suffix in ("", "-rejected", "-poison"):

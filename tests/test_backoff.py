@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.outcome import Failure, Kind
-from shared.settings import load_settings
-from shared.worker import poll_delay, retry_delay
+from shared.core.outcome import Failure, Kind
+from shared.core.settings import load_settings
+from shared.imports.worker import poll_delay, retry_delay
 
 SETTINGS = load_settings({"IMPORT_RETRY_BASE_SECONDS": "10", "IMPORT_RETRY_MAX_SECONDS": "100",
                           "IMPORT_POLL_INTERVAL_SECONDS": "0.5"})

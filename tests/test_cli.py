@@ -15,7 +15,7 @@ from azure.storage.queue import QueueClient
 
 from cli.redrive import restore_letter, restore_poison
 from dev import layout, oci, seed
-from shared.redact import REMOVED
+from shared.core.redact import REMOVED
 
 ACR_IMPORT = layout.REPO_ROOT / "bin" / "acr-import"
 
@@ -145,8 +145,8 @@ def test_bad_flags_and_bad_requests_exit_2_with_every_problem(app_env):
 def test_prune_deletes_rows_older_than_the_retention_and_keeps_newer_ones(app_env):
     from azure.data.tables import TableServiceClient
 
-    from shared.outcome import State
-    from shared.status import StatusRecord, StatusStore
+    from shared.azure.status import StatusRecord, StatusStore
+    from shared.core.outcome import State
 
     store = StatusStore(app_env["IMPORT_STATUS_TABLE"])
     store.transition("recent", State.SUCCEEDED)
@@ -165,8 +165,8 @@ def test_prune_deletes_rows_older_than_the_retention_and_keeps_newer_ones(app_en
 def test_the_daily_prune_timer_applies_the_retention(app_env, runner_factory):
     from azure.data.tables import TableServiceClient
 
-    from shared.outcome import State
-    from shared.status import StatusRecord, StatusStore
+    from shared.azure.status import StatusRecord, StatusStore
+    from shared.core.outcome import State
 
     table = TableServiceClient.from_connection_string(layout.AZURITE_CONNECTION_STRING).create_table_if_not_exists(
         app_env["IMPORT_STATUS_TABLE"])

@@ -178,7 +178,7 @@ def test_no_wait_prints_only_the_request_id_on_stdout(app_env):
 
 
 def test_a_request_that_never_reached_the_queue_leaves_no_row_and_its_id_stays_free(app_env):
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
 
     request_id = f"never-sent-{uuid.uuid4().hex[:8]}"
     missing_queue = cli("import", "-n", "myregistry", "--source", "nginx:1.27", "--id", request_id, "--no-wait",
@@ -193,8 +193,8 @@ def test_a_request_that_never_reached_the_queue_leaves_no_row_and_its_id_stays_f
 
 @pytest.mark.parametrize("columns", [60, 80, 120, 200])
 def test_list_fits_the_terminal_and_json_keeps_every_value(app_env, columns):
-    from shared.outcome import State
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
+    from shared.core.outcome import State
 
     store = StatusStore(app_env["IMPORT_STATUS_TABLE"])
     long_id = "wide-" + "i" * 100
@@ -213,8 +213,8 @@ def test_list_fits_the_terminal_and_json_keeps_every_value(app_env, columns):
 
 
 def test_list_shows_every_value_whole_when_the_terminal_is_wide_enough(app_env):
-    from shared.outcome import State
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
+    from shared.core.outcome import State
 
     StatusStore(app_env["IMPORT_STATUS_TABLE"]).transition("roomy", State.FAILED, reason="a reason of modest size")
     line = cli("list", COLUMNS="300").stdout.splitlines()[1]

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from dev import layout
-from shared.outcome import State
+from shared.core.outcome import State
 from tests.helpers import deliver, queue, status
 
 

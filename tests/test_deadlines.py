@@ -1,5 +1,5 @@
 """The app never needs the host's functionTimeout: every call has a deadline, and the configured ones add up
-to less than the timeout (shared/deadlines.py). Also the thread pool the app asks the worker for."""
+to less than the timeout (shared/azure/deadlines.py). Also the thread pool the app asks the worker for."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from dev import layout
 from dev.runner.config import load_host_config
-from shared import deadlines
-from shared.config_source import READ_DEADLINE_SECONDS
-from shared.registry_client import RegistryClient
+from shared.azure import deadlines
+from shared.azure.config_source import READ_DEADLINE_SECONDS
+from shared.registry.client import RegistryClient
 
 REPO = Path(__file__).resolve().parent.parent
 BICEP = (REPO / "infra" / "main.bicep").read_text()
@@ -56,9 +56,9 @@ def test_a_refresh_plans_within_its_budget_and_still_has_time_to_send():
 
 @pytest.mark.parametrize("kind", ["queue", "table"])
 def test_storage_clients_the_app_builds_carry_the_bounds(kind):
-    from shared.storage import _service
+    from shared.azure.storage import service_client
 
-    client = _service(kind, {"AzureWebJobsStorage": layout.AZURITE_CONNECTION_STRING}, "AzureWebJobsStorage")
+    client = service_client(kind, {"AzureWebJobsStorage": layout.AZURITE_CONNECTION_STRING}, "AzureWebJobsStorage")
     pipeline = client._pipeline if kind == "queue" else client._client._client._pipeline
     config = pipeline._transport.connection_config
     assert (config.timeout, config.read_timeout) == (deadlines.CONNECT_TIMEOUT_SECONDS, deadlines.READ_TIMEOUT_SECONDS)
@@ -67,8 +67,8 @@ def test_storage_clients_the_app_builds_carry_the_bounds(kind):
 
 
 def test_the_arm_client_carries_the_bounds():
-    from shared.arm import AcrManagement
-    from shared.settings import load_settings
+    from shared.azure.arm import AcrManagement
+    from shared.core.settings import load_settings
 
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id})
     client = AcrManagement(settings, credential=object())._client(layout.TARGET_ACR.subscription)
@@ -81,7 +81,7 @@ class _MissingInTarget:
     """Every source tag exists, no target has it: every tracked tag becomes an import to send."""
 
     def head_manifest(self, host, repository, reference, auth=None):
-        from shared.registry_client import ManifestHead
+        from shared.registry.client import ManifestHead
 
         if host.endswith(".azurecr.io"):
             return None
@@ -105,9 +105,9 @@ class _Queue:
 
 def test_a_refresh_near_the_function_timeout_stops_sending(monkeypatch):
     """Found imports past the stop time are reported (and found again next run), never sent late."""
-    from shared.refresh import run_refresh
-    from shared.registry_client import IdentityAuth
-    from shared.settings import load_settings
+    from shared.core.settings import load_settings
+    from shared.refresh.run import run_refresh
+    from shared.registry.client import IdentityAuth
 
     monkeypatch.setattr(deadlines, "FUNCTION_TIMEOUT_SECONDS", deadlines.REFRESH_TAIL_SECONDS)  # stop at once
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id})

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import events as ev
+from shared.replication import events as ev
 
 SAMPLE = {  # REFERENCE.md section 3: the documented ImagePushed sample
     "id": "831e1650-001e-001b-66ab-eeb76e069631",

@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 
 from dev import layout
 from dev.app_settings import local_app_settings
-from shared import allowlist, policy
-from shared.outcome import State
-from shared.replication import ReplicationConfigError, parse_rules
-from shared.request import ImportRequest, parse_request
-from shared.settings import (
+from shared.azure.storage import settings_problem
+from shared.core import allowlist, policy
+from shared.core.outcome import State
+from shared.core.request import ImportRequest, parse_request
+from shared.core.settings import (
     IMPORTS,
     PRUNE,
     REFRESH,
@@ -44,8 +44,8 @@ from shared.settings import (
     load_settings,
     read_settings,
 )
-from shared.storage import settings_problem
-from shared.tracked import TrackedImage, parse_entry
+from shared.refresh.tracked import TrackedImage, parse_entry
+from shared.replication.replicate import ReplicationConfigError, parse_rules
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {k: v for k, v in local_app_settings().items()}
@@ -427,7 +427,7 @@ PATTERN_REFUSALS = [  # (entry, words of the reason)
 
 
 class TestAllowlistEntries:
-    """How one parsed entry matches (moved here from the reference grammar: one grammar, in shared/allowlist.py)."""
+    """How one parsed entry matches (one grammar: shared/core/allowlist.py)."""
 
     @pytest.mark.parametrize(("host", "entry", "expected"), HOST_MATCHES, ids=[f"{h}~{e}" for h, e, _ in HOST_MATCHES])
     def test_matching(self, host, entry, expected):
@@ -536,7 +536,7 @@ class TestMalformedSettingsThroughTheWorker:
     @pytest.mark.parametrize(("env", "setting"), STORAGE_CASES, ids=[s for _, s in STORAGE_CASES])
     def test_broken_storage_is_one_clear_line_per_message(self, app_env, monkeypatch, caplog, env, setting):
         from shared import app_context
-        from shared.settings import SettingsUnusable
+        from shared.core.settings import SettingsUnusable
         from tests.helpers import deliver
 
         for name, value in env.items():
@@ -585,7 +585,7 @@ class TestMalformedSettingsThroughTheWorker:
                              ids=["replication-setting", "imports-setting"])
     def test_events_on_the_queue_end_failed_naming_the_setting(self, app_env, monkeypatch, env):
         from shared import app_context
-        from shared.events import event_key
+        from shared.replication.events import event_key
         from tests.helpers import dead_letters, deliver, status
         from tests.test_events import SAMPLE
 
@@ -600,7 +600,7 @@ class TestMalformedSettingsThroughTheWorker:
 
     def test_the_refresh_records_the_setting_and_does_not_raise(self, app_env, monkeypatch):
         from shared import app_context
-        from shared.refresh import RefreshLog
+        from shared.refresh.run import RefreshLog
         from tests.helpers import user_function
 
         monkeypatch.setenv("REFRESH_CONCURRENCY", "\uff11\uff16")
@@ -630,7 +630,7 @@ class TestMalformedSettingsThroughTheRunner:
     ], ids=["number", "allowlist", "credential-set"])
     def test_the_host_sees_no_error_and_the_request_ends_failed(self, app_env, runner_factory, env, setting,
                                                                  needed_by):
-        from shared.status import StatusStore
+        from shared.azure.status import StatusStore
         from tests.helpers import dead_letters, queue
 
         runner = runner_factory(**env)
@@ -709,7 +709,7 @@ def _url(server, path: str) -> str:
 
 
 def _blob_settings(app_env, **env: str):
-    from shared.config_source import forget_cached
+    from shared.azure.config_source import forget_cached
 
     forget_cached()
     return read_settings({**app_env, **env})
@@ -721,8 +721,8 @@ RULES = json.dumps({"version": 1, "rules": [{"source": SOURCE.resource_id, "targ
 
 class TestConfigurationBlobs:
     def test_both_settings_are_read_with_the_user_assigned_identity(self, app_env, blobs):
-        from shared.replication import load_rules
-        from shared.tracked import load_config_text, parse_config
+        from shared.refresh.tracked import load_config_text, parse_config
+        from shared.replication.replicate import load_rules
 
         blobs[0].files.update({"/tracked.json": TRACKED, "/rules.json": RULES})
         settings = _blob_settings(app_env, AZURE_CLIENT_ID=layout.USER_ASSIGNED_IDENTITY.client_id,
@@ -735,8 +735,8 @@ class TestConfigurationBlobs:
 
     def test_without_the_client_id_the_system_identity_is_refused_and_the_error_names_the_setting(self, app_env,
                                                                                                   blobs):
-        from shared.replication import load_rules
-        from shared.tracked import TrackedConfigError, load_config_text
+        from shared.refresh.tracked import TrackedConfigError, load_config_text
+        from shared.replication.replicate import load_rules
 
         blobs[0].files.update({"/tracked.json": TRACKED, "/rules.json": RULES})
         settings = _blob_settings(app_env, TRACKED_IMAGES=_url(blobs[0], "/tracked.json"),
@@ -748,7 +748,7 @@ class TestConfigurationBlobs:
 
     @pytest.mark.parametrize("setting", ["TRACKED_IMAGES", "REPLICATION_RULES"])
     def test_http_is_refused_at_start_and_never_contacted(self, app_env, blobs, setting):
-        from shared.config_source import ConfigUnavailable, read_config
+        from shared.azure.config_source import ConfigUnavailable, read_config
 
         url = _url(blobs[0], "/tracked.json").replace("https://", "http://")
         settings = _blob_settings(app_env, **{setting: url})
@@ -759,7 +759,7 @@ class TestConfigurationBlobs:
         assert blobs[0].seen == []
 
     def test_a_redirect_is_not_followed_with_the_token(self, app_env, blobs):
-        from shared.replication import load_rules
+        from shared.replication.replicate import load_rules
 
         settings = _blob_settings(app_env, AZURE_CLIENT_ID=layout.USER_ASSIGNED_IDENTITY.client_id,
                                   REPLICATION_RULES=_url(blobs[0], "/redirect"))
@@ -768,7 +768,7 @@ class TestConfigurationBlobs:
         assert blobs[1].seen == []
 
     def test_an_oversized_blob_is_refused(self, app_env, blobs):
-        from shared.tracked import TrackedConfigError, load_config_text
+        from shared.refresh.tracked import TrackedConfigError, load_config_text
 
         settings = _blob_settings(app_env, AZURE_CLIENT_ID=layout.USER_ASSIGNED_IDENTITY.client_id,
                                   TRACKED_IMAGES=_url(blobs[0], "/big"))
@@ -776,7 +776,7 @@ class TestConfigurationBlobs:
             load_config_text(settings)
 
     def test_a_sas_url_sends_no_token_and_errors_never_show_the_signature(self, app_env, blobs):
-        from shared.tracked import TrackedConfigError, load_config_text
+        from shared.refresh.tracked import TrackedConfigError, load_config_text
 
         blobs[0].files["/tracked.json"] = TRACKED
         ok = _blob_settings(app_env, TRACKED_IMAGES=_url(blobs[0], "/tracked.json") + f"?sv=2022&sig={PLANTED}")
@@ -789,7 +789,7 @@ class TestConfigurationBlobs:
 
     @pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"x" * (1024 * 1024 + 1)], ids=["binary", "big"])
     def test_a_file_that_is_not_a_config_names_the_setting(self, tmp_path, content):
-        from shared.tracked import TrackedConfigError, load_config_text
+        from shared.refresh.tracked import TrackedConfigError, load_config_text
 
         path = tmp_path / "tracked.json"
         path.write_bytes(content)
@@ -813,7 +813,7 @@ class TestTelemetrySettings:
 
         script = ("import logging, sys; logging.basicConfig(stream=sys.stderr)\n"
                   "import function_app\n"
-                  "from shared import telemetry\n"
+                  "from shared.azure import telemetry\n"
                   "print('enabled' if telemetry.enabled() else 'disabled')\n")
         child = {k: v for k, v in os.environ.items() if not k.startswith("APPLICATIONINSIGHTS_")}
         done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**child, **env}, capture_output=True,

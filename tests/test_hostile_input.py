@@ -15,12 +15,12 @@ import requests
 from azure.storage.queue import QueueClient
 
 from dev import layout
-from shared.outcome import Problem, State
-from shared.request import Rejected, parse_request
-from shared.request_ids import is_safe_request_id
-from shared.resource_ids import parse_registry_id
-from shared.settings import load_settings
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import Problem, State
+from shared.core.request import Rejected, parse_request
+from shared.core.request_ids import is_safe_request_id
+from shared.core.resource_ids import parse_registry_id
+from shared.core.settings import load_settings
 from tests.conftest import FUNCTION_KEY
 from tests.helpers import dead_letters, deliver, drain, status
 from tests.hostile import generate

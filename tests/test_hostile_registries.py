@@ -70,9 +70,9 @@ class Enqueued(list):
 
 @pytest.fixture
 def world(app_env, registry, monkeypatch):
-    from shared.arm import make_credential
-    from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
-    from shared.settings import load_settings
+    from shared.azure.arm import make_credential
+    from shared.core.settings import load_settings
+    from shared.registry.client import IdentityAuth, LazyCredential, RegistryClient
 
     for name, value in hostile_env(registry, app_env).items():
         monkeypatch.setenv(name, value)
@@ -89,7 +89,7 @@ def printable(text: str) -> bool:
 
 @pytest.mark.parametrize("kind", hostile.KINDS, ids=lambda k: k.name)
 def test_a_hostile_registry_costs_its_own_image_only(kind, world, recorder):
-    from shared.refresh import RefreshLog, run_refresh
+    from shared.refresh.run import RefreshLog, run_refresh
 
     prefix = f"hw{uuid.uuid4().hex[:8]}/"
     config = json.dumps({"images": [hostile_entry(kind, prefix),
@@ -120,8 +120,8 @@ def test_a_hostile_registry_costs_its_own_image_only(kind, world, recorder):
 def test_if_changed_and_no_force_comparisons_end_and_say_why(kind, world, recorder):
     """`unchanged_digest` (IfChanged before an import, NoForce after a tag conflict) reads the hostile
     source: it returns "not the same" with a note, so the import goes ahead and the ACR import decides."""
-    from shared.request import parse_request
-    from shared.worker import unchanged_digest
+    from shared.core.request import parse_request
+    from shared.imports.worker import unchanged_digest
 
     request = parse_request(json.dumps({
         "source": f"{kind.host}/{hostile.REPOSITORY}:{hostile.TAG}", "mode": "IfChanged",
@@ -139,9 +139,9 @@ def test_if_changed_and_no_force_comparisons_end_and_say_why(kind, world, record
 def test_a_refresh_where_every_registry_stalls_ends_inside_its_budget(registry, recorder, app_env):
     """The budget is a promise about the whole run: with calls allowed longer than the budget itself and every
     upstream stalling on every read, the refresh returns soon after its budget, naming what it could not read."""
-    from shared.refresh import run_refresh
-    from shared.registry_client import IdentityAuth, RegistryClient
-    from shared.settings import load_settings
+    from shared.core.settings import load_settings
+    from shared.refresh.run import run_refresh
+    from shared.registry.client import IdentityAuth, RegistryClient
 
     stalling = [hostile.KINDS_BY_NAME[n] for n in ("tags-stall", "tags-drip-headers", "tags-drip-body",
                                                      "head-stall", "head-drip-headers", "base-stall",
@@ -171,8 +171,8 @@ def test_through_the_runner_several_hostile_registries_and_a_healthy_one_in_one_
         registry, recorder, runner_factory, app_env, tmp_path):
     """The timer as the host runs it: the app's own client (default deadlines), the real queue and worker.
     The healthy image is imported; each hostile image leaves exactly one problem in the summary row."""
-    from shared.refresh import RefreshLog
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
+    from shared.refresh.run import RefreshLog
 
     kinds = [hostile.KINDS_BY_NAME[n] for n in ("tags-string", "tags-link-other-host", "head-digest-garbage",
                                                 "head-redirect-other-host", "realm-other-host",
@@ -201,7 +201,7 @@ def test_if_changed_requests_through_the_runner_end_in_one_recorded_state(name, 
                                                                           app_env):
     from azure.storage.queue import QueueClient
 
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
 
     kind = hostile.KINDS_BY_NAME[name]
     runner = runner_factory(**hostile_env(registry, app_env))
@@ -226,7 +226,7 @@ def test_if_changed_requests_through_the_runner_end_in_one_recorded_state(name, 
 def test_retry_after_is_parsed_once_for_arm_and_registries_alike_and_bounded(value, expected):
     from azure.core.exceptions import HttpResponseError
 
-    from shared.failures import parse_retry_after, retry_after_of
+    from shared.core.failures import parse_retry_after, retry_after_of
 
     assert parse_retry_after(value) == expected
     response = types.SimpleNamespace(headers={} if value is None else {"Retry-After": value})
@@ -236,7 +236,7 @@ def test_retry_after_is_parsed_once_for_arm_and_registries_alike_and_bounded(val
 
 
 def test_an_http_date_retry_after_counts_from_now():
-    from shared.failures import parse_retry_after
+    from shared.core.failures import parse_retry_after
 
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
 
@@ -249,10 +249,10 @@ SAFE = [r".*", r"1\.2[0-9]", r"(alpine|slim)?", r"\d+\.\d+\.\d+-.*", r"v(?:\d+\.
 
 @pytest.mark.parametrize("pattern", UNSAFE)
 def test_patterns_that_backtrack_exponentially_are_refused_at_config_load(pattern):
-    from shared.patterns import UnsafePattern, compile_pattern
-    from shared.replication import ReplicationConfigError, parse_rules
-    from shared.settings import load_settings
-    from shared.tracked import parse_config
+    from shared.core.patterns import UnsafePattern, compile_pattern
+    from shared.core.settings import load_settings
+    from shared.refresh.tracked import parse_config
+    from shared.replication.replicate import ReplicationConfigError, parse_rules
 
     with pytest.raises(UnsafePattern):
         compile_pattern(pattern)
@@ -270,20 +270,20 @@ def test_patterns_that_backtrack_exponentially_are_refused_at_config_load(patter
 
 @pytest.mark.parametrize("pattern", SAFE)
 def test_ordinary_patterns_still_load(pattern):
-    from shared.patterns import compile_pattern
+    from shared.core.patterns import compile_pattern
 
     assert compile_pattern(pattern).pattern == pattern
 
 
 def test_only_valid_tag_names_reach_the_patterns_and_the_rest_are_counted():
-    from shared.patterns import valid_tags
+    from shared.core.patterns import valid_tags
 
     kept, dropped = valid_tags(["1.0", "a" * 128, "a" * 129, "bad tag", "", "-x", ".x", "_ok", "\u202e1", 7, None])
     assert kept == ["1.0", "a" * 128, "_ok"] and dropped == 8
 
 
 def test_the_summary_row_stays_json_however_many_and_long_the_problems():
-    from shared.refresh import MAX_SUMMARY_CHARS, RefreshSummary
+    from shared.refresh.run import MAX_SUMMARY_CHARS, RefreshSummary
 
     for problems in ([], ["x" * 100_000], [f"images[{i}]: " + "\u00e9" * 500 for i in range(5000)],
                      ['"}\\' * 20_000]):
@@ -299,7 +299,7 @@ def test_the_summary_row_stays_json_however_many_and_long_the_problems():
 
 @pytest.mark.parametrize("summary", ['{"problems": [', "[]", "null", '"x"', "[" * 30_000, None, 7])
 def test_a_latest_row_that_does_not_parse_is_ignored(summary, app_env, caplog):
-    from shared.refresh import RefreshLog
+    from shared.refresh.run import RefreshLog
 
     log = RefreshLog(app_env["IMPORT_STATUS_TABLE"])
     entity = {"PartitionKey": "refresh", "RowKey": "latest"}
@@ -313,8 +313,8 @@ def test_a_latest_row_that_does_not_parse_is_ignored(summary, app_env, caplog):
 @pytest.mark.parametrize("backoff", [[], "x", {"a.example": 5}, {"a.example": "tomorrow"}, {"a.example": None},
                                      {"a.example": "9999-12-31T23:59:59Z"}])
 def test_backoff_entries_of_the_wrong_type_are_ignored_and_none_lasts_beyond_the_bound(backoff, app_env):
-    from shared.failures import MAX_RETRY_AFTER_SECONDS
-    from shared.refresh import RefreshLog
+    from shared.core.failures import MAX_RETRY_AFTER_SECONDS
+    from shared.refresh.run import RefreshLog
 
     log = RefreshLog(app_env["IMPORT_STATUS_TABLE"])
     log._client().upsert_entity({"PartitionKey": "refresh", "RowKey": "latest",
@@ -328,10 +328,10 @@ def test_backoff_entries_of_the_wrong_type_are_ignored_and_none_lasts_beyond_the
 def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
     """Tags are read round robin over the images (so a registry listing 50,000 tags uses up at most its share
     of the time budget before the other images are read), and reported in configuration order."""
-    from shared.refresh import plan_refresh
-    from shared.registry_client import IdentityAuth, ManifestHead
-    from shared.settings import load_settings
-    from shared.tracked import parse_config
+    from shared.core.settings import load_settings
+    from shared.refresh.run import plan_refresh
+    from shared.refresh.tracked import parse_config
+    from shared.registry.client import IdentityAuth, ManifestHead
 
     class Reader:
         def __init__(self) -> None:
@@ -368,6 +368,6 @@ def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
     ("[::1]", "::1", False), ("10.0.0.5", "10.0.0.6", False),
 ])
 def test_a_credential_set_goes_only_to_a_realm_on_the_registrys_site(registry, realm, allowed):
-    from shared.registry_client import same_site
+    from shared.registry.client import same_site
 
     assert same_site(registry, realm) is allowed

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from dev import layout, oci, seed
-from shared.http_api import status_url
+from shared.imports.http_api import status_url
 from tests.conftest import FUNCTION_KEY as KEY
 
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from dev import layout
-from shared.outcome import State
+from shared.core.outcome import State
 from tests.helpers import dead_letters, deliver, next_retry, status
 
 TARGET = layout.TARGET_ACR.resource_id

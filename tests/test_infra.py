@@ -55,11 +55,11 @@ def test_a_setting_dropped_from_the_template_is_reported_with_where_the_code_rea
     edit(copy / "infra/main.bicep", "  { name: 'IMPORT_WAIT_SECONDS', value: string(tuned.IMPORT_WAIT_SECONDS) }\n", "")
     [finding] = check.check(copy)
     assert (finding.rule, finding.subject) == ("setting-missing-from-template", "IMPORT_WAIT_SECONDS")
-    assert "shared/settings.py:" in finding.message
+    assert "shared/core/settings.py:" in finding.message
 
 
 def test_a_new_setting_in_the_code_must_reach_template_and_sample(copy):
-    (copy / "shared/replication.py").write_text(
+    (copy / "shared/replication/replicate.py").write_text(
         'import os\n\ndef rules_file():\n    return os.environ.get("REPLICATION_RULES_FILE", "replication.json")\n')
     assert rules(check.check(copy)) == {("setting-missing-from-template", "REPLICATION_RULES_FILE"),
                                         ("setting-missing-from-sample", "REPLICATION_RULES_FILE")}

@@ -12,8 +12,8 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from dev import demo, layout, oci, seed
-from shared.outcome import State
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import State
 
 
 @pytest.fixture

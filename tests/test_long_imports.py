@@ -9,8 +9,8 @@ import uuid
 from azure.storage.queue import QueueClient
 
 from dev import layout, oci, seed
-from shared.outcome import State
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import State
 from tests.helpers import deliver, next_retry
 
 
@@ -106,7 +106,7 @@ def test_operation_looks_failing_in_a_row_end_the_watch_with_the_statuses(app_en
     """ARM answering 5xx to every look at a running import no longer counts as "still running" until the
     2-hour deadline: after MAX_POLL_FAILURES looks in a row the attempt fails (transient, naming the operation
     and the statuses), and with one attempt allowed the request ends failed in seconds."""
-    from shared.worker import MAX_POLL_FAILURES
+    from shared.imports.worker import MAX_POLL_FAILURES
 
     control.add_faults("operation", {"hang": True})
     control.add_faults("poll", *({"status": status} for status in (500, 503, 502, 503, 500, 503)))

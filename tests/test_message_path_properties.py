@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from shared.outcome import State
+from shared.core.outcome import State
 from tests.helpers import drain
 
 RECORDED = {State.SUCCEEDED, State.SKIPPED, State.REJECTED, State.FAILED, State.RETRYING, State.RUNNING}
@@ -105,8 +105,8 @@ def message_path(stack):
 @settings(max_examples=150)  # timing checks are off for every property test (tests/conftest.py)
 @given(body=bodies)
 def test_any_body_ends_in_one_recorded_state(message_path, body):
+    from shared.core.outcome import Outcome
     from shared.dispatch import handle_import_message
-    from shared.outcome import Outcome
 
     worker, values = message_path
     result = handle_import_message(worker, body, message_id=uuid.uuid4().hex)

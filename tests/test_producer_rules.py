@@ -13,11 +13,11 @@ import uuid
 import pytest
 
 from cli.terminal import printable
-from shared.outcome import State
-from shared.redact import describe_unparsed, redact_document, redact_text, strip_userinfo
-from shared.request import MESSAGE, ImportRequest, Rejected, decode_body, parse_request, validate_document
-from shared.request_ids import fallback_request_id, is_safe_request_id
-from shared.settings import load_settings
+from shared.core.outcome import State
+from shared.core.redact import describe_unparsed, redact_document, redact_text, strip_userinfo
+from shared.core.request import MESSAGE, ImportRequest, Rejected, decode_body, parse_request, validate_document
+from shared.core.request_ids import fallback_request_id, is_safe_request_id
+from shared.core.settings import load_settings
 from tests.helpers import dead_letters, deliver, status
 from tests.hostile.generate import CONTROL, UNSAFE_IDS, USERINFO_FORMS
 from tests.test_cli import cli
@@ -276,7 +276,7 @@ def test_an_event_holding_a_lone_surrogate_is_recorded_not_raised(app_env, where
     valid JSON); the event key hashed them as UTF-8 and raised, so the delivery was retried and lost."""
     from dev import layout
     from shared import app_context
-    from shared.replication import replicate
+    from shared.replication.replicate import replicate
 
     event = {"id": f"evt-{uuid.uuid4().hex[:6]}", "topic": layout.SOURCE_ACR.resource_id, "subject": "app:1",
              "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-01-01T00:00:00Z",

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.reference import ImageReference, InvalidReference, parse_reference
-from shared.request import ImportRequest, Rejected, parse_request, validate_document
-from shared.settings import load_settings
+from shared.core.reference import ImageReference, InvalidReference, parse_reference
+from shared.core.request import ImportRequest, Rejected, parse_request, validate_document
+from shared.core.settings import load_settings
 
 FIELDS = ["source", "sourceRegistry", "credential", "target", "targetTags", "untaggedTargetRepositories", "mode",
           "id", "version", "username", "password", "retry", "operation", "x"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.reference import (
+from shared.core.reference import (
     ImageReference,
     InvalidReference,
     parse_reference,

@@ -17,9 +17,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from dev import layout, seed
-from shared.outcome import State
-from shared.refresh import RefreshLog
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import State
+from shared.refresh.run import RefreshLog
 
 TARGET_LOG = layout.STATE_DIR / "logs" / "acr-myregistry.log"
 ACCESS = re.compile(r'"(HEAD|GET|PUT|POST|PATCH|DELETE) (/v2/\S*) HTTP')
@@ -207,7 +207,7 @@ class SlowReader:
     def head_manifest(self, host, repository, reference, auth=None):
         import time
 
-        from shared.registry_client import ManifestHead
+        from shared.registry.client import ManifestHead
 
         time.sleep(self.delay)
         return ManifestHead("sha256:" + "a" * 64, "application/vnd.oci.image.index.v1+json", 1)
@@ -220,10 +220,10 @@ class SlowReader:
 
 
 def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
-    from shared.refresh import SKIPPED, UNCHANGED, plan_refresh
-    from shared.registry_client import IdentityAuth
-    from shared.settings import load_settings
-    from shared.tracked import parse_config
+    from shared.core.settings import load_settings
+    from shared.refresh.run import SKIPPED, UNCHANGED, plan_refresh
+    from shared.refresh.tracked import parse_config
+    from shared.registry.client import IdentityAuth
 
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
                               "REFRESH_TIME_BUDGET_SECONDS": "1"})

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from dev import dockerhub_token, layout, seed
-from shared.registry_client import (
+from shared.core.settings import parse_endpoints
+from shared.registry.client import (
     BasicAuth,
     IdentityAuth,
     RateLimited,
@@ -20,7 +21,6 @@ from shared.registry_client import (
     parse_rate_limit,
     source_auth,
 )
-from shared.settings import parse_endpoints
 
 
 def test_docker_hub_means_its_api_host_and_endpoints_can_be_overridden():
@@ -158,7 +158,7 @@ ACR_ENDPOINT = "https://127.0.0.1:5011"
     ("http://127.0.0.1:5011/oauth2/token", False),                  # same address, plain http
 ])
 def test_the_entra_token_realm_must_be_the_registrys_own_origin(realm, allowed):
-    from shared.registry_client import IdentityAuth, RegistryClient, RegistryError, _Challenge
+    from shared.registry.client import IdentityAuth, RegistryClient, RegistryError, _Challenge
 
     client = RegistryClient(endpoints={"x.azurecr.io": ACR_ENDPOINT}, session=object())
     challenge = _Challenge("bearer", realm, "x.azurecr.io")
@@ -174,7 +174,7 @@ def test_the_entra_token_realm_must_be_the_registrys_own_origin(realm, allowed):
 @pytest.mark.parametrize("username", [None, ""])
 def test_a_credential_without_a_username_is_never_sent(scheme, username):
     """No registry takes a bare password as a bearer token (the old client sent `Bearer <password>`)."""
-    from shared.registry_client import BasicAuth, RegistryClient, RegistryError, _Challenge
+    from shared.registry.client import BasicAuth, RegistryClient, RegistryError, _Challenge
 
     client = RegistryClient(endpoints={"r.example": "https://127.0.0.1:1"}, session=object())
     challenge = _Challenge(scheme, "https://127.0.0.1:1/token", "r.example")

@@ -17,11 +17,11 @@ import requests
 from azure.storage.queue import QueueClient
 
 from dev import layout, oci, seed
-from shared.events import event_key
-from shared.outcome import State
-from shared.replication import request_id
-from shared.resource_ids import parse_registry_id
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import State
+from shared.core.resource_ids import parse_registry_id
+from shared.replication.events import event_key
+from shared.replication.replicate import request_id
 from tests.test_events import SAMPLE
 
 A, B, C = layout.SOURCE_ACR, layout.TARGET_ACR, layout.OTHER_SUB_ACR
@@ -186,7 +186,7 @@ def test_a_cloudevents_push_through_the_webhook_imports_as_the_event_grid_one(wo
 
 
 def _event(raw: dict):
-    from shared.events import read_event
+    from shared.replication.events import read_event
 
     return read_event(raw)
 
@@ -268,7 +268,7 @@ def test_unknown_topics_and_malformed_events_end_rejected_without_retries(world,
 def test_events_on_the_queue_with_unusable_rules_fail_then_end_rejected_from_the_poison_queue(
         app_env, stack, tmp_path, monkeypatch):
     from shared import app_context
-    from shared.replication import ReplicationConfigError
+    from shared.replication.replicate import ReplicationConfigError
     from tests.helpers import dead_letters, deliver, status
 
     rules = tmp_path / "cyclic.json"

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from dev import layout
-from shared import events as ev
-from shared.outcome import State
-from shared.replication import ReplicationConfigError, parse_rules, plan_event
-from shared.request import ImportRequest, validate_document
-from shared.settings import load_settings
+from shared.core.outcome import State
+from shared.core.request import ImportRequest, validate_document
+from shared.core.settings import load_settings
+from shared.replication import events as ev
+from shared.replication.replicate import ReplicationConfigError, parse_rules, plan_event
 from tests.test_events import SAMPLE
 
 A, B, C = layout.SOURCE_ACR.resource_id, layout.TARGET_ACR.resource_id, layout.OTHER_SUB_ACR.resource_id

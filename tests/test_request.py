@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from shared.engine import import_parameters, resolve_source_registry
-from shared.request import ImportRequest, Rejected, parse_request
-from shared.resource_ids import parse_registry_id
-from shared.settings import SettingsError, load_settings
+from shared.core.request import ImportRequest, Rejected, parse_request
+from shared.core.resource_ids import parse_registry_id
+from shared.core.settings import SettingsError, load_settings
+from shared.imports.engine import import_parameters, resolve_source_registry
 
 SUB_A = "11111111-1111-4111-8111-111111111111"
 SUB_B = "22222222-2222-4222-8222-222222222222"

@@ -1,7 +1,7 @@
 """Hostile producers against the app's own state: forged `operation`/`retry`, ids taken in advance, the same
 id with another request, concurrent duplicates, oversized retry copies.
 
-The app keeps a request's state on its status row and claims the row with ETags (shared/claims.py); these
+The app keeps a request's state on its status row and claims the row with ETags (shared/imports/claims.py); these
 tests write what an attacker with queue access would write and check what a user would notice: how many
 imports ARM was asked for (the stand-in counts them), where requests went (the stand-in records every ARM
 request; a local listener records any connection), the request's row, the dead letters."""
@@ -22,9 +22,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from dev import layout
-from shared.arm import OperationUrlRejected, operation_url
-from shared.outcome import State
-from shared.queues import MAX_QUEUE_MESSAGE_BYTES, message_size, message_text
+from shared.azure.arm import OperationUrlRejected, operation_url
+from shared.azure.queues import MAX_QUEUE_MESSAGE_BYTES, message_size, message_text
+from shared.core.outcome import State
 from tests.helpers import dead_letters, deliver, next_retry, queue, status
 
 SUB = layout.SUB_A
@@ -332,8 +332,8 @@ RESERVED = ["refresh-", "evt-", "event-", "Refresh-", "EVT-"]
 @pytest.mark.parametrize("prefix", RESERVED)
 def test_a_squatted_reserved_id_is_rejected_without_a_row_and_the_app_can_still_use_it(app_env, control, prefix):
     from shared import app_context
-    from shared.claims import queue_once
-    from shared.request import validate_document
+    from shared.core.request import validate_document
+    from shared.imports.claims import queue_once
 
     request_id = f"{prefix}{uuid.uuid4().hex[:24]}"
     wanted = request_doc(request_id)
@@ -359,7 +359,8 @@ def test_reserved_ids_are_refused_by_the_http_api_and_poison_handler(app_env, co
     request_id = f"refresh-{uuid.uuid4().hex[:24]}"
     deliver(request_doc(request_id), function="import_image_poison")
     assert status(request_id) is None
-    from shared import app_context, http_api
+    from shared import app_context
+    from shared.imports import http_api
 
     worker = app_context.worker()
     answer = http_api.submit_import(json.dumps(request_doc(request_id)).encode(), "https://x/api/imports",
@@ -419,7 +420,8 @@ def test_copies_of_one_message_through_the_queue_and_the_runner_run_one_import(a
 
 
 def test_concurrent_http_submissions_of_one_id_accept_one(app_env, control):
-    from shared import app_context, http_api
+    from shared import app_context
+    from shared.imports import http_api
 
     worker = app_context.worker()
     body = json.dumps(request_doc()).encode()
@@ -522,7 +524,7 @@ def test_retry_copies_of_a_60_kib_request_fit_the_queue(app_env, control, monkey
 @pytest.fixture(scope="module")
 def settings():
     from dev.app_settings import local_app_settings
-    from shared.settings import load_settings
+    from shared.core.settings import load_settings
 
     return load_settings(local_app_settings())
 
@@ -530,7 +532,7 @@ def settings():
 # --- the decision table, without storage: every row state x who delivers ----------------------------------------
 
 def _decision_cases():
-    from shared.outcome import State as S
+    from shared.core.outcome import State as S
 
     cases = []
     for state in S:
@@ -546,9 +548,9 @@ def _decision_cases():
 def test_every_row_state_decides_one_safe_step(settings, state, carrier, same, request_id):
     """Delivered by message m1: nothing but the carrier or a same-request message on an open or ended row may
     act; a different request never gets past CONFLICT; DONE only for a request that ended as asked."""
-    from shared.claims import Step, decide
-    from shared.request import fingerprint, validate_document
-    from shared.status import StatusRecord
+    from shared.azure.status import StatusRecord
+    from shared.core.request import fingerprint, validate_document
+    from shared.imports.claims import Step, decide
 
     request = validate_document({"id": request_id, "source": "nginx:1.27"}, settings)
     other = validate_document({"id": request_id, "source": "nginx:1.28"}, settings)
@@ -646,7 +648,8 @@ def test_a_refresh_id_taken_in_advance_does_not_stop_the_refresh_and_a_rerun_sen
     """The squatter predicts the refresh's id (the digests are public) and sends the same or another request
     first: both are refused without a row; the refresh then queues its request, a re-run before the worker
     got to it sends nothing more, and one import runs."""
-    from shared import app_context, refresh
+    from shared import app_context
+    from shared.refresh import run as refresh
 
     worker = app_context.worker()
     config = json.dumps({"version": 1, "images": [{"source": "docker.io/library/nginx", "tags": ["1.27"],

@@ -75,8 +75,8 @@ def storage_tokens(control) -> list[dict]:
 @pytest.mark.parametrize("identity_env", [layout.USER_ASSIGNED_IDENTITY.client_id, None], indirect=True,
                          ids=["user-assigned", "system-assigned"])
 def test_an_import_runs_end_to_end_on_identity_based_storage(identity_env, control):
-    from shared.outcome import State
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
+    from shared.core.outcome import State
 
     tag = uuid.uuid4().hex[:8]
     body = {"source": "docker.io/library/hello-world:latest", "targetTags": [f"id-hello:{tag}"]}
@@ -98,9 +98,9 @@ def test_an_import_runs_end_to_end_on_identity_based_storage(identity_env, contr
 
 
 def test_a_refresh_runs_end_to_end_on_identity_based_storage(identity_env, control, tmp_path):
-    from shared.outcome import State
-    from shared.refresh import RefreshLog
-    from shared.status import StatusStore
+    from shared.azure.status import StatusStore
+    from shared.core.outcome import State
+    from shared.refresh.run import RefreshLog
 
     uid = uuid.uuid4().hex[:8]
     repo = f"id-{uid}/base"
@@ -297,7 +297,7 @@ def test_refresh_on_two_instances_runs_once_per_occurrence(app_env, monkeypatch,
     """The app's own timer on two runners sharing one storage account and host id: one instance runs the
     refresh schedule, the other never fires it, and no two refreshes overlap."""
     from shared import app_context
-    from shared.refresh import RefreshLog
+    from shared.refresh.run import RefreshLog
 
     uid = uuid.uuid4().hex[:8]
     tracked = tmp_path / "tracked.json"

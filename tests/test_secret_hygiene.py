@@ -11,7 +11,7 @@ import pytest
 
 from dev import layout
 from shared import app_context
-from shared.redact import redact_text
+from shared.core.redact import redact_text
 from tests.helpers import deliver, everything_kept
 from tests.hostile.generate import MESSAGES, PLANTED_PASSWORD
 from tests.test_telemetry import values_of

@@ -220,7 +220,7 @@ def test_the_apps_identity_holds_the_templates_roles(standin):
 # --- the app, when its identity holds only AcrPull on a source ACR --------------------------------------
 
 def test_app_with_only_acrpull_on_a_source_acr_fails_as_in_azure(app_env, standin):
-    from shared.outcome import State
+    from shared.core.outcome import State
     from tests.helpers import deliver, status
 
     app = layout.APP_IDENTITY
@@ -324,7 +324,7 @@ def test_the_global_subscription_bucket_is_fifteen_principals_deep():
 
 
 def test_app_waits_out_the_retry_after_of_a_throttled_operation_look(app_env, standin):
-    from shared.outcome import State
+    from shared.core.outcome import State
     from tests.helpers import deliver, status
 
     standin.update_settings(data_plane="registry")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.storage import StorageSettingsError, queue_service, table_service
+from shared.azure.storage import StorageSettingsError, queue_service, table_service
 
 
 def test_connection_string_form():

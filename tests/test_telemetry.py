@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from dev import layout
-from shared import telemetry
+from shared.azure import telemetry
 from tests.helpers import deliver
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ def _python(code: str, env: dict[str, str]) -> str:
 
 def test_without_a_connection_string_the_app_never_imports_opentelemetry(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLICATIONINSIGHTS_")}
-    loaded = _python("import sys, function_app; from shared import telemetry; "
+    loaded = _python("import sys, function_app; from shared.azure import telemetry; "
                      "print(telemetry.enabled(), any(m.split('.')[0] == 'opentelemetry' or "
                      "m.startswith('azure.monitor') for m in sys.modules))", env)
     assert loaded == "False False"
@@ -149,7 +149,7 @@ def test_with_a_connection_string_azure_monitor_is_configured(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path),
            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
                                                     "IngestionEndpoint=https://127.0.0.1:9/"}
-    loaded = _python("import sys, function_app; from shared import telemetry; "
+    loaded = _python("import sys, function_app; from shared.azure import telemetry; "
                      "from opentelemetry import trace; "
                      "print(telemetry.enabled(), 'azure.monitor.opentelemetry' in sys.modules, "
                      "type(trace.get_tracer_provider()).__module__.startswith('opentelemetry.sdk'))", env)
@@ -158,7 +158,7 @@ def test_with_a_connection_string_azure_monitor_is_configured(tmp_path):
 
 def test_a_refresh_run_reports_checked_changed_and_rate_limits(monkeypatch):
     """The refresh calls the telemetry once per (non-dry) run with its summary's figures."""
-    from shared import refresh
+    from shared.refresh import run as refresh
 
     seen = []
     monkeypatch.setattr(refresh.telemetry, "record_refresh", lambda *args: seen.append(args))
@@ -170,7 +170,7 @@ def test_a_refresh_run_reports_checked_changed_and_rate_limits(monkeypatch):
         def record(self, summary):
             pass
 
-    from shared.settings import load_settings
+    from shared.core.settings import load_settings
 
     settings = load_settings({"TARGET_REGISTRY": "/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/"
                                                  "rg/providers/Microsoft.ContainerRegistry/registries/myregistry"})

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.settings import load_settings
-from shared.tracked import (
+from shared.core.settings import load_settings
+from shared.refresh.tracked import (
     APP_ROOT,
     TagRule,
     TrackedConfigError,

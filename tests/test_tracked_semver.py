@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.tracked import parse_config, range_problem, select_tags
+from shared.refresh.tracked import parse_config, range_problem, select_tags
 from tests.test_tracked import SETTINGS, rule
 
 RULE_TEXT = "npm range syntax, read strictly"

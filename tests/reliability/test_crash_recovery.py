@@ -18,8 +18,8 @@ from azure.storage.queue import QueueClient
 
 from dev import layout, oci, seed
 from dev import stack as local_stack
-from shared.outcome import State
-from shared.status import StatusStore
+from shared.azure.status import StatusStore
+from shared.core.outcome import State
 
 
 def _runner_process(app_env: dict, **settings: str) -> subprocess.Popen:

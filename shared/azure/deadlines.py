@@ -51,7 +51,7 @@ STORAGE_CALL_SECONDS = (1 + STORAGE_RETRIES) * ATTEMPT_SECONDS + STORAGE_BACKOFF
 ARM_CALL_SECONDS = CONNECT_TIMEOUT_SECONDS + ARM_READ_TIMEOUT_SECONDS  # no retries
 TOKEN_SECONDS = ATTEMPT_SECONDS  # azure-identity retries token requests on its own; counted as calls below
 
-# The storage calls one import invocation can make, from shared/worker.py: refusing for bad settings (row
+# The storage calls one import invocation can make, from shared/imports/worker.py: refusing for bad settings (row
 # read, row write, dead letter: 3), the claim (MAX_CLAIM_ROUNDS rounds of a read and a conditional write: 10),
 # and the end (hand-over or retry: row write, send, pin: 3; or finish: row write and dead letter: 2).
 IMPORT_STORAGE_CALLS = 3 + 10 + 3

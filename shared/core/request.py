@@ -17,11 +17,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from shared import policy
-from shared.outcome import Problem
-from shared.policy import SourceCredentials
-from shared.redact import is_plain_key, shown_key
-from shared.reference import (
+from shared.core import policy
+from shared.core.outcome import Problem
+from shared.core.policy import SourceCredentials
+from shared.core.redact import is_plain_key, shown_key
+from shared.core.reference import (
     ImageReference,
     InvalidReference,
     names_registry,
@@ -29,10 +29,10 @@ from shared.reference import (
     parse_repository,
     parse_target_tag,
 )
-from shared.request_ids import ID_RULE, fallback_request_id, is_safe_request_id
-from shared.resource_ids import RegistryId, parse_registry_id
+from shared.core.request_ids import ID_RULE, fallback_request_id, is_safe_request_id
+from shared.core.resource_ids import RegistryId, parse_registry_id
+from shared.core.settings import Settings
 from shared.schemas import schema
-from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from shared.outcome import State
-from shared.request import ImportRequest, fingerprint
-from shared.status import StatusRecord, StatusStore, request_fields
+from shared.azure.status import StatusRecord, StatusStore, request_fields
+from shared.core.outcome import State
+from shared.core.request import ImportRequest, fingerprint
 
-RESERVED_PREFIXES = ("refresh-", "evt-", "event-")  # shared/refresh.py, shared/replication.py (requests, events)
+RESERVED_PREFIXES = ("refresh-", "evt-", "event-")  # refresh, replication (requests, events)
 
 
 def reserved_prefix(request_id: str) -> str | None:

@@ -20,10 +20,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared import deadlines, telemetry
-from shared.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
-from shared.patterns import valid_tags
-from shared.registry_client import (
+from shared.app_context import Worker
+from shared.azure import deadlines, telemetry
+from shared.azure.status import StatusStore
+from shared.azure.storage import LazyTable
+from shared.core.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
+from shared.core.patterns import valid_tags
+from shared.core.request import Rejected, validate_document
+from shared.core.settings import Settings
+from shared.imports.claims import queue_once
+from shared.refresh.tracked import TrackedConfigError, TrackedImage, load_config_text, parse_config, select_tags
+from shared.registry.client import (
     Auth,
     IdentityAuth,
     ManifestHead,
@@ -33,9 +40,6 @@ from shared.registry_client import (
     deadline_scope,
     source_auth,
 )
-from shared.request import Rejected, validate_document
-from shared.settings import Settings
-from shared.tracked import TrackedConfigError, TrackedImage, load_config_text, parse_config, select_tags
 
 log = logging.getLogger("acr_importer")
 
@@ -335,8 +339,6 @@ class RefreshLog:
     PARTITION = "refresh"
 
     def __init__(self, table_name: str, service=None) -> None:
-        from shared.storage import LazyTable
-
         self._client = LazyTable(table_name, service)
 
     def latest(self) -> dict[str, Any] | None:
@@ -418,13 +420,10 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
         plan.problems.append(str(err))
     enqueued = 0
     if not dry_run and queues is not None:
-        from shared.claims import queue_once
-        from shared.status import StatusStore
-
         status = status or StatusStore(settings.status_table)
         stop_at = began + deadlines.refresh_enqueue_stop_seconds()
         for planned in plan.imports:
-            if time.monotonic() > stop_at:  # past here a send could outlive functionTimeout (shared/deadlines.py)
+            if time.monotonic() > stop_at:  # past here a send could outlive functionTimeout (shared/azure/deadlines.py)
                 plan.problems.append(f"{planned.check.target}: not enqueued: the run is near its function timeout; "
                                      "the next run finds it again")
                 continue
@@ -456,9 +455,13 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
 _logs: dict[str, RefreshLog] = {}
 
 
-def refresh_for(worker) -> RefreshResult:
+def refresh_log(settings: Settings) -> RefreshLog:
+    """The refresh's summary rows in the app's status table (one per table and process)."""
+    return _logs.setdefault(settings.status_table, RefreshLog(settings.status_table))
+
+
+def refresh_for(worker: Worker) -> RefreshResult:
     """The timer's refresh with the app's long-lived objects (registry client, identity, queues)."""
     settings = worker.settings
-    refresh_log = _logs.setdefault(settings.status_table, RefreshLog(settings.status_table))
-    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues, refresh_log=refresh_log,
-                       status=worker.status)
+    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues,
+                       refresh_log=refresh_log(settings), status=worker.status)

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from shared.claims import reserved_prefix
-from shared.outcome import Problem, State
-from shared.redact import redact_text, secret_values_of
-from shared.request import ImportRequest, Rejected, parse_request
-from shared.request_ids import ID_RULE, is_safe_request_id
-from shared.settings import Settings
-from shared.status import StatusRecord, StatusStore
+from shared.azure.status import StatusRecord, StatusStore
+from shared.core.outcome import Problem, State
+from shared.core.redact import redact_text, secret_values_of
+from shared.core.request import ImportRequest, Rejected, parse_request
+from shared.core.request_ids import ID_RULE, is_safe_request_id
+from shared.core.settings import Settings
+from shared.imports.claims import reserved_prefix
 
 
 @dataclass(frozen=True)

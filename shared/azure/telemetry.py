@@ -1,7 +1,7 @@
 """OpenTelemetry for imports and refreshes, switched on by APPLICATIONINSIGHTS_CONNECTION_STRING.
 
 Off (the default, and locally) nothing here imports OpenTelemetry, so a cold start pays nothing and the
-JSON log line per outcome (shared/worker.py) stays the record. On, `configure_azure_monitor` exports a span
+JSON log line per outcome (shared/imports/worker.py) stays the record. On, `configure_azure_monitor` exports a span
 per import and the metrics below to Application Insights; those JSON lines still reach it through the
 Functions host's own log forwarding, so the distro's log exporter stays off (no line twice).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.redact import redact_text
+from shared.core.redact import redact_text
 
 CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"  # "Authorization=AAD[;ClientId=<id>]"

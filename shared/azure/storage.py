@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from shared.deadlines import identity_options, storage_client_options
+from shared.azure.deadlines import identity_options, storage_client_options
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -21,7 +22,8 @@ class StorageSettingsError(ValueError):
     pass
 
 
-def _service_uri(env: Mapping[str, str], prefix: str, service: str) -> str | None:
+def service_uri(env: Mapping[str, str], prefix: str, service: str) -> str | None:
+    """The identity-based form's endpoint: `<prefix>__<service>ServiceUri`, else from `__accountName`."""
     explicit = env.get(f"{prefix}__{service}ServiceUri")
     if explicit:
         return explicit
@@ -38,29 +40,33 @@ def _identity(env: Mapping[str, str], prefix: str):
         ManagedIdentityCredential(**options)
 
 
-def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
-    """A queue or table service client from the connection string or the identity-based settings."""
+def service_client(kind: str, env: Mapping[str, str] | None = None, prefix: str = CONNECTION, *,
+                   credential: Callable[[], Any] | None = None, options: Mapping[str, Any] | None = None):
+    """A queue or table service client from the connection string or the identity-based settings: the one
+    place storage clients are made. The app's (default): its managed identity, calls bounded by its
+    deadlines; the CLI passes a person's credential and its own options (cli/connection.py)."""
     if kind == "queue":
         from azure.storage.queue import QueueServiceClient as Client
     else:
         from azure.data.tables import TableServiceClient as Client
 
     env = os.environ if env is None else env
-    options = storage_client_options(kind)  # every call ends inside functionTimeout (shared/deadlines.py)
+    if options is None:
+        options = storage_client_options(kind)  # every call ends inside functionTimeout (shared/azure/deadlines.py)
     if env.get(prefix):
         return Client.from_connection_string(env[prefix], **options)
-    uri = _service_uri(env, prefix, kind)
+    uri = service_uri(env, prefix, kind)
     if not uri:
         raise StorageSettingsError(f"set {prefix} (connection string) or {prefix}__{kind}ServiceUri")
-    return Client(uri, credential=_identity(env, prefix), **options)
+    return Client(uri, credential=credential() if credential else _identity(env, prefix), **options)
 
 
 def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
-    return _service("queue", env, prefix)
+    return service_client("queue", env, prefix)
 
 
 def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
-    return _service("table", env, prefix)
+    return service_client("table", env, prefix)
 
 
 class LazyTable:
@@ -88,7 +94,7 @@ def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECT
     if env.get(prefix):
         try:
             for kind in ("queue", "table"):
-                _service(kind, env, prefix)
+                service_client(kind, env, prefix)
         except Exception as exc:  # the SDKs raise ValueError, KeyError, ... for a malformed string
             return prefix, (f"{prefix} is not a usable storage connection string ({type(exc).__name__}); "
                             f"set a connection string or the identity-based {prefix}__queueServiceUri and "
@@ -99,7 +105,7 @@ def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECT
         return f"{prefix}__accountName", f"{prefix}__accountName must be a storage account name (3-24 lowercase " \
                                          "letters and digits)"
     for kind in ("queue", "table"):
-        uri = _service_uri(env, prefix, kind)
+        uri = service_uri(env, prefix, kind)
         setting = f"{prefix}__{kind}ServiceUri" if env.get(f"{prefix}__{kind}ServiceUri") else f"{prefix}__accountName"
         if not uri:
             return f"{prefix}__{kind}ServiceUri", (f"set {prefix} (connection string) or {prefix}__{kind}ServiceUri "

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from shared.failures import parse_retry_after
+from shared.core.failures import parse_retry_after
 
 if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
     import requests

@@ -2,7 +2,7 @@
 https blob URL. One loader for both, so both get the same bounds, identity and messages.
 
 A blob URL is read with its SAS signature when it has one, else with the app's identity (the one
-credential factory, shared/arm.py `make_credential`, so a user-assigned identity from AZURE_CLIENT_ID is
+credential factory, shared/azure/arm.py `make_credential`, so a user-assigned identity from AZURE_CLIENT_ID is
 used). The read is bounded: https only, no redirects (the token would follow them), a total deadline,
 at most MAX_CONFIG_BYTES. A URL is read at most once per CACHE_SECONDS. Every error names the setting and
 never the URL's query (a SAS signature).
@@ -14,13 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:
-    from shared.settings import Settings
+from shared.azure.arm import make_credential
+from shared.core.settings import Settings
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]  # the app root: shared/azure/ is two levels down
 MAX_CONFIG_BYTES = 1024 * 1024
 READ_DEADLINE_SECONDS = 20.0  # in total; each socket read also times out after READ_TIMEOUT_SECONDS
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -95,8 +94,6 @@ def fetch_blob(url: str, settings: Settings | None, *, setting: str = "") -> byt
     """A blob's bytes by SAS URL as it is, or else with the app's identity (Storage Blob Data Reader)."""
     import requests
     import urllib3
-
-    from shared.arm import make_credential
 
     shown = _without_query(url)
     name = setting or "configuration"

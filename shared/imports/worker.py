@@ -2,7 +2,7 @@
 
 The single choke point for retries and the request's status row: it claims the row, starts the import in
 ARM (or picks up the one the row says runs), watches it, and ends in one state, recorded by
-shared/recorder.py. Whether a queue message is a request at all is decided before it gets here
+shared/imports/recorder.py. Whether a queue message is a request at all is decided before it gets here
 (shared/dispatch.py); the adapters (ARM, queues, status table) do the I/O.
 """
 
@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import claims
 from shared.app_context import Worker
-from shared.arm import OperationStatus, OperationUrlRejected
-from shared.engine import import_parameters, resolve_source_registry
-from shared.failures import classify_error, configuration_failure, retry_after_of
-from shared.outcome import Failure, Kind, Outcome, Problem, State
-from shared.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
-from shared.recorder import (
+from shared.azure.arm import OperationStatus, OperationUrlRejected
+from shared.azure.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
+from shared.azure.status import StatusRecord, StatusStore, request_fields
+from shared.core.failures import classify_error, configuration_failure, retry_after_of
+from shared.core.outcome import Failure, Kind, Outcome, Problem, State
+from shared.core.redact import redact_text, secret_values_of
+from shared.core.request import ImportRequest, Rejected, fingerprint, parse_decoded, validate_document
+from shared.core.settings import IMPORTS, Settings
+from shared.imports import claims
+from shared.imports.engine import import_parameters, resolve_source_registry
+from shared.imports.recorder import (
     finish_rejected,
     inline_secrets,
     letter,
@@ -30,11 +34,7 @@ from shared.recorder import (
     settings_refusal,
     summary_of,
 )
-from shared.redact import redact_text, secret_values_of
-from shared.registry_client import RegistryError, source_auth
-from shared.request import ImportRequest, Rejected, fingerprint, parse_decoded, validate_document
-from shared.settings import IMPORTS, Settings
-from shared.status import StatusRecord, StatusStore, request_fields
+from shared.registry.client import RegistryError, source_auth
 
 
 def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
@@ -133,7 +133,7 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
                         message_id: str) -> Outcome | None:
     """A request the settings cannot serve ends `failed` at once, its reason naming the setting: no raise,
     no retry into the poison queue. None when the settings it needs are fine. Broken storage settings
-    leave nothing to record in (shared/recorder.py `settings_refusal` raises)."""
+    leave nothing to record in (shared/imports/recorder.py `settings_refusal` raises)."""
     settings = worker.settings
     document, problem = decoded
     problems = settings.problems_for(IMPORTS)

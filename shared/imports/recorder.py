@@ -3,7 +3,7 @@
 Three records per outcome: the status row (what a person looks up), a dead-letter copy when it failed or was
 rejected (what can be re-queued after a fix), and one structured log line (with the telemetry metric). No
 record holds a secret: the app's own (`Worker._secrets`) and any inline password are redacted first.
-Used by the import state machine (shared/worker.py) and by replication (shared/replication.py).
+Used by the import state machine (shared/imports/worker.py) and by replication (shared/replication/replicate.py).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared import telemetry
 from shared.app_context import Worker
-from shared.outcome import Failure, Kind, Outcome, State
-from shared.redact import describe_unparsed, redact_document, redact_text, secret_values_of
-from shared.reference import InvalidReference, parse_reference, parse_target_tag
-from shared.request import MODES, ImportRequest, Rejected
-from shared.resource_ids import parse_registry_id
-from shared.settings import STORAGE, SettingProblem, SettingsUnusable
-from shared.status import StatusRecord, request_fields
+from shared.azure import telemetry
+from shared.azure.status import StatusRecord, request_fields
+from shared.core.outcome import Failure, Kind, Outcome, State
+from shared.core.redact import describe_unparsed, redact_document, redact_text, secret_values_of
+from shared.core.reference import InvalidReference, parse_reference, parse_target_tag
+from shared.core.request import MODES, ImportRequest, Rejected
+from shared.core.resource_ids import parse_registry_id
+from shared.core.settings import STORAGE, SettingProblem, SettingsUnusable
 
 log = logging.getLogger("acr_importer")
 
@@ -53,7 +53,7 @@ def finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, start
               **summary_of(document, secrets)}
     if row == "replace":  # the app's own records (events): the row is the app's
         worker.status.transition(rejected.id, State.REJECTED, **fields)
-    elif row == "create":  # a message's: only on an id nobody has (see shared/worker.py `_reject_message`)
+    elif row == "create":  # a message's: only on an id nobody has (see shared/imports/worker.py `_reject_message`)
         worker.status.create(StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields))
     kept = document if document is not None else raw_text(body, secrets)
     worker.queues.dead_letter(letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0,

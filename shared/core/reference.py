@@ -17,7 +17,7 @@ Decisions where the grammar leaves room, all covered by tests:
 - Ports are 1..65535 without leading zeros, so every registry has one spelling.
 - The 255-character name limit applies to the normalised ``registry/repository``, as in Docker.
 - Allowlists compare hosts in the form ``canonical_registry_host`` gives; how entries match (wildcards,
-  ports, resource ids) is decided in shared/policy.py.
+  ports, resource ids) is decided in shared/core/policy.py.
 """
 
 import ipaddress
@@ -145,7 +145,7 @@ def parse_repository(text: str) -> str:
 
 def canonical_registry_host(host: str) -> str:
     """``host[:port]`` validated and lowercased, Docker Hub aliases as ``docker.io``: the form allowlists
-    compare (shared/policy.py). Raises InvalidReference naming what is wrong."""
+    compare (shared/core/policy.py). Raises InvalidReference naming what is wrong."""
     return _canonical_registry(host)
 
 

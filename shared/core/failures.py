@@ -11,7 +11,7 @@ import re
 import time
 from email.utils import parsedate_to_datetime
 
-from shared.outcome import Failure, Kind
+from shared.core.outcome import Failure, Kind
 
 MAX_RETRY_AFTER_SECONDS = 6 * 3600.0  # Docker Hub's rate-limit window; anything longer is a lie or a typo
 _DELTA_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
@@ -95,7 +95,7 @@ TLS_HINT = ("trust the CA that signed it (REQUESTS_CA_BUNDLE or SSL_CERT_FILE na
 
 class IdentityUnreachable(Exception):
     """The managed identity endpoint the app is configured with does not answer at all (connection refused,
-    unknown host): raised by shared/arm.py's credential, which alone knows the call was for a token."""
+    unknown host): raised by shared/azure/arm.py's credential, which alone knows the call was for a token."""
 
     def __init__(self, endpoint: str, cause: BaseException) -> None:
         super().__init__(f"the managed identity endpoint {endpoint} did not answer: {_first_line(cause)}")

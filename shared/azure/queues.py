@@ -11,8 +11,8 @@ import re
 import threading
 from typing import Any
 
-from shared.settings import Settings
-from shared.storage import queue_service
+from shared.azure.storage import queue_service
+from shared.core.settings import Settings
 
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600

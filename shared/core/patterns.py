@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from re import _constants as sre  # the parser is the only way to see a pattern's structure
 from re import _parser as sre_parse
 
-from shared.reference import is_tag
+from shared.core.reference import is_tag
 
 MAX_PATTERN_LENGTH = 1000
 

@@ -1,6 +1,6 @@
 """The grammar of one allowlist entry (ALLOWED_SOURCE_REGISTRIES, a credential set's `registries`): a host,
 a `*.domain` wildcard, an ACR resource id, or `*`, parsed into a typed `RegistryPattern` when the settings
-load. What the allowlists allow or refuse is decided in shared/policy.py.
+load. What the allowlists allow or refuse is decided in shared/core/policy.py.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.reference import InvalidReference, canonical_registry_host
-from shared.resource_ids import RegistryId, parse_registry_id
+from shared.core.reference import InvalidReference, canonical_registry_host
+from shared.core.resource_ids import RegistryId, parse_registry_id
 
 
 class PatternKind(StrEnum):

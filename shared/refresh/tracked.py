@@ -18,15 +18,19 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Any
 
-from shared import policy
-from shared.config_source import APP_ROOT  # noqa: F401 (where relative paths start; tests use it)
-from shared.outcome import Problem
-from shared.patterns import UnsafePattern, compile_pattern
-from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
-from shared.request import field_path
-from shared.resource_ids import RegistryId, parse_registry_id
+from shared.azure.config_source import (
+    APP_ROOT,  # noqa: F401 (where relative paths start; tests use it)
+    ConfigUnavailable,
+    read_config,
+)
+from shared.core import policy
+from shared.core.outcome import Problem
+from shared.core.patterns import UnsafePattern, compile_pattern
+from shared.core.reference import ImageReference, InvalidReference, parse_reference, parse_repository
+from shared.core.request import field_path
+from shared.core.resource_ids import RegistryId, parse_registry_id
+from shared.core.settings import REFRESH, Settings
 from shared.schemas import validator
-from shared.settings import Settings
 
 
 class TrackedConfigError(ValueError):
@@ -77,8 +81,6 @@ def _validator():
 
 def read_config_text(location: str, settings: Settings | None = None) -> str:
     """The configuration's text from a path (relative to the app root) or an https URL (a blob)."""
-    from shared.config_source import ConfigUnavailable, read_config
-
     try:
         return read_config("TRACKED_IMAGES", location, settings)
     except ConfigUnavailable as err:
@@ -87,8 +89,6 @@ def read_config_text(location: str, settings: Settings | None = None) -> str:
 
 def load_config_text(settings: Settings) -> str:
     """TRACKED_IMAGES' text, or TrackedConfigError naming the setting that stops the refresh."""
-    from shared.settings import REFRESH
-
     blocked = settings.problems_for(REFRESH)
     if blocked:
         raise TrackedConfigError("settings stop the refresh: " + "; ".join(str(p) for p in blocked))

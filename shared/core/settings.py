@@ -16,12 +16,11 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from shared.allowlist import RegistryPattern
-    from shared.resource_ids import RegistryId
+from shared.core.allowlist import PatternError, RegistryPattern, parse_registry_pattern
+from shared.core.reference import InvalidReference, canonical_registry_host
+from shared.core.resource_ids import RegistryId, parse_registry_id
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_ARM_AUDIENCE = "https://management.azure.com"  # sovereign clouds differ from their endpoint
@@ -92,7 +91,7 @@ class CredentialSet:
     username: str | None
     password: str
     registries: tuple[str, ...] = ()
-    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (shared/allowlist.py; shared/policy.py decides)
+    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (allowlist.py; policy.py decides)
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"CredentialSet(name={self.name!r}, registries={self.registries!r})"
@@ -269,8 +268,6 @@ def https_url_problem(text: str, *, query: bool = False) -> str | None:
 def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
     """Credential sets from SOURCE_CREDENTIALS__<NAME>__USERNAME / __PASSWORD / __REGISTRIES. A set with a
     problem is left out, and its problem (needed by `credential:<NAME>`) fails the requests naming it."""
-    from shared.allowlist import PatternError, parse_registry_pattern
-
     parts: dict[str, dict[str, str]] = {}
     for key, value in env.items():
         if not key.upper().startswith(CREDENTIAL_PREFIX):
@@ -324,8 +321,6 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
 
 
 def _source_allowlist(env: _Env) -> tuple[RegistryPattern, ...]:
-    from shared.allowlist import PatternError, parse_registry_pattern
-
     texts = _split(env.get("ALLOWED_SOURCE_REGISTRIES")) or DEFAULT_ALLOWED_SOURCES
     patterns: list[RegistryPattern] = []
     for text in texts:
@@ -337,8 +332,6 @@ def _source_allowlist(env: _Env) -> tuple[RegistryPattern, ...]:
 
 
 def _registry_ids(env: _Env, name: str, texts: tuple[str, ...]) -> tuple[RegistryId, ...]:
-    from shared.resource_ids import parse_registry_id
-
     found = []
     for text in texts:
         try:
@@ -366,8 +359,6 @@ def parse_endpoints(text: str | None) -> dict[str, str]:
 def _endpoints(env: _Env) -> dict[str, str]:
     """REGISTRY_ENDPOINTS: where the app's own registry reads go (private networking, the local stack).
     Https only: the app sends registry credentials and its Entra token there."""
-    from shared.reference import InvalidReference, canonical_registry_host
-
     try:
         endpoints = parse_endpoints(env.get("REGISTRY_ENDPOINTS"))
     except ValueError as err:
@@ -389,8 +380,6 @@ def _endpoints(env: _Env) -> dict[str, str]:
 
 
 def _login_server_suffix(env: _Env) -> str:
-    from shared.reference import InvalidReference, canonical_registry_host
-
     raw = _text(env, "ACR_LOGIN_SERVER_SUFFIX", "azurecr.io").lower()
     try:
         normal = canonical_registry_host(raw)

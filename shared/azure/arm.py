@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.deadlines import arm_client_options, identity_options
-from shared.failures import IdentityUnreachable
-from shared.resource_ids import RegistryId, parse_registry_id
-from shared.settings import Settings
+from shared.azure.deadlines import arm_client_options, identity_options
+from shared.core.failures import IdentityUnreachable
+from shared.core.resource_ids import RegistryId, parse_registry_id
+from shared.core.settings import Settings
 
 REGISTRY_CACHE_SECONDS = 300.0
 MAX_OPERATION_URL = 2048
@@ -67,7 +67,7 @@ def make_credential(settings: Settings):
 class _NamedEndpoint:
     """The credential, with "the identity endpoint does not answer" told apart from "ARM does not answer":
     both are a ServiceRequestError to azure-core, but only the first is a configuration that cannot work
-    (shared/failures.py `configuration_failure`). An endpoint that answers with an error stays as it was."""
+    (shared/core/failures.py `configuration_failure`). An endpoint that answers with an error stays as it was."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -123,7 +123,7 @@ class AcrManagement:
                 self._clients[subscription] = ContainerRegistryManagementClient(
                     self._credential, subscription, base_url=endpoint,
                     credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0,
-                    **arm_client_options())  # every call ends inside functionTimeout (shared/deadlines.py)
+                    **arm_client_options())  # every call ends inside functionTimeout (shared/azure/deadlines.py)
             return self._clients[subscription]
 
     def registry_by_login_server(self, subscription: str, login_server: str) -> RegistryId | None:

@@ -5,8 +5,8 @@ start from would copy forever. Cycles are refused when the rules are loaded; a c
 fine: B's ImagePushed from our own import carries the image on to C, once.
 
 `plan_event` is pure (event + rules -> import request documents, or why none); `replicate` does the
-I/O through the app's objects: requests go on the queue (shared/claims.py `queue_once`), ignored and
-rejected events get their status row (shared/recorder.py). Events that reach the import queue (Event Grid
+I/O through the app's objects: requests go on the queue (shared/imports/claims.py `queue_once`), ignored and
+rejected events get their status row (shared/imports/recorder.py). Events that reach the import queue (Event Grid
 delivering straight into it) come here from shared/dispatch.py: `from_queue` and `poisoned`.
 """
 
@@ -21,19 +21,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import events as ev
-from shared import policy
 from shared.app_context import Worker
-from shared.claims import queue_once
-from shared.config_source import ConfigUnavailable, read_config
-from shared.outcome import Failure, Kind, Outcome, Problem, State
-from shared.patterns import UnsafePattern, compile_pattern
-from shared.recorder import finish_rejected, letter, log_outcome, record_ignored, record_rejected, settings_refusal
-from shared.reference import InvalidReference, parse_repository
-from shared.request import ImportRequest, Rejected, field_path, validate_document
-from shared.resource_ids import RegistryId, parse_registry_id
+from shared.azure.config_source import ConfigUnavailable, read_config
+from shared.core import policy
+from shared.core.outcome import Failure, Kind, Outcome, Problem, State
+from shared.core.patterns import UnsafePattern, compile_pattern
+from shared.core.reference import InvalidReference, parse_repository
+from shared.core.request import ImportRequest, Rejected, field_path, validate_document
+from shared.core.resource_ids import RegistryId, parse_registry_id
+from shared.core.settings import REPLICATION, Settings
+from shared.imports.claims import queue_once
+from shared.imports.recorder import (
+    finish_rejected,
+    letter,
+    log_outcome,
+    record_ignored,
+    record_rejected,
+    settings_refusal,
+)
+from shared.replication import events as ev
 from shared.schemas import validator
-from shared.settings import REPLICATION, Settings
 
 log = logging.getLogger("acr_importer")
 DEFAULT_MODE = "IfChanged"
@@ -123,7 +130,7 @@ def _patterns(entry: dict[str, Any], name: str, where: str, problems: list[Probl
         for i, text in enumerate((entry.get(name) or {}).get(kind, [])):
             try:
                 compiled[kind].append(compile_pattern(text))
-            except UnsafePattern as err:  # registries choose the names matched: see shared.patterns
+            except UnsafePattern as err:  # registries choose the names matched: see shared.core.patterns
                 problems.append(Problem(f"{where}.{name}.{kind}[{i}]", str(err)))
     return NamePatterns(tuple(compiled["include"]), tuple(compiled["exclude"]))
 

@@ -18,13 +18,13 @@ from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.outcome import State
-from shared.redact import redact_text
-from shared.request import ImportRequest, fingerprint
-from shared.storage import LazyTable
+from shared.azure.storage import LazyTable
+from shared.core.outcome import State
+from shared.core.redact import redact_text
+from shared.core.request import ImportRequest, fingerprint
 
 PARTITION = "import"
-REFRESH_PARTITION = "refresh"  # shared/refresh.py's summaries: `run-<time>` rows, and `latest` (kept)
+REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
 
 
 def utc_now() -> datetime:
@@ -52,7 +52,7 @@ class StatusRecord:
     poll_failures: str = ""  # looks at the operation that failed in a row ("HTTP 500,HTTP 503"); bounded
     first_attempt_at: str = ""  # of the current run: the authorization grace window counts from it
     carrier: str = ""  # queue message id that carries the request now; "" = open to a message asking the same
-    fingerprint: str = ""  # shared.request.fingerprint of the request this row is about ("" on older rows)
+    fingerprint: str = ""  # shared.core.request.fingerprint of the request this row is about ("" on older rows)
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.request import ImportRequest
-from shared.resource_ids import RegistryId
+from shared.core.request import ImportRequest
+from shared.core.resource_ids import RegistryId
 
 # (subscription, login server) -> the registry with that login server in that subscription, if any
 RegistryLookup = Callable[[str, str], RegistryId | None]

@@ -1,8 +1,8 @@
 """Who may import what from where: the allowlists and the rules for credential sets, in one place.
 
-Allowlist entries are parsed once, when the settings load (shared/allowlist.py), into typed values,
-so deciding compares parsed values and cannot raise. Requests (shared/request.py), the refresh's tracked
-images (shared/tracked.py) and replication rules (shared/replication.py) ask the same functions here
+Allowlist entries are parsed once, when the settings load (shared/core/allowlist.py), into typed values,
+so deciding compares parsed values and cannot raise. Requests (shared/core/request.py), the refresh's tracked
+images (shared/refresh/tracked.py) and replication rules (shared/replication/replicate.py) ask the same functions here
 (`source_refusal`, `target_refusal`, `credential_refusal`), so the three cannot disagree.
 
 An ACR resource id in a source allowlist allows that registry both when a request names it by
@@ -14,15 +14,13 @@ case-insensitively, as ARM compares them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shared.allowlist import allowed_by
-from shared.outcome import Problem
-from shared.reference import ImageReference
-from shared.resource_ids import RegistryId
-
-if TYPE_CHECKING:
-    from shared.settings import Settings
+from shared.core.allowlist import allowed_by
+from shared.core.outcome import Problem
+from shared.core.reference import ImageReference
+from shared.core.resource_ids import RegistryId
+from shared.core.settings import Settings
 
 
 # --- the decisions ------------------------------------------------------------------------------------

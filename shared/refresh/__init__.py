@@ -1,0 +1,1 @@
+"""Feature: the scheduled refresh. Tracked images -> which tags changed upstream -> import requests."""

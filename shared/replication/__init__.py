@@ -1,0 +1,1 @@
+"""Feature: replication on push. An ACR ImagePushed event + the rules -> import requests."""
