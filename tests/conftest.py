@@ -175,7 +175,7 @@ def otel():
     """Telemetry on, into memory: tests read the spans and metrics, and the hostile suites scan every span's
     attributes for secrets."""
     from shared.azure import telemetry
-    from tests.test_telemetry import Telemetry
+    from tests.azure.test_telemetry import Telemetry
 
     recorded = Telemetry()
     telemetry.enable(tracer_provider=recorded.tracer_provider, meter_provider=recorded.meter_provider)

@@ -7,7 +7,7 @@ deadline of its own, and the worst case of one invocation (the calls it can make
 its own wait budgets) stays below the function timeout. The SDKs' defaults would not: azure-core waits 300 s
 to connect and 300 s for each read, and the storage SDKs retry 3 (queues) to 10 (tables) times.
 
-`tests/test_runner_fidelity.py` sums the worst cases below for the configured values (host.json, the
+`tests/runner/test_runner_fidelity.py` sums the worst cases below for the configured values (host.json, the
 template's app settings) and checks they stay below `functionTimeout` with room to spare.
 """
 

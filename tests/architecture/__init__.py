@@ -1,0 +1,1 @@
+"""The shape of the code: the import graph of shared/ and cli/ (docs/architecture.md)."""

@@ -1,6 +1,6 @@
 """Writes the hostile corpus: `messages.jsonl` (bad import requests) and `events.jsonl` (bad Event Grid events).
 
-`python -m tests.hostile.generate` rewrites both files; `tests/test_hostile_input.py` checks they match this
+`python -m tests.hostile.generate` rewrites both files; `tests/imports/test_hostile_input.py` checks they match this
 script, so a reviewer reads the rules here and the cases there. Each line is one case:
 `{"name", "text" | "bytes" (base64 of raw bytes that are not text), "field"}`, where `field` is the field the
 rejection must name (`(message)` for the body as a whole; null: any). Secrets below are planted, never real.
@@ -18,7 +18,7 @@ from dev import layout
 HERE = Path(__file__).resolve().parent
 MESSAGES = HERE / "messages.jsonl"
 EVENTS = HERE / "events.jsonl"
-PLANTED_PASSWORD = "planted-inline-pass-0b7d41"  # tests/test_secret_hygiene.py scans for it
+PLANTED_PASSWORD = "planted-inline-pass-0b7d41"  # tests/imports/test_secret_hygiene.py scans for it
 MESSAGE = "(message)"
 OK = {"source": "nginx:1.27", "targetTags": ["hostile:ok"]}
 
@@ -293,7 +293,7 @@ REFERENCE_FIELDS = {"source": "source", "sourceRegistry": "sourceRegistry", "tar
 
 def userinfo() -> Iterator[dict]:
     """Credentials written into a reference, in every field that takes one (and some that do not): refused,
-    and then recorded without the password anywhere (tests/test_secret_hygiene.py scans for it)."""
+    and then recorded without the password anywhere (tests/imports/test_secret_hygiene.py scans for it)."""
     for form, template in USERINFO_FORMS.items():
         value = template.format(pw=PLANTED_PASSWORD)
         for field, named in REFERENCE_FIELDS.items():
@@ -318,7 +318,7 @@ STRING_FIELDS = {"source": "source", "sourceRegistry": "sourceRegistry", "target
 
 def control_characters() -> Iterator[dict]:
     """Terminal escapes and bidi controls in every string field, and as an unknown field's name: refused, and
-    printed escaped by `acr-import status/list` (tests/test_producer_rules.py)."""
+    printed escaped by `acr-import status/list` (tests/core/test_producer_rules.py)."""
     for label, odd in CONTROL.items():
         for field, named in STRING_FIELDS.items():
             value = f"a{odd}b"

@@ -92,7 +92,7 @@ def test_a_duplicate_follow_up_does_no_harm(app_env, control, monkeypatch):
 
 def test_a_follow_up_naming_a_foreign_operation_url_is_refused(app_env, control):
     """A queue writer cannot make the app send its ARM token anywhere: the operation is never read from a
-    message (tests/test_request_state.py covers the classes of forged URL)."""
+    message (tests/imports/test_request_state.py covers the classes of forged URL)."""
     doc = {"id": f"evil-{uuid.uuid4().hex[:6]}", "source": "nginx:1.27",
            "operation": {"url": "https://attacker.example/subscriptions/x/operationResults/1",
                          "startedAt": "2026-11-28T00:00:00+00:00", "checks": 1}}

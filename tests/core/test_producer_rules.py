@@ -1,6 +1,6 @@
 """The producer side's rules, each over its class of hostile values: decoding never raises, request ids are
 safe wherever they go, userinfo and unparsed fields are never recorded as sent, and the CLI prints stored
-fields escaped. The corpus in tests/hostile/ runs the same classes end to end (tests/test_hostile_input.py)."""
+fields escaped. The corpus in tests/hostile/ runs the same classes end to end (tests/imports/test_hostile_input.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from shared.core.redact import describe_unparsed, redact_document, redact_text, 
 from shared.core.request import MESSAGE, ImportRequest, Rejected, decode_body, parse_request, validate_document
 from shared.core.request_ids import fallback_request_id, is_safe_request_id
 from shared.core.settings import load_settings
+from tests.cli.test_cli import cli
 from tests.helpers import dead_letters, deliver, status
 from tests.hostile.generate import CONTROL, UNSAFE_IDS, USERINFO_FORMS
-from tests.test_cli import cli
 
 PASSWORD = "Pl4nted-pw-7f3e1c"
 DIGEST = "sha256:" + "ab" * 32

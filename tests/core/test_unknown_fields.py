@@ -9,7 +9,7 @@ import json
 import pytest
 
 from shared.core.request import APP_FIELDS, Rejected, parse_request
-from tests.test_tracked import SETTINGS
+from tests.refresh.test_tracked import SETTINGS
 
 PRODUCER_FIELDS = ("credential, id, mode, password, source, sourceRegistry, target, targetTags, "
                    "untaggedTargetRepositories, username, version")

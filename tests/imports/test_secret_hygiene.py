@@ -12,9 +12,9 @@ import pytest
 from dev import layout
 from shared import app_context
 from shared.core.redact import redact_text
+from tests.azure.test_telemetry import values_of
 from tests.helpers import deliver, everything_kept
 from tests.hostile.generate import MESSAGES, PLANTED_PASSWORD
-from tests.test_telemetry import values_of
 
 SET_PASSWORD = "planted-set-pass-5c1e9a"  # a credential set the upstream refuses: the error may echo what was sent
 

@@ -22,7 +22,7 @@ from shared.core.outcome import State
 from shared.core.resource_ids import parse_registry_id
 from shared.replication.events import event_key
 from shared.replication.replicate import request_id
-from tests.test_events import SAMPLE
+from tests.replication.test_events import SAMPLE
 
 A, B, C = layout.SOURCE_ACR, layout.TARGET_ACR, layout.OTHER_SUB_ACR
 MODES = ("webhook", "queue")

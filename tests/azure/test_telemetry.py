@@ -23,7 +23,7 @@ from dev import layout
 from shared.azure import telemetry
 from tests.helpers import deliver
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 A = telemetry.ATTRIBUTE_PREFIX
 
 

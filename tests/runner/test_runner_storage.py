@@ -24,7 +24,7 @@ from dev.runner import Runner
 from dev.runner.config import ConfigError
 from tests.fixtures import runner_app
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 APP = "tests.fixtures.runner_app"
 STORAGE_AUDIENCE = "https://storage.azure.com"
 

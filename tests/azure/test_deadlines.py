@@ -15,7 +15,7 @@ from shared.azure import deadlines
 from shared.azure.config_source import READ_DEADLINE_SECONDS
 from shared.registry.client import RegistryClient
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BICEP = (REPO / "infra" / "main.bicep").read_text()
 SAMPLE = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
 MARGIN_SECONDS = 30.0  # what a worst case must leave of the timeout: logging, the host's own bookkeeping

@@ -617,7 +617,7 @@ def test_hostile_state_messages_through_the_queue_and_the_runner(app_env, contro
 def test_redrive_keeps_conflict_and_squat_letters_and_restarts_a_failure(app_env, control):
     """A dead letter can be a message refused because its id was another request's: `redrive` must not
     restart it over that request, nor open a reserved id the app never opened; a real failure goes again."""
-    from tests.test_cli import cli
+    from tests.cli.test_cli import cli
 
     done = request_doc()
     deliver(done)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.refresh.tracked import parse_config, range_problem, select_tags
-from tests.test_tracked import SETTINGS, rule
+from tests.refresh.test_tracked import SETTINGS, rule
 
 RULE_TEXT = "npm range syntax, read strictly"
 

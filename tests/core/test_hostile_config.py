@@ -47,7 +47,7 @@ from shared.core.settings import (
 from shared.refresh.tracked import TrackedImage, parse_entry
 from shared.replication.replicate import ReplicationConfigError, parse_rules
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BASE = {k: v for k, v in local_app_settings().items()}
 SOURCE, TARGET, OTHER = layout.SOURCE_ACR, layout.TARGET_ACR, layout.OTHER_SUB_ACR
 GUID = "11111111-1111-4111-8111-111111111111"
@@ -587,7 +587,7 @@ class TestMalformedSettingsThroughTheWorker:
         from shared import app_context
         from shared.replication.events import event_key
         from tests.helpers import dead_letters, deliver, status
-        from tests.test_events import SAMPLE
+        from tests.replication.test_events import SAMPLE
 
         for name, value in env.items():
             monkeypatch.setenv(name, value)

@@ -23,7 +23,7 @@ from dev.runner import Runner
 from dev.runner.schedule import ScheduleError, parse_schedule
 from tests.fixtures import runner_app
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 APP = "tests.fixtures.runner_app"
 
 

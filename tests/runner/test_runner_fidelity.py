@@ -16,9 +16,9 @@ from azure.storage.queue import QueueServiceClient
 from dev import layout
 from dev.runner import Runner
 from dev.runner.inputs import queue_datums, queue_input
-from tests import test_runner as base
 from tests.fixtures import runner_app
-from tests.test_runner import APP, FIXTURES, IMAGE_PUSHED, client, drain, make_runner, seen, webhook
+from tests.runner import test_runner as base
+from tests.runner.test_runner import APP, FIXTURES, IMAGE_PUSHED, client, drain, make_runner, seen, webhook
 
 storage = base.storage        # Azurite for this module too
 queue_name = base.queue_name  # a fresh queue name, the fixture app's records cleared

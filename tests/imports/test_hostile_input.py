@@ -21,11 +21,11 @@ from shared.core.request import Rejected, parse_request
 from shared.core.request_ids import is_safe_request_id
 from shared.core.resource_ids import parse_registry_id
 from shared.core.settings import load_settings
+from tests.azure.test_telemetry import values_of
 from tests.conftest import FUNCTION_KEY
 from tests.helpers import dead_letters, deliver, drain, status
 from tests.hostile import generate
 from tests.hostile.generate import PLANTED_PASSWORD
-from tests.test_telemetry import values_of
 
 MESSAGES = [json.loads(line) for line in generate.MESSAGES.read_text().splitlines()]
 EVENTS = [json.loads(line) for line in generate.EVENTS.read_text().splitlines()]

@@ -14,7 +14,7 @@ from shared.core.request import ImportRequest, validate_document
 from shared.core.settings import load_settings
 from shared.replication import events as ev
 from shared.replication.replicate import ReplicationConfigError, parse_rules, plan_event
-from tests.test_events import SAMPLE
+from tests.replication.test_events import SAMPLE
 
 A, B, C = layout.SOURCE_ACR.resource_id, layout.TARGET_ACR.resource_id, layout.OTHER_SUB_ACR.resource_id
 SETTINGS = load_settings({"TARGET_REGISTRY": B, "ALLOWED_TARGET_REGISTRIES": f"{A},{B},{C}",

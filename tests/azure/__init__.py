@@ -1,0 +1,1 @@
+"""Tests of the Azure adapters: storage, deadlines, telemetry (shared/azure/)."""

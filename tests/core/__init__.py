@@ -1,0 +1,1 @@
+"""Tests of the core's rules: references, requests, settings and policy (shared/core/)."""

@@ -1,0 +1,1 @@
+"""Tests of the local stack: Azurite, the registries, the OCI helper (dev/)."""
