@@ -23,6 +23,8 @@ from shared.core.resource_ids import parse_registry_id
 from shared.core.settings import Settings, load_settings
 from shared.imports.claims import reserved_prefix
 
+# The Azure SDK is imported where it is used: `--help` and mistakes in the arguments answer without it.
+
 
 def resolve_target(name: str, settings: Settings) -> str:
     """A registry resource id from `--name`: an id as given, or the configured target with that name."""

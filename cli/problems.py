@@ -19,6 +19,8 @@ from cli.terminal import printable
 from shared.azure.storage import CONNECTION, StorageSettingsError
 from shared.core.settings import SettingsError
 
+# The Azure SDK is imported where it is used: `--help` and mistakes in the arguments answer without it.
+
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
 _ENDPOINT = re.compile(r"(?:Queue|Table)Endpoint=([^;]+)", re.IGNORECASE)

@@ -20,6 +20,7 @@ subscription, query or fragment.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -93,8 +94,6 @@ class _NamedEndpoint:
 
 def identity_endpoint() -> str:
     """Where azure-identity asks for tokens, as it decides (App Service / Functions variables, else IMDS)."""
-    import os
-
     return ((os.environ.get("IDENTITY_ENDPOINT") and "IDENTITY_ENDPOINT=" + os.environ["IDENTITY_ENDPOINT"])
             or (os.environ.get("MSI_ENDPOINT") and "MSI_ENDPOINT=" + os.environ["MSI_ENDPOINT"])
             or "IMDS (IDENTITY_ENDPOINT is not set)")

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 from shared.azure.arm import make_credential
 from shared.core.settings import Settings
 
+# `requests` is imported only when a blob is fetched: a cold start that reads a file never pays for it.
+
 APP_ROOT = Path(__file__).resolve().parents[2]  # the app root: shared/azure/ is two levels down
 MAX_CONFIG_BYTES = 1024 * 1024
 READ_DEADLINE_SECONDS = 20.0  # in total; each socket read also times out after READ_TIMEOUT_SECONDS

@@ -14,6 +14,9 @@ from typing import Any
 from shared.azure.storage import queue_service
 from shared.core.settings import Settings
 
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600
 _NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")  # after json.dumps has escaped the C0 controls

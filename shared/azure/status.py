@@ -23,6 +23,9 @@ from shared.core.outcome import State
 from shared.core.redact import redact_text
 from shared.core.request import ImportRequest, fingerprint
 
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
 

@@ -12,8 +12,12 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.azure.deadlines import identity_options, storage_client_options
+
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -117,8 +121,6 @@ def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECT
 
 
 def _service_host(uri: str) -> str | None:
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(uri).hostname
     except ValueError:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 import time
 from email.utils import parsedate_to_datetime
 
 from shared.core.outcome import Failure, Kind
+
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
 
 MAX_RETRY_AFTER_SECONDS = 6 * 3600.0  # Docker Hub's rate-limit window; anything longer is a lie or a typo
 _DELTA_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
@@ -123,8 +127,6 @@ def configuration_failure(exc: BaseException) -> Failure | None:
 def _certificate_error(exc: BaseException) -> str | None:
     """The verification error somewhere in `exc`'s chain (azure-core wraps requests, which wraps urllib3,
     which wraps ssl), as ssl words it; None when the chain holds none."""
-    import ssl
-
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo:

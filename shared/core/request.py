@@ -34,6 +34,8 @@ from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import Settings
 from shared.schemas import schema
 
+# jsonschema is imported on first validation (cached), not at cold start: see docs/benchmarks.md.
+
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"
 MAX_REASON_CHARACTERS = 4000

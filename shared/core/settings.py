@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from shared.core.allowlist import PatternError, RegistryPattern, parse_registry_pattern
@@ -465,8 +465,6 @@ def read_settings(env: Mapping[str, str] | None = None, *,
 
 
 def _with_problems(settings: Settings, problems: tuple[SettingProblem, ...]) -> Settings:
-    from dataclasses import replace
-
     return replace(settings, problems=problems) if problems else settings
 
 

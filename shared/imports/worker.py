@@ -36,6 +36,9 @@ from shared.imports.recorder import (
 )
 from shared.registry.client import RegistryError, source_auth
 
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
 
 def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
     """Exponential backoff with jitter (attempt 1 -> about base), never sooner than Retry-After."""

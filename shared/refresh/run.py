@@ -41,6 +41,9 @@ from shared.registry.client import (
     source_auth,
 )
 
+# The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
+# every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
 log = logging.getLogger("acr_importer")
 
 MISSING, CHANGED, UNCHANGED, SKIPPED, ERROR = "missing", "changed", "unchanged", "skipped", "error"

@@ -32,6 +32,8 @@ from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REFRESH, Settings
 from shared.schemas import validator
 
+# nodesemver is imported only for entries that use a semver range: the timer alone pays for it.
+
 
 class TrackedConfigError(ValueError):
     """The configuration as a whole cannot be read (missing file, not JSON, no `images`)."""

@@ -7,6 +7,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+# jsonschema is imported on first use, not at cold start: see docs/benchmarks.md.
+
 
 @cache
 def schema(name: str) -> dict[str, Any]:
