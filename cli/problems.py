@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from cli.connection import MissingStorageSetting
 from cli.status import CliError
@@ -37,9 +39,17 @@ class Problem:
 
 def explain(err: BaseException, args: argparse.Namespace) -> Problem:
     """The one line for `err`: what is wrong and what to do about it."""
-    problem = _explain(err, args)
+    problem = _missing_package(err) if isinstance(err, ModuleNotFoundError) else _explain(err, args)
     one_line = " ".join(printable(problem.message).replace("\\n", " ").split())
     return Problem(one_line, problem.exit_code)
+
+
+def _missing_package(err: ModuleNotFoundError) -> Problem:
+    """`python -m cli` with a Python that lacks the app's packages (the repo's .venv not active): say which to use
+    (before anything else is imported, since that would fail the same way)."""
+    root = Path(__file__).resolve().parent.parent
+    return Problem(f"this Python ({sys.executable}) has no module {err.name!r}: run the CLI as {root}/bin/acr-import, "
+                   f"or {root}/.venv/bin/python -m cli (`make venv` creates the .venv)", EXIT_USAGE)
 
 
 def _explain(err: BaseException, args: argparse.Namespace) -> Problem:

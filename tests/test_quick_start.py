@@ -1,9 +1,9 @@
 """The README's "Run it locally and import one image", command by command, as a newcomer types it.
 
-The commands are read out of the README section, so a change to the README that breaks the quick start breaks
-this test. `make run` runs on this session's own stack folder and ports (tests/conftest.py) and writes its
-settings into a temporary folder (`SETTINGS=`), where the CLI lines run, so a developer's own stack and
-local.settings.json are never touched.
+The commands are read out of the README block marked `<!-- recipe: quick-start -->` (tests/doc_examples.py), so
+a change to the README that breaks the quick start breaks this test. `make run` runs on this session's own stack
+folder and ports (tests/conftest.py) and writes its settings into a temporary folder (`SETTINGS=`), where the CLI
+lines run, so a developer's own stack and local.settings.json are never touched.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import pytest
 from dev import layout, oci, seed
 from dev.app_settings import local_app_settings
 from dev.run import READY, run_settings, settings_file
+from tests.doc_examples import recipe
 
-README = layout.REPO_ROOT / "README.md"
-SECTION = "## Run it locally and import one image"
 START_SECONDS = 240
 # The test machine may point these at the system bundle; a newcomer's shell usually does not set them, and
 # the environment would win over the stack's CA in local.settings.json (as with the Functions tools).
@@ -34,14 +33,9 @@ MACHINE_CA_SETTINGS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
 
 
 def quick_start_commands() -> list[str]:
-    """The commands of the section's first ```sh block, comments dropped."""
-    text = README.read_text()
-    assert SECTION in text, f"README has no {SECTION!r} section"
-    section = text.split(SECTION, 1)[1]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the quick start section has no ```sh block"
+    """The commands of the block marked `<!-- recipe: quick-start -->`, comments dropped."""
     commands = []
-    for line in block.group(1).splitlines():
+    for line in recipe("quick-start").text.splitlines():
         command = line.split(" #", 1)[0].strip()
         if command and not command.startswith("#"):
             commands.append(command)
@@ -53,8 +47,7 @@ def test_the_quick_start_is_five_lines_at_most_and_starts_with_make_run():
     assert commands[0] == "make run"
     assert any(c.startswith("bin/acr-import import ") for c in commands)
     assert any(c.startswith("bin/acr-import status ") for c in commands)
-    block = README.read_text().split(SECTION, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    assert len(block.strip().splitlines()) <= 5
+    assert len(recipe("quick-start").text.strip().splitlines()) <= 5
 
 
 def newcomer_env(*, keep_machine_ca: bool = False) -> dict[str, str]:

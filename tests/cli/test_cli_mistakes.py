@@ -161,6 +161,19 @@ def test_the_wrapper_without_a_virtual_environment_says_make_venv(tmp_path):
         assert done.returncode == 2 and "make venv" in line and str(tmp_path) in line, line
 
 
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_python_m_cli_without_the_virtual_environment_says_which_python_to_use(command, tmp_path):
+    """`python -m cli` with a Python that has none of the app's packages (the .venv not active; `-S` stands for
+    it): one line naming bin/acr-import and the .venv's Python, not two tracebacks."""
+    env = {**BASE_SETTINGS, "AzureWebJobsStorage": unreachable_storage()}
+    done = subprocess.run([sys.executable, "-S", "-m", "cli", *COMMANDS[command]], cwd=tmp_path,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+                               "PYTHONPATH": str(layout.REPO_ROOT), **env}, capture_output=True, text=True, timeout=120)
+    line = one_line_error(done)
+    assert done.returncode == 2 and "has no module" in line, line
+    assert f"{layout.REPO_ROOT}/bin/acr-import" in line and ".venv/bin/python -m cli" in line, line
+
 # --- what scripts rely on, against the local stack -----------------------------------------------------------
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=layout.REPO_ROOT, env={**os.environ, **env},

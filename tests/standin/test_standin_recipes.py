@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 
 import pytest
 
 from dev import layout
-
-README = layout.REPO_ROOT / "dev" / "azure_standin" / "README.md"
-RECIPE = re.compile(r"<!-- recipe: ([\w-]+) -->\s*```sh\n(.*?)```", re.DOTALL)
+from tests.doc_examples import recipe
 
 
 def recipes() -> dict[str, str]:
-    found = dict(RECIPE.findall(README.read_text()))
-    assert set(found) == {"az-import", "skopeo"}, sorted(found)
-    return found
+    """The blocks marked `<!-- recipe: az-import -->` and `<!-- recipe: skopeo -->` (tests/doc_examples.py)."""
+    return {name: recipe(name).text for name in ("az-import", "skopeo")}
 
 
 def run_recipe(script: str) -> subprocess.CompletedProcess:
