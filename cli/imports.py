@@ -17,7 +17,7 @@ from typing import Any
 
 from cli.status import EXIT_TIMEOUT, EXIT_USAGE, CliError, Follower, exit_code, status_store, summary_lines
 from cli.terminal import printable
-from shared.claims import reserved_prefix
+from shared.claims import reserved_prefix, submit_new
 from shared.request import Rejected, parse_request
 from shared.resource_ids import parse_registry_id
 from shared.settings import Settings
@@ -64,8 +64,6 @@ def request_document(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from azure.core.exceptions import ResourceNotFoundError
-
     from cli.connection import queue_service
     from shared.settings import load_settings
 
@@ -86,22 +84,15 @@ def run_import(args: argparse.Namespace) -> int:
                        "requests use; omit --id for a new one")
     store = status_store()
     queue = queue_service().get_queue_client(settings.import_queue)
-    opened = store.open(parsed, "queued by the CLI")
-    if not opened.created:
-        state = opened.record.state if opened.record else "gone"
+    submitted = submit_new(store, parsed, lambda document: queue.send_message(
+        base64.b64encode(json.dumps(document).encode()).decode()).id, "queued by the CLI",
+        queue=settings.import_queue)
+    if submitted.failure is not None:
+        raise CliError(submitted.failure.message)
+    if not submitted.sent:
+        state = submitted.record.state if submitted.record else "gone"
         raise CliError(f"--id {parsed.id!r} is taken by a request that is {state}; "
                        "omit --id for a new one, or `status` it")
-    try:
-        sent = queue.send_message(base64.b64encode(json.dumps(document).encode()).decode())
-    except BaseException as err:
-        # never reached the queue: no row may say it did (only the row as written here goes; a row a worker
-        # took meanwhile, if the send did arrive after all, stays)
-        store.withdraw(opened.record)
-        if isinstance(err, ResourceNotFoundError):
-            raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue? "
-                           "Nothing was queued") from None
-        raise
-    store.pin(opened.record, sent.id)
     targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
     # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
     progress = sys.stderr if args.no_wait else sys.stdout
