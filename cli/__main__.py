@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cli import imports, redrive, status
@@ -41,9 +42,11 @@ def refresh(args: argparse.Namespace) -> int:
     settings = load_settings()
     config_text = Path(args.config).read_text() if args.config else None
     queues = None if args.dry_run else app_context.import_queues(settings)
+    print(f"checking the tracked tags in {args.config or 'TRACKED_IMAGES'} against their targets...",
+          file=sys.stderr, flush=True)
     result = run_refresh(settings, app_context.registry_client(settings), app_context.identity(settings),
                          queues=queues, refresh_log=None if args.dry_run else refresh_log(settings),
-                         dry_run=args.dry_run, config_text=config_text)
+                         dry_run=args.dry_run, config_text=config_text, progress=_progress_on(sys.stderr))
     if args.json:
         print(json.dumps({"summary": result.summary.as_log(),
                           "imports": [p.request for p in result.plan.imports],
@@ -66,12 +69,38 @@ def refresh(args: argparse.Namespace) -> int:
     return 1 if s.errors else 0
 
 
+def _progress_on(stream) -> Callable[[int, int], None] | None:
+    """`checked 12/40 tags` rewritten in place on a terminal; nothing in a pipe or a log (each result line
+    and the summary say it all there)."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        stream.write(f"\rchecked {done}/{total} tags" + ("\n" if done == total else ""))
+        stream.flush()
+
+    return show
+
+
+def _configure_logging(debug: bool) -> None:
+    """The app's log lines are for its logs: structured JSON (the refresh summary, settings events) that App
+    Insights and log queries read, not a person at a terminal. The CLI says what happened in its own words
+    (result lines, one summary line, errors as `error: ...`); `--debug` shows the log lines on stderr too."""
+    if debug:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        for noisy in ("azure", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())  # else Python's last resort prints warnings
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=os.environ.get("ACR_IMPORT_PROG", "python -m cli"),
                                   description="acr-importer operator commands")
     top.add_argument("--settings", help="a local.settings.json whose Values fill unset environment variables "
                      "(default: ./local.settings.json when there is one)")
-    top.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    top.add_argument("--debug", action="store_true",
+                     help="show the Python traceback of an error, and the app's log lines on stderr")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("refresh", help="compare tracked tags with the target and enqueue what changed")
     run.add_argument("--dry-run", action="store_true", help="print the plan (what and why) without enqueueing")
@@ -87,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _configure_logging(args.debug)
     try:
         print(_apply_settings_file(args.settings), file=sys.stderr)
         return args.handler(args)

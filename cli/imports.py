@@ -21,7 +21,7 @@ from cli.terminal import printable
 from shared.core.request import Rejected, parse_request
 from shared.core.resource_ids import parse_registry_id
 from shared.core.settings import Settings, load_settings
-from shared.imports.claims import reserved_prefix
+from shared.imports.claims import reserved_prefix, submit_new
 
 # The Azure SDK is imported where it is used: `--help` and mistakes in the arguments answer without it.
 
@@ -67,7 +67,6 @@ def request_document(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from azure.core.exceptions import ResourceNotFoundError
 
     if args.username or args.password:
         raise CliError("--username/--password are not accepted: a password on a command line lands in shell "
@@ -86,22 +85,15 @@ def run_import(args: argparse.Namespace) -> int:
                        "requests use; omit --id for a new one")
     store = status_store()
     queue = queue_service().get_queue_client(settings.import_queue)
-    opened = store.open(parsed, "queued by the CLI")
-    if not opened.created:
-        state = opened.record.state if opened.record else "gone"
+    submitted = submit_new(store, parsed, lambda document: queue.send_message(
+        base64.b64encode(json.dumps(document).encode()).decode()).id, "queued by the CLI",
+        queue=settings.import_queue)
+    if submitted.failure is not None:
+        raise CliError(submitted.failure.message)
+    if not submitted.sent:
+        state = submitted.record.state if submitted.record else "gone"
         raise CliError(f"--id {parsed.id!r} is taken by a request that is {state}; "
                        "omit --id for a new one, or `status` it")
-    try:
-        sent = queue.send_message(base64.b64encode(json.dumps(document).encode()).decode())
-    except BaseException as err:
-        # never reached the queue: no row may say it did (only the row as written here goes; a row a worker
-        # took meanwhile, if the send did arrive after all, stays)
-        store.withdraw(opened.record)
-        if isinstance(err, ResourceNotFoundError):
-            raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue? "
-                           "Nothing was queued") from None
-        raise
-    store.pin(opened.record, sent.id)
     targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
     # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
     progress = sys.stderr if args.no_wait else sys.stdout

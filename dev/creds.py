@@ -1,6 +1,7 @@
 """`python -m dev.creds ...`: what tools people already use (az, skopeo) need to look at the local stack.
 
-    python -m dev.creds env                    # export lines: the CA, the identity endpoint, ARM, login servers
+    python -m dev.creds env                    # export lines: the CA, the identity endpoint, ARM, login servers,
+                                               # the proxy that stands in for *.azurecr.io's DNS
     python -m dev.creds login-server myregistry    # 127.0.0.1:5011, where <name>.azurecr.io is served locally
     python -m dev.creds skopeo myregistry      # --creds <null user>:<ACR refresh token> --cert-dir <stack CA>
 
@@ -69,7 +70,10 @@ def env_lines() -> list[str]:
               "STANDIN_ARM": f"{layout.ARM_ENDPOINT}/", "STANDIN_AAD": layout.AAD_ENDPOINT,
               "STANDIN_ARM_RESOURCE": layout.ARM_RESOURCE, "STANDIN_SUBSCRIPTION": layout.SUB_A,
               "AZURE_CONFIG_DIR": str(layout.STATE_DIR / "az"),  # the stack's own az login, apart from yours
-              "AZURE_CORE_COLLECT_TELEMETRY": "no"}
+              "AZURE_CORE_COLLECT_TELEMETRY": "no",
+              # not HTTPS_PROXY itself: that would send every HTTPS call of the shell to a proxy that
+              # refuses all but the stack's ACRs; the recipes set it per command
+              "STANDIN_ACR_PROXY": layout.ACR_DNS_PROXY}
     values |= {f"{acr.name.upper()}_LOGIN_SERVER": login_server(acr) for acr in layout.ACRS}
     return [f"export {name}='{value}'" for name, value in values.items()]
 

@@ -36,6 +36,7 @@ IDENTITY_PORT = 9080 + PORT_OFFSET        # HTTP: managed-identity token endpoin
 DOCKERHUB_TOKEN_PORT = 9444 + PORT_OFFSET  # HTTPS: Docker Hub-style token server (auth.docker.io stand-in)
 DOCKERHUB_FRONT_PORT = 5004 + PORT_OFFSET  # HTTPS: Docker Hub registry front (rate-limit headers, 429s)
 RUNNER_PORT = 7071 + PORT_OFFSET          # local Functions runner (Event Grid webhook), Core Tools' default port
+ACR_DNS_PROXY_PORT = 9445 + PORT_OFFSET   # HTTP CONNECT proxy: <acr>.azurecr.io:443 -> that ACR's login server
 
 ARM_ENDPOINT = f"https://{HOST}:{AZURE_STANDIN_PORT}"
 IDENTITY_ENDPOINT = f"http://{HOST}:{IDENTITY_PORT}/msi/token"
@@ -166,6 +167,18 @@ INITIAL_ROLE_ASSIGNMENTS: tuple[tuple[str, str, str], ...] = (
 def acr_login_server_url(acr: AcrSpec) -> str:
     """Where the stack serves an ACR's login server (`<name>.azurecr.io` has no DNS here)."""
     return f"https://{HOST}:{acr.port}"
+
+
+ACR_DNS_PROXY = f"http://{HOST}:{ACR_DNS_PROXY_PORT}"
+"""The stand-in's "DNS" for `*.azurecr.io`: an HTTPS proxy (CONNECT only) that tunnels `<acr>.azurecr.io:443`
+to that ACR's loopback login server and refuses every other host. For clients that build a registry's URL
+from the login server ARM returns (the Azure CLI's data-plane commands): `HTTPS_PROXY=<this>`,
+`NO_PROXY=127.0.0.1,localhost`."""
+
+
+def acr_for_login_server(host: str) -> AcrSpec | None:
+    host = host.lower()
+    return next((acr for acr in ACRS if acr.login_server == host), None)
 
 
 def acr_token_realm(acr: AcrSpec) -> str:

@@ -24,7 +24,8 @@ from dev.app_settings import create_app_queues, local_app_settings
 
 LOCAL_TRACKED_IMAGES = "dev/tracked-images.local.json"  # names only what dev.seed pushes
 # Machines often point these at the system bundle; the stack's TLS needs its own CA, so for these two the
-# stack's value (from the settings file) beats the environment, and `make run` says so.
+# stack's value (from the settings file) beats the environment, and `make run` says so. Any other setting the
+# environment overrides, the runner names at start (dev/runner/config.py `setting_layers`, the one rule).
 STACK_CA_SETTINGS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 READY = "Ready:"  # the line tests and scripts wait for
 
@@ -102,17 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Seeded {len(seeded)} sample upstream images (python -m dev.seed lists them).", flush=True)
     values, said = settings_file(args.settings, force=force)
     print(f"Settings: {said}.", flush=True)
-    # As Core Tools does: the environment wins over the file's Values.
-    env = {k: v for k, v in values.items() if k not in os.environ}
-    for name in sorted(k for k in values if k in os.environ and os.environ[k] != values[k]):
-        if name in STACK_CA_SETTINGS and values[name] == str(layout.CA_CERT):
-            env[name] = values[name]  # a system-wide CA bundle cannot verify the stack: the stack's CA it is
-            print(f"note: {name} is set in your environment; the app uses the stack's CA ({values[name]}) instead",
-                  file=sys.stderr, flush=True)
-        else:
-            print(f"warning: the environment's {name} overrides the settings file's (as the Functions tools do); "
-                  f"unset it if the app cannot reach the stack", file=sys.stderr, flush=True)
-    effective = {**values, **{k: os.environ[k] for k in values if k in os.environ}, **env}
+    from dev.runner.config import setting_layers
+
+    # The stack's CA beats a machine-wide bundle in the environment (else nothing on the stack verifies):
+    # passed as the runner's `env=`, which wins; every other override the runner itself names at start.
+    stack_ca = {name: values[name] for name in STACK_CA_SETTINGS
+                if name in os.environ and os.environ[name] != values.get(name) == str(layout.CA_CERT)}
+    for name, value in stack_ca.items():
+        print(f"note: {name} is set in your environment; the app uses the stack's CA ({value}) instead",
+              file=sys.stderr, flush=True)
+    effective = setting_layers(values, os.environ, stack_ca).effective
     queue = effective.get("IMPORT_QUEUE", "")
     if queue:
         create_app_queues(queue, effective.get("AzureWebJobsStorage", layout.AZURITE_CONNECTION_STRING))
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with Runner("function_app", root=layout.REPO_ROOT, env=env, http_port=layout.RUNNER_PORT) as runner:
+    with Runner("function_app", root=layout.REPO_ROOT, env=stack_ca, http_port=layout.RUNNER_PORT,
+                settings_file=args.settings) as runner:
         print(next_steps(effective, args.settings, runner.http_port or layout.RUNNER_PORT), flush=True)
         while not stop.wait(1.0):
             pass

@@ -37,7 +37,7 @@ def _free_port_offset() -> int:
     random.shuffle(candidates)
     for offset in candidates:
         try:
-            for base in (5001, 5011, 7071, 9080, 9443, 9444, 10000, 10001, 10002, 10010, 10011, 10012):
+            for base in (5001, 5011, 7071, 9080, 9443, 9444, 9445, 10000, 10001, 10002, 10010, 10011, 10012):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
         except OSError:

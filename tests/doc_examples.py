@@ -38,6 +38,7 @@ RECIPES = {
     "quick-start": "tests/test_quick_start.py",
     "az-import": "tests/standin/test_standin_recipes.py",
     "skopeo": "tests/standin/test_standin_recipes.py",
+    "az-list": "tests/standin/test_standin_recipes.py",
 }
 # What tests/test_doc_examples.py runs: by marker `<!-- run: KIND -->`, or unmarked by the block's language.
 RUN_KINDS = ("sh", "python", "requests", "tracked-images", "replication-rules")

@@ -135,9 +135,8 @@ def run_tracked_images(block: Block, where: dict) -> None:
 
 
 def run_replication_rules(block: Block, where: dict) -> None:
-    from shared.settings import load_settings
-
-    from shared.replication import parse_rules
+    from shared.core.settings import load_settings
+    from shared.replication.replicate import parse_rules
 
     text = fill_placeholders(block.text, where["stack"])
     rules = parse_rules(text, load_settings(where["settings"]))  # raises naming every problem

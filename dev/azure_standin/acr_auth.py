@@ -19,7 +19,12 @@ ACR_AUDIENCES = ARM_AUDIENCES | {"https://containerregistry.azure.net", "https:/
 REFRESH_TTL = 3 * 3600
 ACCESS_TTL = 300
 NULL_USER = "00000000-0000-0000-0000-000000000000"  # docker login with an ACR refresh token as password
-ACTION_NEEDS = {"pull": roles.PULL_ACTION, "push": roles.PUSH_ACTION, "delete": roles.DELETE_ACTION}
+# `metadata_read` (what az's listing commands ask: azure-cli 2.91 `acr/_docker_utils.py`
+# `RepoAccessTokenPermission.METADATA_READ`) comes with pull: the ACR built-in roles reference gives AcrPull
+# "pull artifacts, and read repositories, tags and manifests (metadata)"; a non-ABAC registry has no separate
+# data action for it.
+ACTION_NEEDS = {"pull": roles.PULL_ACTION, "push": roles.PUSH_ACTION, "delete": roles.DELETE_ACTION,
+                "metadata_read": roles.PULL_ACTION}
 
 
 def _unauthorized(message: str, acr: layout.AcrSpec | None = None) -> Response:

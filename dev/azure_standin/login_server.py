@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from dev import layout
 from dev.azure_standin.acr_auth import serve_acr_auth
+from dev.azure_standin.acr_listing import serve_listing
 from dev.azure_standin.http_base import Request
 from dev.azure_standin.world import World
 from dev.ca import serve_tls
@@ -59,6 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
         match = OAUTH.fullmatch(url.path)
         if match:
             self._token_service(url, match.group(1))
+        elif url.path.startswith("/acr/"):
+            self._acr_api(url)
         else:
             self._pass_to_storage()
 
@@ -80,11 +83,20 @@ class _Handler(BaseHTTPRequestHandler):
             yield self.rfile.read(size)
             self.rfile.readline()
 
+    def _request(self, url: Any) -> Request:
+        return Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                       {k.lower(): v for k, v in self.headers.items()}, self._read_body(), self.client_address[0])
+
     def _token_service(self, url: Any, endpoint: str) -> None:
-        request = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                          {k.lower(): v for k, v in self.headers.items()}, self._read_body(), self.client_address[0])
+        self._answer(url, lambda request: serve_acr_auth(self.server.world, request, self.server.acr, endpoint))
+
+    def _acr_api(self, url: Any) -> None:
+        """ACR's own listing API (`/acr/v1/<repo>/_tags`, `_manifests`), which docker-registry lacks."""
+        self._answer(url, lambda request: serve_listing(request, self.server.acr))
+
+    def _answer(self, url: Any, serve: Any) -> None:
         try:
-            response = serve_acr_auth(self.server.world, request, self.server.acr, endpoint)
+            response = serve(self._request(url))
         except Exception:
             log.exception("%s %s crashed", self.command, url.path)
             self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"the stand-in failed"}]}',

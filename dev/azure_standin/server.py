@@ -1,5 +1,6 @@
-"""The listeners: HTTPS (ARM, control), plain HTTP (managed identity), and one HTTPS login server per ACR
-(its token service, and its registry API passed to the registry's storage)."""
+"""The listeners: HTTPS (ARM, control), plain HTTP (managed identity), one HTTPS login server per ACR
+(its token service, ACR's listing API, and its registry API passed to the registry's storage), and the
+CONNECT proxy that stands in for `*.azurecr.io`'s DNS (`dns_proxy.py`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dev.azure_standin.acr_auth import sp_can_pull
 from dev.azure_standin.arm import Arm
 from dev.azure_standin.control_api import serve_control
 from dev.azure_standin.data_plane import DataPlane, MemoryDataPlane
+from dev.azure_standin.dns_proxy import DnsProxy
 from dev.azure_standin.events import EventGrid, serve_events
 from dev.azure_standin.http_base import Request, Response, make_handler
 from dev.azure_standin.identity import serve_identity
@@ -39,6 +41,7 @@ class Standin:
             server.daemon_threads = True
         self._threads: list[threading.Thread] = []
         self.login_servers = [LoginServer(self.world, acr) for acr in layout.ACRS]  # bound before health answers
+        self.dns_proxy = DnsProxy()
 
     def data_plane(self) -> DataPlane:
         if self.world.setting("data_plane") == "memory":
@@ -59,13 +62,13 @@ class Standin:
         return serve_identity(self.world, request)
 
     def start(self) -> None:
-        for server in (*self.login_servers, self.https, self.identity):
+        for server in (*self.login_servers, self.dns_proxy, self.https, self.identity):
             thread = threading.Thread(target=server.serve_forever, name=f"serve-{server.server_port}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
-        for server in (self.https, self.identity, *self.login_servers):
+        for server in (self.https, self.identity, *self.login_servers, self.dns_proxy):
             server.shutdown()
             server.server_close()
         for thread in self._threads:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -61,13 +62,37 @@ class FunctionSpec:
     is_async: bool
 
 
-def load_local_settings(root: Path) -> dict[str, str]:
-    """`Values` of local.settings.json, which Core Tools puts into the worker's environment."""
-    path = root / "local.settings.json"
+def load_local_settings(root: Path, path: Path | None = None) -> dict[str, str]:
+    """`Values` of local.settings.json (in `root`, or `path`), which Core Tools puts into the worker's
+    environment."""
+    path = path or root / "local.settings.json"
     if not path.exists():
         return {}
     values = json.loads(path.read_text()).get("Values", {}) or {}
     return {str(k): str(v) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class SettingLayers:
+    """What the app runs with, from local.settings.json's Values, the environment and the runner's `env=`."""
+
+    to_set: dict[str, str]     # what goes into os.environ: file Values the environment lacks, then `env=`
+    overridden: list[str]      # names whose file Value the environment replaces with a different one
+    effective: dict[str, str]  # every setting the file or `env=` names, as the app will read it
+
+
+def setting_layers(file_values: Mapping[str, str], environ: Mapping[str, str],
+                   explicit: Mapping[str, str] | None = None) -> SettingLayers:
+    """The one rule: the environment beats the file (Core Tools skips Values already set, and so do the
+    Functions tools); `explicit` (the runner's `env=`) beats both. A file Value the environment sets to the
+    same text is no override: nothing to say."""
+    explicit = dict(explicit or {})
+    to_set = {k: v for k, v in file_values.items() if k not in environ}
+    to_set.update(explicit)
+    overridden = sorted(k for k, v in file_values.items()
+                        if k in environ and environ[k] != v and k not in explicit)
+    effective = {**file_values, **{k: environ[k] for k in file_values if k in environ}, **explicit}
+    return SettingLayers(to_set, overridden, effective)
 
 
 def resolve(value: Any, settings: dict[str, str] | None = None) -> Any:

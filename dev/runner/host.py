@@ -23,6 +23,7 @@ from dev.runner.config import (
     discover_functions,
     load_host_config,
     load_local_settings,
+    setting_layers,
 )
 from dev.runner.eventgrid import EventGridServer
 from dev.runner.http import HttpRoutes
@@ -41,9 +42,11 @@ class Runner:
     """Start with `start()` (or `with Runner(...)`); `stop()` lets in-flight invocations finish."""
 
     def __init__(self, app_module: str = "function_app", *, root: Path = layout.REPO_ROOT,
-                 env: dict[str, str] | None = None, http_port: int | None = layout.RUNNER_PORT) -> None:
+                 env: dict[str, str] | None = None, http_port: int | None = layout.RUNNER_PORT,
+                 settings_file: Path | None = None) -> None:
         self.app_module = app_module
         self.root = Path(root)
+        self.settings_file = Path(settings_file) if settings_file else self.root / "local.settings.json"
         self.env = dict(env or {})
         self.http_port = http_port
         self.config: HostConfig | None = None
@@ -171,10 +174,15 @@ class Runner:
 
     # --- internals -------------------------------------------------------------------------------
     def _apply_settings(self) -> None:
-        """Environment beats local.settings.json (Core Tools skips Values already set); `env` beats both."""
-        values = {k: v for k, v in load_local_settings(self.root).items() if k not in os.environ}
-        values.update(self.env)
-        for key, value in values.items():
+        """Environment beats local.settings.json (Core Tools skips Values already set); `env` beats both.
+
+        Each file Value the environment replaces is named in one line at start (never the value: it may be a
+        secret), so a stale `export` in the shell is not a silent mystery."""
+        layers = setting_layers(load_local_settings(self.root, self.settings_file), os.environ, self.env)
+        for name in layers.overridden:
+            log.warning("Setting %s: the environment's value overrides the one in %s (as the Functions tools "
+                        "do); unset it to use the file's", name, self.settings_file.name)
+        for key, value in layers.to_set.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
 

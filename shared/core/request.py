@@ -138,14 +138,14 @@ def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
     if len(raw) > MAX_MESSAGE_BYTES:
         return None, Problem(MESSAGE, f"is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (64 KiB)")
     try:
-        text = raw.decode("utf-8").strip()
+        text = _without_bom(raw.decode("utf-8")).strip()
     except UnicodeDecodeError as err:
         return None, Problem(MESSAGE, f"is not UTF-8 (invalid byte at offset {err.start})")
     if not text:
         return None, Problem(MESSAGE, "is empty; expected a JSON object")
     if text[0] not in "{[":
         try:
-            text = base64.b64decode(text, validate=True).decode("utf-8").strip()
+            text = _without_bom(base64.b64decode(text, validate=True).decode("utf-8")).strip()
         except (binascii.Error, ValueError):
             return None, Problem(MESSAGE, "is neither JSON nor base64-encoded JSON")
     try:
@@ -158,6 +158,19 @@ def decode_body(body: bytes | str) -> tuple[Any, Problem | None]:
         return None, Problem(MESSAGE, f"is not valid JSON: {type(err).__name__}")
     problem = json_problem(document, duplicates)
     return (None, problem) if problem else (document, None)
+
+
+def _without_bom(text: str) -> str:
+    """The text without one leading byte order mark (U+FEFF), which Windows tools write in front of UTF-8
+    (PowerShell 5's `Set-Content -Encoding UTF8`, .NET's `Encoding.UTF8.GetBytes(preamble + text)`).
+
+    The host does not remove it: the storage extension turns the message into text with
+    `new UTF8Encoding(false, true).GetString(...)` (Microsoft.Azure.WebJobs.Extensions.Storage.Common
+    `BinaryDataExtensions.ToValidUTF8String`), which keeps a BOM as U+FEFF, and the Python worker hands that
+    text to `QueueMessageInConverter` as is, so `get_body()` starts with EF BB BF. RFC 8259 section 8.1 lets a
+    parser ignore it "in the interests of interoperability"; Python's own `json.loads` does for bytes. Only
+    the first one goes: a BOM anywhere else is text, and JSON refuses it where it refuses any character."""
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 MAX_DEPTH = 32  # a request nests 3 levels, an Event Grid event about 5

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from shared.azure.queues import MessageTooLarge
 from shared.azure.status import StatusRecord, StatusStore, request_fields
-from shared.core.outcome import State
+from shared.core.outcome import Failure, Kind, State
 from shared.core.request import ImportRequest, fingerprint
 
 RESERVED_PREFIXES = ("refresh-", "evt-", "event-")  # refresh, replication (requests, events)
@@ -125,3 +126,62 @@ def queue_once(store: StatusStore, request: ImportRequest, send: Callable[[dict[
     message_id = send({**request.document, "id": request.id})
     store.pin(row, message_id)
     return Queued(True, row)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit_new` did with a person's request: sent it (its row opened and named), found its id taken
+    (`record` is the row that holds it), or could not send it (`failure` says why; no row is left)."""
+
+    sent: bool
+    record: StatusRecord | None
+    failure: Failure | None = None
+
+
+def submit_new(store: StatusStore, request: ImportRequest, send: Callable[[dict[str, Any]], str], reason: str, *,
+               queue: str) -> Submitted:
+    """Record, then queue, a request a person sent (CLI, HTTP API): the one rule for both.
+
+    The row comes first (insert-if-absent, so of two racing submissions with one id exactly one goes on), then
+    the message, then the row names it as its carrier. A request that never reached the queue leaves no row:
+    the row as written here is withdrawn (`If-Match` its ETag; a row a worker took meanwhile, because the send
+    did arrive after all, stays), so its id stays free and no status says it was accepted."""
+    opened = store.open(request, reason)
+    if not opened.created or opened.record is None:
+        return Submitted(False, opened.record)
+    try:
+        message_id = send({**request.document, "id": request.id})
+    except BaseException as err:
+        store.withdraw(opened.record)
+        failure = not_queued(err, queue)
+        if failure is None:
+            raise
+        return Submitted(False, None, failure)
+    store.pin(opened.record, str(message_id or ""))
+    return Submitted(True, opened.record)
+
+
+def not_queued(err: BaseException, queue: str) -> Failure | None:
+    """Why a send to `queue` failed, for the person who sent the request; None for an error we do not know
+    (a bug: it propagates). Names the service's answer, never its message (it may quote a URL with a token)."""
+    from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+    if isinstance(err, MessageTooLarge):
+        return Failure(Kind.REJECTED, "MessageTooLarge", f"{err}; nothing was queued")
+    if isinstance(err, ResourceNotFoundError):
+        return Failure(Kind.PERMANENT, "QueueNotFound", f"queue {queue!r} does not exist: is IMPORT_QUEUE the app's "
+                                                        "queue? Nothing was queued")
+    kind = Kind.TRANSIENT
+    if isinstance(err, HttpResponseError):
+        answer = f"the queue service answered {err.status_code} {getattr(err, 'error_code', None) or ''}".rstrip()
+        if err.status_code and err.status_code < 500 and err.status_code not in (408, 429):
+            kind = Kind.PERMANENT  # refused (a role, a setting): sending again as is will not help
+    elif isinstance(err, ServiceRequestError):
+        answer = "the queue service did not answer"
+    elif isinstance(err, AzureError):
+        answer = f"the queue service failed ({type(err).__name__})"
+    else:
+        return None
+    again = "send it again" if kind is Kind.TRANSIENT else "fix that, then send it again"
+    return Failure(kind, "NotQueued", f"could not put the request on queue {queue!r}: {answer}; nothing was queued "
+                                      f"or recorded: {again}")

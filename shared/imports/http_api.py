@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.azure.status import StatusRecord, StatusStore
-from shared.core.outcome import Problem, State
+from shared.core.outcome import Failure, Kind, Problem, State
 from shared.core.redact import redact_text, secret_values_of
 from shared.core.request import ImportRequest, Rejected, parse_request
 from shared.core.request_ids import ID_RULE, is_safe_request_id
 from shared.core.settings import Settings
-from shared.imports.claims import reserved_prefix
+from shared.imports.claims import reserved_prefix, submit_new
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def status_response(request_id: str, record: StatusRecord | None) -> ApiResponse
 
 def submit_import(body: bytes, request_url: str, settings: Settings, status: StatusStore,
                   enqueue: Callable[[dict[str, Any]], str]) -> ApiResponse:
-    """POST /api/imports: validate, refuse a reused id, record `received`, enqueue; 202 with where to look."""
+    """POST /api/imports: validate, refuse a reused id, record `received`, enqueue; 202 with where to look.
+    A request that could not be queued gets an error naming why, and leaves no status row (`submit_new`)."""
     judged = judge_submission(body, settings)
     if isinstance(judged, ApiResponse):
         return judged
@@ -96,19 +97,26 @@ def submit_import(body: bytes, request_url: str, settings: Settings, status: Sta
     if reserved_prefix(judged.id):
         return ApiResponse(400, errors_body([Problem("id", f"starts with {reserved_prefix(judged.id)!r}, which only "
                                                            "the app's own requests use; pick another id")]))
-    opened = status.open(judged, "accepted by the HTTP API")  # insert-if-absent: one of two racing POSTs wins
-    if not opened.created:
-        existing = opened.record
+    submitted = submit_new(status, judged, enqueue, "accepted by the HTTP API", queue=settings.import_queue)
+    if submitted.failure is not None:
+        return not_queued_response(judged.id, submitted.failure)
+    if not submitted.sent:
+        existing = submitted.record
         state = str(existing.state) if existing else "gone"
         return ApiResponse(409, {**errors_body([Problem("id", f"is already taken by a request that is "
                                                               f"{state}; follow statusUrl, or send a new id")]),
                                  "id": judged.id, "state": state, "statusUrl": url},
                            {"Location": url})
-    try:
-        status.pin(opened.record, str(enqueue({**judged.document, "id": judged.id}) or ""))
-    except Exception:
-        status.transition(judged.id, State.FAILED, code="NotEnqueued",
-                          reason="the API could not put the request on the queue; nothing was imported")
-        raise
     return ApiResponse(202, {"id": judged.id, "state": str(State.RECEIVED), "statusUrl": url},
                        {"Location": url, "Retry-After": "1"})
+
+
+NOT_QUEUED_STATUS = {Kind.TRANSIENT: 503, Kind.PERMANENT: 500, Kind.REJECTED: 400}
+
+
+def not_queued_response(request_id: str, failure: Failure) -> ApiResponse:
+    """A request that never reached the queue (no status row was left): 503 with Retry-After when sending it
+    again may work, else 500 (the app's configuration) or 400 (the message itself). The id stays free."""
+    body = {"id": request_id, "kind": str(failure.kind), "code": failure.code, "reason": failure.message}
+    headers = {"Retry-After": "10"} if failure.kind is Kind.TRANSIENT else {}
+    return ApiResponse(NOT_QUEUED_STATUS[failure.kind], body, headers)

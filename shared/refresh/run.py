@@ -8,6 +8,7 @@ the summary row, in the next ones; every other upstream still refreshes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from shared.app_context import Worker
 from shared.azure import deadlines, telemetry
@@ -194,10 +195,13 @@ def import_document(image: TrackedImage, tag: str, source_digest: str, target_di
 
 
 def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: Settings, identity: IdentityAuth, *,
-                 backoff_until: dict[str, float] | None = None, clock: Callable[[], float] = time.time) -> RefreshPlan:
+                 backoff_until: dict[str, float] | None = None, clock: Callable[[], float] = time.time,
+                 progress: Callable[[int, int], None] | None = None) -> RefreshPlan:
     """HEAD every tracked tag upstream and in its target (bounded concurrency); plan imports for the
-    missing and the changed."""
+    missing and the changed. `progress(done, total)` is called as each tag's check ends (from the pool's
+    threads), for a person watching a long run."""
     plan = RefreshPlan()
+    counted = _Progress(progress)
     backoff = _Backoff(backoff_until or {}, clock, settings.refresh_backoff_seconds)
     deadline = time.monotonic() + settings.refresh_time_budget_seconds
     with ThreadPoolExecutor(max_workers=settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
@@ -206,8 +210,9 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
         # Round robin over the images, so one image with thousands of tags cannot use up the time budget
         # before the others are read; the checks are reported in configuration order all the same.
         order = sorted(range(len(work)), key=_round_robin(work))
-        done = dict(zip(order, pool.map(lambda i: _check(*work[i], reader, settings, identity, backoff, deadline),
-                                        order), strict=True))
+        counted.total = len(work)
+        done = dict(zip(order, pool.map(lambda i: counted.after(
+            _check(*work[i], reader, settings, identity, backoff, deadline)), order), strict=True))
         results = [done[i] for i in range(len(work))]
     for check, planned in results:
         plan.checks.append(check)
@@ -219,6 +224,25 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
             plan.rate_limits[host] = limit.remaining
     plan.backoff_until = backoff.active()
     return plan
+
+
+_T = TypeVar("_T")
+
+
+class _Progress:
+    """Counts finished checks and tells `report` (done, total); a report that raises stops nothing."""
+
+    def __init__(self, report: Callable[[int, int], None] | None) -> None:
+        self.report, self.total, self.done = report, 0, 0
+        self._lock = threading.Lock()
+
+    def after(self, result: _T) -> _T:
+        if self.report is not None:
+            with self._lock:
+                self.done += 1
+                with contextlib.suppress(Exception):
+                    self.report(self.done, self.total)
+        return result
 
 
 def _round_robin(work: list[tuple[TrackedImage, str]]) -> Callable[[int], tuple[int, int]]:
@@ -403,7 +427,8 @@ class RefreshResult:
 
 def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *, queues=None,
                 refresh_log: RefreshLog | None = None, dry_run: bool = False, config_text: str | None = None,
-                clock: Callable[[], float] = time.time, status=None) -> RefreshResult:
+                clock: Callable[[], float] = time.time, status=None,
+                progress: Callable[[int, int], None] | None = None) -> RefreshResult:
     """Load the tracked images, plan, enqueue (unless a dry run) and record one summary.
 
     Each import's `refresh-…` id is reserved for the app: its status row is opened before the message is
@@ -416,7 +441,8 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
                               settings)
         plan.problems.extend(str(p) for p in config.problems)
         backoff = refresh_log.backoff_until() if refresh_log else {}
-        found = plan_refresh(list(config.images), reader, settings, identity, backoff_until=backoff, clock=clock)
+        found = plan_refresh(list(config.images), reader, settings, identity, backoff_until=backoff, clock=clock,
+                             progress=progress)
         found.problems[:0] = plan.problems
         plan = found
     except TrackedConfigError as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -77,6 +78,36 @@ def test_a_failed_import_exits_1_with_the_reason(app_env, runner_factory):
                "-t", f"missing:{uuid.uuid4().hex[:6]}", "--timeout", "60")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "state:      failed" in done.stdout and "MANIFEST" in done.stdout.upper()
+
+
+def test_refresh_says_what_it_did_in_lines_for_people_and_keeps_the_log_events_for_debug(app_env, tmp_path):
+    """The refresh's structured summary event is for the app's logs (App Insights), not a terminal: the CLI
+    prints a line per result and one summary line; `--debug` adds the log lines on stderr."""
+    config = tmp_path / "tracked.json"
+    config.write_text(json.dumps({"images": [
+        {"source": "docker.io/library/hello-world", "tags": ["latest", "no-such-tag"]}]}))
+    done = cli("refresh", "--config", str(config))
+    assert done.returncode == 1, done.stdout + done.stderr  # one tag is an error
+    errors = done.stderr.splitlines()
+    assert len(errors) == 2 and errors[0].startswith("settings: "), done.stderr
+    assert errors[1] == f"checking the tracked tags in {config} against their targets...", done.stderr
+    assert "{" not in done.stderr and '"event"' not in done.stdout
+    out = done.stdout.splitlines()
+    assert out[0].startswith("enqueued      docker.io/library/hello-world:latest -> myregistry.azurecr.io/"), out
+    assert out[1].startswith("error         docker.io/library/hello-world:no-such-tag"), out
+    assert len(out) == 3 and out[2].startswith("checked 2, changed 0, missing 1, ") and "errors 1" in out[2], out
+    loud = cli("--debug", "refresh", "--config", str(config))
+    assert '"event": "refresh"' in loud.stderr and loud.stdout.splitlines()[-1].startswith("checked 2,")
+    # at a terminal, progress as the checks end (rewritten in place), still no log event
+    terminal, own = pty.openpty()
+    try:
+        subprocess.run([sys.executable, "-m", "cli", "refresh", "--dry-run", "--config", str(config)],
+                       cwd=layout.REPO_ROOT, stderr=own, stdout=subprocess.DEVNULL, timeout=90, check=False)
+        shown = os.read(terminal, 65536).decode()
+    finally:
+        os.close(own)
+        os.close(terminal)
+    assert "\rchecked 2/2 tags" in shown and '"event"' not in shown, shown
 
 
 def test_redrive_restores_what_it_can_and_keeps_what_it_cannot(app_env, runner_factory):

@@ -74,8 +74,11 @@ def app_event(line: str) -> bool:
 def one_line_error(done: subprocess.CompletedProcess) -> str:
     """The single `error: ...` line, after checking there is nothing else (no traceback, no second line)."""
     assert "Traceback" not in done.stderr, done.stderr
-    lines = [line for line in done.stderr.strip().splitlines() if not app_event(line)]
+    lines = done.stderr.strip().splitlines()
+    assert not any(app_event(line) for line in lines), done.stderr  # the app's log lines: only with --debug
     if lines and lines[0].startswith("settings: "):  # which settings file the CLI read, said first (docs/cli.md)
+        lines = lines[1:]
+    if lines and lines[0].startswith("checking the tracked tags"):  # what `refresh` is about to do
         lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     return lines[0]

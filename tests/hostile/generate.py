@@ -36,7 +36,8 @@ def broken_bodies() -> Iterator[dict]:
         "two objects": '{"source": "nginx"}{"source": "nginx"}', "unquoted key": "{source: 1}",
         "bare word": "nginx", "xml": "<source>nginx</source>", "yaml": "source: nginx",
         "null": "null", "array": '["nginx"]', "number": "42", "string": '"nginx"', "true": "true",
-        "empty array": "[]", "nested arrays": "[" * 50 + "]" * 50, "BOM then JSON": "\ufeff{\"source\": \"nginx\"}",
+        "empty array": "[]", "nested arrays": "[" * 50 + "]" * 50,
+        "two BOMs then JSON": "\ufeff\ufeff{\"source\": \"nginx\"}",
         "unterminated string": '{"source": "ngin', "lone brace": "}", "deep nesting": "[" * 100_000,
         "escaped garbage": '{"source": "\\x41"}', "control char in JSON": '{"source": "a\x01b"}',
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -100,3 +101,32 @@ def test_wrong_method_and_unknown_route_are_404(api):
 ])
 def test_status_url_never_carries_the_key(url, expected):
     assert status_url(url, "r1") == expected
+
+
+def test_a_request_the_queue_never_got_is_a_503_naming_why_and_leaves_no_row(app_env):
+    """The HTTP API's answer (shared/imports/http_api.py, what function_app returns) when the queue service cannot be
+    reached: 503, kind transient, a reason naming the queue, Retry-After; no status row, and the id stays free
+    so the same request can be sent again. Real table (Azurite), real queue client on a port nobody serves."""
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.azure.queues import ImportQueues
+    from shared.azure.status import StatusStore
+    from shared.core.settings import load_settings
+    from shared.imports.http_api import submit_import
+    from tests.cli.test_cli_mistakes import unreachable_storage
+
+    settings = load_settings()
+    store = StatusStore(settings.status_table)
+    down = ImportQueues(settings, service=QueueServiceClient.from_connection_string(
+        unreachable_storage(), retry_total=0))
+    request_id = f"api-down-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"id": request_id, "source": "nginx:1.27", "targetTags": ["web:down"]}).encode()
+    answer = submit_import(body, "http://localhost/api/imports?code=k", settings, store, down.enqueue)
+    assert answer.status == 503 and answer.headers.get("Retry-After"), answer
+    assert answer.body["kind"] == "transient" and answer.body["id"] == request_id
+    assert settings.import_queue in answer.body["reason"] and "did not answer" in answer.body["reason"]
+    assert "send it again" in answer.body["reason"]
+    assert store.get(request_id) is None
+    again = submit_import(body, "http://localhost/api/imports", settings, store, ImportQueues(settings).enqueue)
+    assert again.status == 202, again
+    assert store.get(request_id) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -236,6 +237,33 @@ def test_local_settings_values_fill_the_environment_but_do_not_override_it(queue
         assert runner.wait_idle(15)
     assert [r["body"] for r in seen("echo")] == ["hi"]
     assert "FROM_FILE" not in os.environ  # restored on stop
+
+
+def test_each_setting_the_environment_overrides_is_named_at_start_without_its_value(queue_name, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """As Core Tools, the environment beats local.settings.json; unlike a silent skip, the runner says which
+    settings it did that for (one line each, naming the setting, never a value: it may be a secret). A
+    variable that only repeats the file's value, or one the file does not name, is not an override."""
+    shutil.copy(FIXTURES / "host.json", tmp_path / "host.json")
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "TEST_QUEUE": queue_name, "TEST_SCHEDULE": "0 0 0 1 1 *", "EVENTGRID_SYSTEM_KEY": "k",
+        "AzureWebJobsStorage": layout.AZURITE_CONNECTION_STRING, "SOURCE_CREDENTIALS__HUB__PASSWORD": "in-the-file"}}))
+    monkeypatch.setenv("AzureWebJobsStorage", layout.AZURITE_CONNECTION_STRING)  # the same value: no line
+    monkeypatch.setenv("SOURCE_CREDENTIALS__HUB__PASSWORD", "from-the-shell-s3cret")
+    monkeypatch.setenv("NOT_IN_THE_FILE", "x")
+    caplog.set_level(logging.INFO, logger="dev.runner")
+    with Runner(APP, root=tmp_path, http_port=None):
+        assert os.environ["SOURCE_CREDENTIALS__HUB__PASSWORD"] == "from-the-shell-s3cret"
+    lines = [r.getMessage() for r in caplog.records if r.name == "dev.runner"]
+    overrides = [line for line in lines if "overrides" in line]
+    assert len(overrides) == 1 and "SOURCE_CREDENTIALS__HUB__PASSWORD" in overrides[0], lines
+    assert "local.settings.json" in overrides[0]
+    assert not any("s3cret" in line or "in-the-file" in line for line in lines)
+    caplog.clear()
+    monkeypatch.setenv("SOURCE_CREDENTIALS__HUB__PASSWORD", "in-the-file")
+    with Runner(APP, root=tmp_path, http_port=None):
+        pass
+    assert not [r for r in caplog.records if "overrides" in r.getMessage()]
 
 
 def test_unresolved_setting_fails_start_with_its_name(queue_name, monkeypatch):
