@@ -11,7 +11,7 @@ help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
 	@echo "make run    - start the local stack and run the app in the foreground (your own requests; Ctrl-C stops)"
 	@echo "make test   - install everything and run the whole test suite"
-	@echo "make test-fast - the tests that need no local stack (under a minute; the venv only)"
+	@echo "make test-fast - the tests that need no local stack (the venv only; about 45 s of CPU)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
 	@echo "make stack-up / stack-down - the local Azure stack by hand; make stack-reset - stop it and delete its data"
