@@ -11,7 +11,7 @@ help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
 	@echo "make run    - start the local stack and run the app in the foreground (your own requests; Ctrl-C stops)"
 	@echo "make test   - install everything and run the whole test suite"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, and mypy (strict) on shared/ and cli/"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
 	@echo "make stack-up / stack-down - the local Azure stack by hand; make stack-reset - stop it and delete its data"
 
@@ -47,8 +47,10 @@ deps: venv system-deps node-deps az-cli
 test: deps
 	$(PYTHON) -m pytest -q
 
+# mypy's settings (strict, which packages) are in pyproject.toml.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: deps
 	$(PYTHON) -m dev.demo

@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         print(_apply_settings_file(args.settings), file=sys.stderr)
-        return args.handler(args)
+        code: int = args.handler(args)  # each command's handler (cli/imports.py ...) returns its exit code
+        return code
     except Exception as err:  # one line saying what is wrong and what to do; --debug for the traceback
         if args.debug:
             raise

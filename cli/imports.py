@@ -87,8 +87,8 @@ def run_import(args: argparse.Namespace) -> int:
     store = status_store()
     queue = queue_service().get_queue_client(settings.import_queue)
     opened = store.open(parsed, "queued by the CLI")
-    if not opened.created:
-        state = opened.record.state if opened.record else "gone"
+    if opened.written is None:
+        state = opened.existing.state if opened.existing else "gone"
         raise CliError(f"--id {parsed.id!r} is taken by a request that is {state}; "
                        "omit --id for a new one, or `status` it")
     try:
@@ -96,12 +96,12 @@ def run_import(args: argparse.Namespace) -> int:
     except BaseException as err:
         # never reached the queue: no row may say it did (only the row as written here goes; a row a worker
         # took meanwhile, if the send did arrive after all, stays)
-        store.withdraw(opened.record)
+        store.withdraw(opened.written)
         if isinstance(err, ResourceNotFoundError):
             raise CliError(f"queue {settings.import_queue!r} does not exist: is IMPORT_QUEUE the app's queue? "
                            "Nothing was queued") from None
         raise
-    store.pin(opened.record, sent.id)
+    store.pin(opened.written, sent.id)
     targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
     # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
     progress = sys.stderr if args.no_wait else sys.stdout
@@ -124,7 +124,7 @@ def run_import(args: argparse.Namespace) -> int:
     return exit_code(record.state)
 
 
-def add_command(commands) -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "import", help="import an image into an ACR through the app (flags as az acr import)",
         description="Queue an import request for the app and follow it until it ends. Exit 0 when it "

@@ -97,15 +97,15 @@ def submit_import(body: bytes, request_url: str, settings: Settings, status: Sta
         return ApiResponse(400, errors_body([Problem("id", f"starts with {reserved_prefix(judged.id)!r}, which only "
                                                            "the app's own requests use; pick another id")]))
     opened = status.open(judged, "accepted by the HTTP API")  # insert-if-absent: one of two racing POSTs wins
-    if not opened.created:
-        existing = opened.record
+    if opened.written is None:
+        existing = opened.existing
         state = str(existing.state) if existing else "gone"
         return ApiResponse(409, {**errors_body([Problem("id", f"is already taken by a request that is "
                                                               f"{state}; follow statusUrl, or send a new id")]),
                                  "id": judged.id, "state": state, "statusUrl": url},
                            {"Location": url})
     try:
-        status.pin(opened.record, str(enqueue({**judged.document, "id": judged.id}) or ""))
+        status.pin(opened.written, str(enqueue({**judged.document, "id": judged.id}) or ""))
     except Exception:
         status.transition(judged.id, State.FAILED, code="NotEnqueued",
                           reason="the API could not put the request on the queue; nothing was imported")

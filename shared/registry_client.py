@@ -43,6 +43,8 @@ from shared.failures import parse_retry_after
 
 if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
     import requests
+    from azure.core.credentials import AccessToken, TokenCredential
+    from urllib3 import PoolManager
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -131,7 +133,7 @@ class BasicAuth:
 class IdentityAuth:
     """The app's Entra identity, for ACR: Entra token -> `/oauth2/exchange` -> `/oauth2/token`."""
 
-    credential: Any  # azure.core.credentials.TokenCredential
+    credential: TokenCredential
 
     def __repr__(self) -> str:
         return "IdentityAuth()"
@@ -312,7 +314,7 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         self._bound()
         return super().recv(buflen, flags)
 
-    def recv_into(self, buffer, nbytes: int | None = None, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:  # Any: as ssl's own stub
         self._bound()
         return super().recv_into(buffer, nbytes, flags)
 
@@ -343,8 +345,9 @@ def _new_session(pool_size: int) -> requests.Session:
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **{**kwargs, "ssl_context": context})
 
-        def proxy_manager_for(self, proxy: str, **kwargs: Any):
-            return super().proxy_manager_for(proxy, **{**kwargs, "ssl_context": context})
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> PoolManager:
+            manager: PoolManager = super().proxy_manager_for(proxy, **{**kwargs, "ssl_context": context})
+            return manager
 
     session = requests.Session()
     adapter = _Adapter(pool_connections=16, pool_maxsize=pool_size)
@@ -378,12 +381,13 @@ class RegistryClient:
     max_tag_pages: int = MAX_TAG_PAGES
     max_tags: int = MAX_TAGS
     max_listing_bytes: int = MAX_LISTING_BYTES
-    requests_sent: Counter = field(default_factory=Counter, init=False)  # (host, method, kind) -> count
+    # (host, method, kind) -> count
+    requests_sent: Counter[tuple[str, str, str]] = field(default_factory=Counter, init=False)
 
     def __post_init__(self) -> None:
         if self.session is None:
             self.session = _new_session(self.pool_size)
-        self._proxies: dict[str, dict[str, str]] = {}
+        self._proxies: dict[tuple[str, str, int] | None, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
         self._challenges: dict[str, _Challenge] = {}
@@ -524,7 +528,7 @@ class RegistryClient:
         match = re.search(r'<([^<>]{1,2048})>\s*;\s*rel="?next"?', header[:8192])
         if not match:
             return None
-        link = urljoin(answer.url, match.group(1))
+        link: str = urljoin(answer.url, match.group(1))
         if origin(link) != origin(first):
             raise RegistryError(host, answer.status, "PAGINATION", f"{what}: the next page is on another origin "
                                                                    f"({_origin_text(link)}); not followed")
@@ -568,8 +572,8 @@ class RegistryClient:
             url = location
         raise RegistryError(host, 0, "REDIRECT", f"{what}: more than {MAX_REDIRECTS} redirects")
 
-    def _exchange(self, method: str, host: str, url: str, headers: dict[str, str], data, auth, kind: str,
-                  what: str, limit: int) -> _Answer | str:
+    def _exchange(self, method: str, host: str, url: str, headers: dict[str, str], data: Mapping[str, str] | None,
+                  auth: tuple[str, str] | None, kind: str, what: str, limit: int) -> _Answer | str:
         """One request and its answer, or the absolute URL it redirects to."""
         import requests
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -577,6 +581,7 @@ class RegistryClient:
         remaining = self._remaining(host, what)
         with self._lock:
             self.requests_sent[(host.lower(), method, kind)] += 1
+        assert self.session is not None, "__post_init__ makes one"
         try:
             response = self.session.request(method, url, headers=headers, data=data, auth=auth,
                                             timeout=(min(remaining, CONNECT_TIMEOUT), remaining),
@@ -590,10 +595,11 @@ class RegistryClient:
                                     f"{what}: {size} bytes of headers, the limit is {MAX_HEADER_BYTES}")
             status = response.status_code
             if status in _REDIRECTS:
-                location = response.headers.get("Location", "")
+                location: str = response.headers.get("Location", "")
                 if not location or len(location) > 4096:
                     raise RegistryError(host, status, "REDIRECT", f"{what}: a redirect without a usable Location")
-                return urljoin(url, location.strip())
+                redirect: str = urljoin(url, location.strip())
+                return redirect
             if not 200 <= status <= 599:
                 raise RegistryError(host, status, "PROTOCOL", f"{what}: answered HTTP {status}")
             body = self._read(host, response, limit, what)
@@ -652,7 +658,7 @@ class RegistryClient:
         if found is None:
             from requests.utils import get_environ_proxies
 
-            found = get_environ_proxies(url)
+            found = dict(get_environ_proxies(url))
             self._proxies[key] = found
         return found
 
@@ -770,7 +776,7 @@ class RegistryClient:
                                                           "set is not sent there")
         return realm
 
-    def _token_value(self, host: str, answer: _Answer, names: tuple[str, ...], what: str) -> tuple[str, dict]:
+    def _token_value(self, host: str, answer: _Answer, names: tuple[str, ...], what: str) -> tuple[str, dict[str, Any]]:
         self._expect_ok(host, answer, what)
         body = self._json(host, answer, what)
         if not isinstance(body, dict):
@@ -836,16 +842,17 @@ class RegistryClient:
 class LazyCredential:
     """A TokenCredential built on first use, so creating a client costs no Azure SDK import."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], TokenCredential]) -> None:
         self._factory = factory
-        self._credential = None
+        self._credential: TokenCredential | None = None
         self._lock = threading.Lock()
 
-    def get_token(self, *scopes: str, **kwargs: Any):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         with self._lock:
             if self._credential is None:
                 self._credential = self._factory()
-        return self._credential.get_token(*scopes, **kwargs)
+            credential = self._credential
+        return credential.get_token(*scopes, **kwargs)
 
 
 def source_auth(host: str, username: str | None, password: str | None, identity: IdentityAuth,

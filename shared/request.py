@@ -11,10 +11,11 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import policy
 from shared.outcome import Problem
@@ -32,6 +33,9 @@ from shared.request_ids import ID_RULE, fallback_request_id, is_safe_request_id
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.schemas import schema
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
 
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"
@@ -86,7 +90,7 @@ class Rejected:
 
 
 @cache
-def _validator():
+def _validator() -> Draft202012Validator:
     """The request schema's validator, with `integer` meaning a JSON integer: jsonschema also counts `1.0`,
     which `checks` and `attempt` would then carry as floats."""
     from jsonschema import Draft202012Validator, validators
@@ -240,14 +244,14 @@ def json_problem(document: Any, duplicates: dict[int, list[str]] | None = None) 
 
 
 
-def field_path(parts) -> str:
+def field_path(parts: Iterable[str | int]) -> str:
     path = ""
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or MESSAGE
 
 
-def _schema_problem(error) -> Problem:
+def _schema_problem(error: ValidationError) -> Problem:
     """A person-readable problem from a jsonschema error, never echoing a secret value."""
     path = field_path(error.absolute_path)
     field = path.rsplit(".", 1)[-1]
@@ -374,7 +378,12 @@ def _id_holds_password(doc: dict[str, Any]) -> bool:
         and password in request_id
 
 
-def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], problems: list[Problem]):
+# What `_check_fields` found: source, source registry, target, target tags, untagged repositories, credentials.
+_Checked = tuple[ImageReference, RegistryId | None, RegistryId, tuple[str, ...], tuple[str, ...],
+                 SourceCredentials | None]
+
+
+def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], problems: list[Problem]) -> _Checked | None:
     """Rules a schema cannot express: reference grammar, resource ids, credentials, allowlists."""
     def ok(name: str) -> bool:
         return name in doc and name not in bad
@@ -430,7 +439,8 @@ def _aware_time(text: str) -> datetime | None:
     return value if value.tzinfo is not None else None
 
 
-def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem], parse) -> list[str]:
+def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem],
+          parse: Callable[[str], str]) -> list[str]:
     if name not in doc or name in bad:
         return []
     out = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import ItemsView, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -183,7 +183,7 @@ class _Env:
     def get(self, name: str) -> str | None:
         return self.values.get(name)
 
-    def items(self):
+    def items(self) -> ItemsView[str, str]:
         return self.values.items()
 
     def problem(self, setting: str, message: str, needed_by: str) -> None:
@@ -404,7 +404,10 @@ def _name(env: _Env, name: str, default: str, pattern: re.Pattern[str], rule: st
 def read_settings(env: Mapping[str, str] | None = None, *, check_storage: bool = False) -> Settings:
     """Every setting, never raising: problems are in `Settings.problems`, each naming its setting.
     `check_storage` also checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
-    env = _Env(os.environ if env is None else env)
+    return _read_settings(_Env(os.environ if env is None else env), check_storage)
+
+
+def _read_settings(env: _Env, check_storage: bool) -> Settings:
     target = _text(env, "TARGET_REGISTRY") or None
     default_target = next(iter(_registry_ids(env, "TARGET_REGISTRY", (target,))), None) if target else None
     explicit_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES"))
