@@ -39,7 +39,7 @@ def import_parameters(request: ImportRequest, source_registry: RegistryId | None
     else:
         source["registryUri"] = request.source.registry
         if request.credentials:
-            credentials = {"password": request.credentials.password}
+            credentials = {"password": request.credentials.password.reveal()}
             if request.credentials.username:
                 credentials["username"] = request.credentials.username
             source["credentials"] = credentials

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from shared.failures import parse_retry_after
+from shared.redact import Password
 
 if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
     import requests
@@ -115,7 +116,7 @@ class RateLimit:
     remaining: int | None
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class BasicAuth:
     """Username and password (or token); sent to a Basic registry or to a Bearer realm, always together.
     Registries take a password or access token only with the user it belongs to (Docker Hub: the account
@@ -123,10 +124,7 @@ class BasicAuth:
     without a username is never sent: it is a RegistryError naming the rule (NO_USERNAME)."""
 
     username: str | None
-    password: str
-
-    def __repr__(self) -> str:
-        return f"BasicAuth(username={self.username!r}, password='***')"
+    password: Password
 
 
 @dataclass(frozen=True, repr=False)
@@ -270,7 +268,7 @@ def _auth_key(auth: Auth) -> str:
         return "anonymous"
     if isinstance(auth, IdentityAuth):
         return f"identity:{id(auth.credential)}"
-    return f"basic:{auth.username}:{hash(auth.password)}"
+    return f"basic:{auth.username}:{hash(auth.password.reveal())}"
 
 
 # --- one deadline per call ---------------------------------------------------------------------------
@@ -722,8 +720,8 @@ class RegistryClient:
             raise RegistryError(host, 401, "NO_USERNAME", NO_USERNAME_MESSAGE)
         if challenge.scheme == "basic":
             if isinstance(auth, BasicAuth):
-                user = auth.username
-                return {"Authorization": "Basic " + base64.b64encode(f"{user}:{auth.password}".encode()).decode()}
+                user, password = auth.username, auth.password.reveal()
+                return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
             return {}
         scope = f"repository:{repository}:pull"
         token = self._token(host, challenge, scope, auth, renew=renew)
@@ -792,7 +790,7 @@ class RegistryClient:
                      auth: BasicAuth | None) -> _Token:
         params = {"service": challenge.service, "scope": scope} if challenge.service else {"scope": scope}
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        basic = (auth.username, auth.password) if isinstance(auth, BasicAuth) and auth.username else None
+        basic = (auth.username, auth.password.reveal()) if isinstance(auth, BasicAuth) and auth.username else None
         answer = self._http("GET", host, f"{realm}{'&' if '?' in realm else '?'}{query}", {}, kind="token",
                             auth=basic, follow=False)
         value, body = self._token_value(host, answer, ("token", "access_token"), "token")
@@ -855,7 +853,7 @@ class LazyCredential:
         return credential.get_token(*scopes, **kwargs)
 
 
-def source_auth(host: str, username: str | None, password: str | None, identity: IdentityAuth,
+def source_auth(host: str, username: str | None, password: Password | None, identity: IdentityAuth,
                 acr_suffix: str) -> Auth:
     """How the app reads a source: its credential set when it has one, its identity on an ACR, else anonymous."""
     if password:

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,8 @@ class ImportRequest:
     # state on the status row; the worker refuses a message carrying them, except to let a run of an older
     # version that is still in flight go on (from its row, ignoring what the message says).
     app_fields: tuple[str, ...]
-    document: dict[str, Any]  # as received (secrets included): what a retry re-enqueues, minus app_fields
+    # as received (secrets included): what a retry re-enqueues, minus app_fields; not in the repr (a traceback)
+    document: dict[str, Any] = field(repr=False)
 
     @property
     def inline_credentials(self) -> bool:

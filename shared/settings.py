@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from shared.redact import Password
+
 if TYPE_CHECKING:
     from shared.policy import RegistryPattern
     from shared.resource_ids import RegistryId
@@ -84,18 +86,15 @@ class SettingProblem:
         return self.message
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class CredentialSet:
     """A named source credential. `registries` limits where it may be sent (empty: anywhere allowed)."""
 
     name: str
     username: str | None
-    password: str
+    password: Password
     registries: tuple[str, ...] = ()
-    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (shared/policy.py decides)
-
-    def __repr__(self) -> str:  # never show the secret, even in a traceback
-        return f"CredentialSet(name={self.name!r}, registries={self.registries!r})"
+    allowlist: tuple[RegistryPattern, ...] = field(default=(), repr=False)  # `registries` parsed (shared/policy.py)
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ class Settings:
 
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, so scrubbers can remove them from anything that leaves the app."""
-        return tuple(c.password for c in self.credential_sets.values() if c.password)
+        return tuple(c.password.reveal() for c in self.credential_sets.values() if c.password)
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -318,7 +317,7 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
                                                      "(remove it to allow any allowed source)", needed_by)
             continue
         sets[name] = CredentialSet(name=name, username=(items.get("USERNAME") or "").strip() or None,
-                                   password=password, registries=tuple(p.text for p in patterns),
+                                   password=Password(password), registries=tuple(p.text for p in patterns),
                                    allowlist=tuple(patterns))
     return sets
 

@@ -277,7 +277,7 @@ def request_fields(request: ImportRequest) -> dict[str, Any]:
     inline password is scrubbed even from what parsed: a producer may have used it as the source's name."""
     from shared.redact import redact_text
 
-    secrets = (request.credentials.password,) if request.credentials else ()
+    secrets = (request.credentials.password.reveal(),) if request.credentials else ()
     return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
             "target_tags": [redact_text(t, secrets) for t in request.target_tags],
             "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],

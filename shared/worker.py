@@ -669,7 +669,7 @@ def _raw_text(body: bytes | str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
-    return (request.credentials.password,) if request.credentials else ()
+    return (request.credentials.password.reveal(),) if request.credentials else ()
 
 
 def _inline_secrets_of(document: Any) -> tuple[str, ...]:
