@@ -25,9 +25,11 @@ import json
 import re
 from dataclasses import dataclass
 
+# Docker Hub's names, defined here only: the name references use, the host its registry API answers on, and
+# every spelling of it that means the same registry.
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_ALIASES = frozenset(
-    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API_HOST, "registry.hub.docker.com"})
 DOCKER_HUB_OFFICIAL_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 

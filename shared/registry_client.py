@@ -41,6 +41,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from shared.failures import parse_retry_after
 from shared.redact import Password
+from shared.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
 
 if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
     import requests
@@ -52,8 +53,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
+DOCKER_HUB_ENDPOINT = f"https://{DOCKER_HUB_API_HOST}"
 ACR_TOKEN_SCOPE = "https://containerregistry.azure.net/.default"
 DEFAULT_TOKEN_SECONDS = 60  # the distribution token spec's default when `expires_in` is absent
 EXPIRY_MARGIN_SECONDS = 10

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from shared.redact import Password
+from shared.reference import DOCKER_HUB
 
 if TYPE_CHECKING:
     from shared.policy import RegistryPattern
@@ -31,7 +32,7 @@ DEFAULT_IMPORT_QUEUE = "acr-import-requests"
 DEFAULT_STATUS_TABLE = "importstatus"
 # Public registries most platform teams mirror. Any other source (including other ACRs) must be named:
 # whoever can write to the queue can otherwise pull anything into your registry.
-DEFAULT_ALLOWED_SOURCES = ("docker.io", "mcr.microsoft.com")
+DEFAULT_ALLOWED_SOURCES = (DOCKER_HUB, "mcr.microsoft.com")
 DEFAULT_TRACKED_IMAGES = "tracked-images.json"  # shipped with the app, relative to its root
 DEFAULT_REPLICATION_RULES = "replication-rules.json"  # likewise; an empty rule list replicates nothing
 
