@@ -34,7 +34,7 @@ def _apply_settings_file(path: str | None) -> str:
 def refresh(args: argparse.Namespace) -> int:
     from shared.arm import make_credential
     from shared.queues import ImportQueues
-    from shared.refresh import RefreshLog, run_refresh
+    from shared.refresh import ERROR, SKIPPED, UNCHANGED, RefreshLog, run_refresh
     from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
     from shared.settings import load_settings
 
@@ -56,7 +56,7 @@ def refresh(args: argparse.Namespace) -> int:
         check = planned.check
         print(f"{verb:13} {check.source} -> {check.target}  ({check.status}: {check.reason})")
     for check in result.plan.checks:
-        if check.status in ("skipped", "error") or (args.verbose and check.status == "unchanged"):
+        if check.status in (SKIPPED, ERROR) or (args.verbose and check.status == UNCHANGED):
             print(f"{check.status:13} {check.source} -> {check.target}  ({check.reason})")
     for problem in result.plan.problems:
         print(f"{'problem':13} {problem}")

@@ -198,7 +198,7 @@ def _send_again(store: StatusStore, queue: QueueClient, restored: Restored, sour
         row = opened.written
     elif row.state is State.RECEIVED and not row.carrier and row.fingerprint == fingerprint(parsed):
         pass  # reopened by an earlier redrive whose send failed: send it now
-    elif row.state in (State.FAILED, State.REJECTED):
+    elif row.state.ended_badly:
         if reserved_prefix(restored.request_id) and row.fingerprint != fingerprint(parsed):
             return f"its id is the app's own request, which asked something else (it is {row.state})"
         row = store.reopen(row, parsed, reason)

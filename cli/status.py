@@ -40,7 +40,7 @@ def status_store() -> StatusStore:
 
 
 def exit_code(state: State) -> int:
-    return EXIT_OK if state in (State.SUCCEEDED, State.SKIPPED) else EXIT_FAILED
+    return EXIT_OK if state.ended_well else EXIT_FAILED
 
 
 @dataclass

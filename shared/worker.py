@@ -745,6 +745,6 @@ def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, starte
     if dequeue_count is not None:
         fields["dequeueCount"] = dequeue_count
     line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), secrets)
-    level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
+    level = logging.WARNING if outcome.state.ended_badly else logging.INFO
     log.log(level, line)
     telemetry.record_import(fields, secrets)
