@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.deadlines import arm_client_options, identity_options
-from shared.failures import IdentityUnreachable
+from shared.failures import IdentityUnreachable, parse_retry_after
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.settings import Settings
 
@@ -167,7 +167,7 @@ class AcrManagement:
         url = headers.get("azure-asyncoperation") or headers.get("location")
         if not url:
             raise OperationUrlRejected("ARM accepted the import but named no operation to poll")
-        return self.check_operation_url(target, url), _seconds(headers.get("retry-after"))
+        return self.check_operation_url(target, url), parse_retry_after(headers.get("retry-after"))
 
     def check_operation_url(self, target: RegistryId, url: str) -> str:
         """The operation URL in its one normal form, when it is ARM's own for an import into `target`'s
@@ -183,7 +183,7 @@ class AcrManagement:
 
         url = self.check_operation_url(target, url)
         response = self._client(target.subscription).send_request(HttpRequest("GET", url))
-        retry_after = _seconds(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         body = _json(response)
         if response.status_code >= 400:
             map_error(status_code=response.status_code, response=response, error_map=_error_map())
@@ -234,13 +234,6 @@ def operation_url(url: Any, arm_endpoint: str, subscription: str) -> str:
     base = f"{arm.scheme}://{arm.hostname}" + (f":{arm.port}" if arm.port else "")
     return (f"{base}/subscriptions/{subscription.lower()}/providers/Microsoft.ContainerRegistry/locations/"
             f"{match['loc']}/{kind}/{match['op']}?api-version={version['v']}")
-
-
-def _seconds(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
 
 
 def _json(response: HttpResponse) -> Any:
