@@ -102,7 +102,8 @@ def run_import(args: argparse.Namespace) -> int:
                            "Nothing was queued") from None
         raise
     store.pin(opened.written, sent.id)
-    targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
+    targets = ", ".join([*map(str, parsed.target_tags),
+                         *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
     # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
     progress = sys.stderr if args.no_wait else sys.stdout
     print(f"queued {parsed.id}: {parsed.source} -> {parsed.target.login_server(settings.acr_login_server_suffix)} "

@@ -42,7 +42,7 @@ def fingerprint(request: ImportRequest) -> str:
         "sourceRegistry": str(request.source_registry).lower() if request.source_registry else None,
         "credential": credential,
         "target": str(request.target).lower(),
-        "targetTags": sorted(request.target_tags),
+        "targetTags": sorted(str(t) for t in request.target_tags),
         "untaggedTargetRepositories": sorted(request.untagged_target_repositories),
         "mode": request.mode,
     }

@@ -45,7 +45,7 @@ def import_parameters(request: ImportRequest, source_registry: RegistryId | None
             source["credentials"] = credentials
     body: dict[str, Any] = {"source": source}
     if request.target_tags:
-        body["targetTags"] = list(request.target_tags)
+        body["targetTags"] = [str(t) for t in request.target_tags]
     if request.untagged_target_repositories:
         body["untaggedTargetRepositories"] = list(request.untagged_target_repositories)
     if force is None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared import deadlines, telemetry
 from shared.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
 from shared.patterns import valid_tags
+from shared.reference import TargetTag
 from shared.registry_client import (
     Auth,
     IdentityAuth,
@@ -183,7 +184,7 @@ def request_id(target: str, target_tag: str, source_digest: str, target_digest: 
 
 
 def import_document(image: TrackedImage, tag: str, source_digest: str, target_digest: str) -> dict[str, Any]:
-    target_tag = f"{image.target_repository}:{tag}"
+    target_tag = str(TargetTag(image.target_repository, tag))
     doc: dict[str, Any] = {
         "id": request_id(str(image.target), target_tag, source_digest, target_digest),
         "source": f"{image.source.registry}/{image.source.repository}:{tag}",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared import policy
 from shared.outcome import Problem
@@ -24,6 +24,8 @@ from shared.redact import is_plain_key, shown_key
 from shared.reference import (
     ImageReference,
     InvalidReference,
+    Repository,
+    TargetTag,
     names_registry,
     parse_reference,
     parse_repository,
@@ -59,8 +61,8 @@ class ImportRequest:
     credential_name: str | None
     credentials: SourceCredentials | None
     target: RegistryId
-    target_tags: tuple[str, ...]
-    untagged_target_repositories: tuple[str, ...]
+    target_tags: tuple[TargetTag, ...]
+    untagged_target_repositories: tuple[Repository, ...]
     mode: str
     # `retry`/`operation` as an older version wrote them on its follow-ups. Never trusted: the app keeps its
     # state on the status row; the worker refuses a message carrying them, except to let a run of an older
@@ -308,12 +310,12 @@ def _qualified_source(source: str, registry: RegistryId, suffix: str) -> str:
     return source if names_registry(source) else f"{registry.login_server(suffix)}/{source}"
 
 
-def _default_targets(source: ImageReference) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _default_targets(source: ImageReference) -> tuple[tuple[TargetTag, ...], tuple[Repository, ...]]:
     """What `az acr import` does without --image: the source's repo:tag, or untagged for a bare digest."""
-    repository = source.default_target_repository
+    repository = Repository(source.default_target_repository)
     if source.tag is None:
         return (), (repository,)
-    return (f"{repository}:{source.tag}",), ()
+    return (TargetTag(repository, source.tag),), ()
 
 
 def parse_request(body: bytes | str, settings: Settings, *, fallback_id: str | None = None) -> ImportRequest | Rejected:
@@ -379,8 +381,10 @@ def _id_holds_password(doc: dict[str, Any]) -> bool:
         and password in request_id
 
 
+_T = TypeVar("_T")
+
 # What `_check_fields` found: source, source registry, target, target tags, untagged repositories, credentials.
-_Checked = tuple[ImageReference, RegistryId | None, RegistryId, tuple[str, ...], tuple[str, ...],
+_Checked = tuple[ImageReference, RegistryId | None, RegistryId, tuple[TargetTag, ...], tuple[Repository, ...],
                  SourceCredentials | None]
 
 
@@ -410,7 +414,7 @@ def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], proble
             source = parse_reference(text)
         except InvalidReference as err:
             problems.append(Problem("source", err.reason))
-    tags = tuple(_each("targetTags", doc, bad, problems, lambda t: "{}:{}".format(*parse_target_tag(t))))
+    tags = tuple(_each("targetTags", doc, bad, problems, parse_target_tag))
     untagged = tuple(_each("untaggedTargetRepositories", doc, bad, problems, parse_repository))
     if source and source_registry:
         policy.check_source_matches_registry(source, source_registry, settings, problems)
@@ -441,10 +445,10 @@ def _aware_time(text: str) -> datetime | None:
 
 
 def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem],
-          parse: Callable[[str], str]) -> list[str]:
+          parse: Callable[[str], _T]) -> list[_T]:
     if name not in doc or name in bad:
         return []
-    out = []
+    out: list[_T] = []
     for index, item in enumerate(doc[name]):
         try:
             out.append(parse(item))

@@ -279,6 +279,6 @@ def request_fields(request: ImportRequest) -> dict[str, Any]:
 
     secrets = (request.credentials.password.reveal(),) if request.credentials else ()
     return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
-            "target_tags": [redact_text(t, secrets) for t in request.target_tags],
+            "target_tags": [redact_text(str(t), secrets) for t in request.target_tags],
             "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],
             "mode": request.mode}

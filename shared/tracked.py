@@ -22,7 +22,7 @@ from shared import policy
 from shared.config_source import APP_ROOT  # noqa: F401 (where relative paths start; tests use it)
 from shared.outcome import Problem
 from shared.patterns import UnsafePattern, compile_pattern
-from shared.reference import ImageReference, InvalidReference, parse_reference, parse_repository
+from shared.reference import ImageReference, InvalidReference, Repository, parse_reference, parse_repository
 from shared.request import field_path
 from shared.resource_ids import RegistryId, parse_registry_id
 from shared.schemas import validator
@@ -60,7 +60,7 @@ class TrackedImage:
     name: str
     source: ImageReference
     target: RegistryId
-    target_repository: str
+    target_repository: Repository
     credential: str | None
     rule: TagRule
 
@@ -131,12 +131,11 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
     rule = _rule(entry, prefix, problems)
     if "targetRepository" in entry and "targetPrefix" in entry:
         problems.append(Problem(f"{prefix}.targetPrefix", "give targetRepository or targetPrefix, not both"))
-    target_repository = ""
+    target_repository: Repository | None = None
     if source is not None:
-        target_repository = entry.get("targetRepository") or \
-            f"{entry.get('targetPrefix', '')}{source.default_target_repository}"
+        named = entry.get("targetRepository") or f"{entry.get('targetPrefix', '')}{source.default_target_repository}"
         try:
-            target_repository = parse_repository(target_repository)
+            target_repository = parse_repository(named)
         except InvalidReference as err:
             field = "targetRepository" if "targetRepository" in entry else "targetPrefix"
             problems.append(Problem(f"{prefix}.{field}", err.reason))
@@ -153,7 +152,7 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
         refusal = policy.credential_refusal(credential, source.registry, settings)
         if refusal:
             problems.append(Problem(f"{prefix}.credential", refusal))
-    if problems or source is None or target is None or rule is None:
+    if problems or source is None or target is None or rule is None or target_repository is None:
         return problems
     return TrackedImage(index, entry.get("name") or str(source).rsplit(":", 1)[0], source, target,
                         target_repository, credential, rule)

@@ -253,8 +253,7 @@ def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None
         if upstream is None:
             return None, ""
         for target_tag in request.target_tags:
-            repository, _, tag = target_tag.rpartition(":")
-            current = registries.head_manifest(target_host, repository, tag, identity)
+            current = registries.head_manifest(target_host, target_tag.repository, target_tag.tag, identity)
             if current is None or current.digest != upstream.digest:
                 return None, ""
         for repository in request.untagged_target_repositories:
@@ -276,7 +275,7 @@ def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
         return {}
     host = request.target.login_server(worker.settings.acr_login_server_suffix)
     if request.target_tags:
-        repository, _, reference = request.target_tags[0].rpartition(":")
+        repository, reference = request.target_tags[0].repository, request.target_tags[0].tag
     else:
         repository, reference = request.untagged_target_repositories[0], request.source.digest or ""
     if not reference:

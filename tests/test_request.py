@@ -108,7 +108,7 @@ def test_base64_and_plain_json_bodies_are_the_same_request():
     plain = parse_request(json.dumps(doc), settings())
     encoded = parse_request(base64.b64encode(json.dumps(doc).encode()), settings())
     assert plain == encoded
-    assert plain.target_tags == ("nginx:1.27",)
+    assert tuple(map(str, plain.target_tags)) == ("nginx:1.27",)
 
 
 def test_if_changed_is_sent_as_force_and_a_missing_id_uses_the_fallback():
