@@ -12,7 +12,7 @@ help:
 	@echo "make run    - start the local stack and run the app in the foreground (your own requests; Ctrl-C stops)"
 	@echo "make test   - install everything and run the whole test suite"
 	@echo "make test-fast - the tests that need no local stack (the venv only; about 45 s of CPU)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, and mypy (strict) on shared/ and cli/"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
 	@echo "make stack-up / stack-down - the local Azure stack by hand; make stack-reset - stop it and delete its data"
 
@@ -54,8 +54,10 @@ test: deps
 test-fast: venv
 	PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$(abspath $(VENV))/pycache" $(PYTHON) -m pytest -q -m "not stack"
 
+# mypy's settings (strict, which packages) are in pyproject.toml.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: deps
 	$(PYTHON) -m dev.demo

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
 
@@ -35,7 +36,7 @@ def _apply_settings_file(path: str | None) -> str:
 def refresh(args: argparse.Namespace) -> int:
     from shared.arm import make_credential
     from shared.queues import ImportQueues
-    from shared.refresh import RefreshLog, run_refresh
+    from shared.refresh import ERROR, SKIPPED, UNCHANGED, RefreshLog, run_refresh
     from shared.registry_client import IdentityAuth, LazyCredential, RegistryClient
     from shared.settings import load_settings
 
@@ -59,7 +60,7 @@ def refresh(args: argparse.Namespace) -> int:
         check = planned.check
         print(f"{verb:13} {check.source} -> {check.target}  ({check.status}: {check.reason})")
     for check in result.plan.checks:
-        if check.status in ("skipped", "error") or (args.verbose and check.status == "unchanged"):
+        if check.status in (SKIPPED, ERROR) or (args.verbose and check.status == UNCHANGED):
             print(f"{check.status:13} {check.source} -> {check.target}  ({check.reason})")
     for problem in result.plan.problems:
         print(f"{'problem':13} {problem}")
@@ -71,7 +72,7 @@ def refresh(args: argparse.Namespace) -> int:
     return 1 if s.errors else 0
 
 
-def _progress_on(stream) -> Callable[[int, int], None] | None:
+def _progress_on(stream: TextIO) -> Callable[[int, int], None] | None:
     """`checked 12/40 tags` rewritten in place on a terminal; nothing in a pipe or a log (each result line
     and the summary say it all there)."""
     if not stream.isatty():
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug)
     try:
         print(_apply_settings_file(args.settings), file=sys.stderr)
-        return args.handler(args)
+        code: int = args.handler(args)  # each command's handler (cli/imports.py ...) returns its exit code
+        return code
     except Exception as err:  # one line saying what is wrong and what to do; --debug for the traceback
         if args.debug:
             raise

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from shared.storage import CONNECTION
 
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
 # A refused connection (Azurite not running, a wrong endpoint) is said at once, not after the storage SDK's
 # minute of backoff; answers that fail (a 503, a timeout) are still retried as the SDK does.
-_AT_A_TERMINAL = {"retry_connect": 0}
+_AT_A_TERMINAL: dict[str, Any] = {"retry_connect": 0}
 
 
 class MissingStorageSetting(ValueError):
@@ -29,7 +34,12 @@ def _service_uri(env: Mapping[str, str], kind: str) -> str | None:
     return f"https://{account}.{kind}.core.windows.net" if account else None
 
 
-def _client(kind: str, env: Mapping[str, str] | None):
+@overload
+def _client(kind: Literal["queue"], env: Mapping[str, str] | None) -> QueueServiceClient: ...
+@overload
+def _client(kind: Literal["table"], env: Mapping[str, str] | None) -> TableServiceClient: ...
+def _client(kind: Literal["queue", "table"], env: Mapping[str, str] | None) -> QueueServiceClient | TableServiceClient:
+    Client: type[QueueServiceClient | TableServiceClient]
     if kind == "queue":
         from azure.storage.queue import QueueServiceClient as Client
     else:
@@ -49,9 +59,9 @@ def _client(kind: str, env: Mapping[str, str] | None):
     return Client(uri, credential=DefaultAzureCredential(), **_AT_A_TERMINAL)
 
 
-def queue_service(env: Mapping[str, str] | None = None):
+def queue_service(env: Mapping[str, str] | None = None) -> QueueServiceClient:
     return _client("queue", env)
 
 
-def table_service(env: Mapping[str, str] | None = None):
+def table_service(env: Mapping[str, str] | None = None) -> TableServiceClient:
     return _client("table", env)

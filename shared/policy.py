@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.outcome import Problem
+from shared.redact import Password
 from shared.reference import ImageReference, InvalidReference, canonical_registry_host
 from shared.resource_ids import RegistryId, parse_registry_id
 
@@ -175,15 +176,12 @@ USERNAME_RULE = ("registries take a password or token only with its user (Docker
 
 
 # --- the request's view -------------------------------------------------------------------------------
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class SourceCredentials:
     """What goes into ImportSource.credentials: always a username with the password (see USERNAME_RULE)."""
 
     username: str | None
-    password: str
-
-    def __repr__(self) -> str:
-        return f"SourceCredentials(username={self.username!r}, password='***')"
+    password: Password
 
 
 def check_source_matches_registry(source: ImageReference, registry: RegistryId, settings: Settings,
@@ -232,7 +230,7 @@ def source_credentials(doc: dict[str, Any], source: ImageReference | None, sourc
         if not doc.get("username") or "username" in bad:
             problems.append(Problem("username", f"is required with password: {USERNAME_RULE}"))
             return None
-        return SourceCredentials(doc["username"], doc["password"])
+        return SourceCredentials(doc["username"], Password(doc["password"]))
     if not named:
         return None
     if source is None:

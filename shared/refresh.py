@@ -19,11 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared import deadlines, telemetry
 from shared.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
 from shared.patterns import valid_tags
+from shared.reference import TargetTag
 from shared.registry_client import (
     Auth,
     IdentityAuth,
@@ -37,6 +38,13 @@ from shared.registry_client import (
 from shared.request import Rejected, validate_document
 from shared.settings import Settings
 from shared.tracked import TrackedConfigError, TrackedImage, load_config_text, parse_config, select_tags
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+
+    from shared.queues import ImportQueues
+    from shared.status import StatusStore
+    from shared.worker import Worker  # the worker imports this module: for annotations only
 
 log = logging.getLogger("acr_importer")
 
@@ -177,7 +185,7 @@ def request_id(target: str, target_tag: str, source_digest: str, target_digest: 
 
 
 def import_document(image: TrackedImage, tag: str, source_digest: str, target_digest: str) -> dict[str, Any]:
-    target_tag = f"{image.target_repository}:{tag}"
+    target_tag = str(TargetTag(image.target_repository, tag))
     doc: dict[str, Any] = {
         "id": request_id(str(image.target), target_tag, source_digest, target_digest),
         "source": f"{image.source.registry}/{image.source.repository}:{tag}",
@@ -358,7 +366,7 @@ class RefreshLog:
 
     PARTITION = "refresh"
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         from shared.storage import LazyTable
 
         self._client = LazyTable(table_name, service)
@@ -420,9 +428,10 @@ class RefreshResult:
     summary: RefreshSummary
 
 
-def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *, queues=None,
-                refresh_log: RefreshLog | None = None, dry_run: bool = False, config_text: str | None = None,
-                clock: Callable[[], float] = time.time, status=None,
+def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *,
+                queues: ImportQueues | None = None, refresh_log: RefreshLog | None = None, dry_run: bool = False,
+                config_text: str | None = None,
+                clock: Callable[[], float] = time.time, status: StatusStore | None = None,
                 progress: Callable[[int, int], None] | None = None) -> RefreshResult:
     """Load the tracked images, plan, enqueue (unless a dry run) and record one summary.
 
@@ -482,9 +491,10 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
 _logs: dict[str, RefreshLog] = {}
 
 
-def refresh_for(worker) -> RefreshResult:
+def refresh_for(worker: Worker) -> RefreshResult:
     """The timer's refresh with the app's long-lived objects (registry client, identity, queues)."""
     settings = worker.settings
     refresh_log = _logs.setdefault(settings.status_table, RefreshLog(settings.status_table))
-    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues, refresh_log=refresh_log,
+    registries, identity = worker.reader()
+    return run_refresh(settings, registries, identity, queues=worker.queues, refresh_log=refresh_log,
                        status=worker.status)

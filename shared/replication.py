@@ -29,6 +29,8 @@ from shared.schemas import validator
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
     from shared.worker import Outcome, Worker
 
 log = logging.getLogger("acr_importer")
@@ -78,7 +80,7 @@ class ReplicationRules:
         return [r for r in self.rules if r.source.same_as(topic)]
 
 
-def _validator():
+def _validator() -> Draft202012Validator:
     return validator("replication-rules.v1.json")
 
 

@@ -22,6 +22,8 @@ from shared.outcome import State
 from shared.storage import LazyTable
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+
     from shared.request import ImportRequest
 
 PARTITION = "import"
@@ -109,16 +111,25 @@ class StatusRecord:
 
 @dataclass(frozen=True)
 class Opened:
-    """`StatusStore.open`'s answer: the row, and whether this call created it."""
+    """`StatusStore.open`'s answer: the row this call wrote, or else the row that already had the id (None
+    when that one was deleted in between)."""
 
-    record: StatusRecord | None
-    created: bool
+    written: StatusRecord | None
+    existing: StatusRecord | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.written is not None
+
+    @property
+    def record(self) -> StatusRecord | None:
+        return self.written or self.existing
 
 
 class StatusStore:
     """Rows keyed by request id. A write moves a request to a state and remembers when it did."""
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         self._client = LazyTable(table_name, service)
 
     def get(self, request_id: str) -> StatusRecord | None:
@@ -179,8 +190,8 @@ class StatusStore:
             State.RECEIVED, reason=reason, fingerprint=fingerprint(request), **request_fields(request))
         created = self.create(row)
         if created is not None:
-            return Opened(created, True)
-        return Opened(self.get(request.id), False)
+            return Opened(created)
+        return Opened(None, self.get(request.id))
 
     def reopen(self, row: StatusRecord, request: ImportRequest, reason: str) -> StatusRecord | None:
         """Start a request again on a row that ended (failed or rejected): `received`, open, attempts 0, with
@@ -266,8 +277,8 @@ def request_fields(request: ImportRequest) -> dict[str, Any]:
     inline password is scrubbed even from what parsed: a producer may have used it as the source's name."""
     from shared.redact import redact_text
 
-    secrets = (request.credentials.password,) if request.credentials else ()
+    secrets = (request.credentials.password.reveal(),) if request.credentials else ()
     return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
-            "target_tags": [redact_text(t, secrets) for t in request.target_tags],
+            "target_tags": [redact_text(str(t), secrets) for t in request.target_tags],
             "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],
             "mode": request.mode}

@@ -11,8 +11,14 @@ import os
 import re
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal, overload
 
 from shared.deadlines import identity_options, storage_client_options
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+    from azure.identity import ManagedIdentityCredential
+    from azure.storage.queue import QueueServiceClient
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -29,7 +35,7 @@ def _service_uri(env: Mapping[str, str], prefix: str, service: str) -> str | Non
     return f"https://{account}.{service}.core.windows.net" if account else None
 
 
-def _identity(env: Mapping[str, str], prefix: str):
+def _identity(env: Mapping[str, str], prefix: str) -> ManagedIdentityCredential:
     from azure.identity import ManagedIdentityCredential
 
     client_id = env.get(f"{prefix}__clientId") or None
@@ -38,8 +44,14 @@ def _identity(env: Mapping[str, str], prefix: str):
         ManagedIdentityCredential(**options)
 
 
-def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
+@overload
+def _service(kind: Literal["queue"], env: Mapping[str, str] | None, prefix: str) -> QueueServiceClient: ...
+@overload
+def _service(kind: Literal["table"], env: Mapping[str, str] | None, prefix: str) -> TableServiceClient: ...
+def _service(kind: Literal["queue", "table"], env: Mapping[str, str] | None,
+             prefix: str) -> QueueServiceClient | TableServiceClient:
     """A queue or table service client from the connection string or the identity-based settings."""
+    Client: type[QueueServiceClient | TableServiceClient]
     if kind == "queue":
         from azure.storage.queue import QueueServiceClient as Client
     else:
@@ -55,24 +67,24 @@ def _service(kind: str, env: Mapping[str, str] | None, prefix: str):
     return Client(uri, credential=_identity(env, prefix), **options)
 
 
-def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
+def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION) -> QueueServiceClient:
     return _service("queue", env, prefix)
 
 
-def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
+def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION) -> TableServiceClient:
     return _service("table", env, prefix)
 
 
 class LazyTable:
     """A table client made (and the table created) on first use, once, whichever thread comes first."""
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         self._table_name = table_name
         self._service = service
-        self._table = None
+        self._table: TableClient | None = None
         self._lock = threading.Lock()
 
-    def __call__(self):
+    def __call__(self) -> TableClient:
         with self._lock:
             if self._table is None:
                 service = self._service or table_service()
@@ -87,8 +99,8 @@ def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECT
     env = os.environ if env is None else env
     if env.get(prefix):
         try:
-            for kind in ("queue", "table"):
-                _service(kind, env, prefix)
+            queue_service(env, prefix)
+            table_service(env, prefix)
         except Exception as exc:  # the SDKs raise ValueError, KeyError, ... for a malformed string
             return prefix, (f"{prefix} is not a usable storage connection string ({type(exc).__name__}); "
                             f"set a connection string or the identity-based {prefix}__queueServiceUri and "

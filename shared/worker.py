@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import claims, telemetry
 from shared.arm import AcrManagement, OperationStatus, OperationUrlRejected, make_credential
@@ -29,6 +29,9 @@ from shared.request import MODES, ImportRequest, Rejected, decode_body, parse_de
 from shared.resource_ids import parse_registry_id
 from shared.settings import IMPORTS, REPLICATION, STORAGE, Settings, SettingsUnusable
 from shared.status import StatusRecord, StatusStore, request_fields, utc_now
+
+if TYPE_CHECKING:
+    from shared.replication import EventResult  # replication imports this module: for annotations only
 
 log = logging.getLogger("acr_importer")
 
@@ -53,6 +56,11 @@ class Worker:
             settings = self.settings
             self.identity = IdentityAuth(LazyCredential(lambda: make_credential(settings)))
 
+    def reader(self) -> tuple[RegistryClient, IdentityAuth]:
+        """The app's own registry client and identity: given, or made by __post_init__."""
+        assert self.registries is not None and self.identity is not None, "__post_init__ sets both"
+        return self.registries, self.identity
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -66,13 +74,13 @@ class Outcome:
 
 def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
     """Exponential backoff with jitter (attempt 1 -> about base), never sooner than Retry-After."""
-    backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2.0 ** max(0, attempt - 1))
     return max(failure.retry_after or 0.0, backoff * (0.5 + jitter / 2))
 
 
 @telemetry.import_span
 def handle_import_message(worker: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome | list:
+                          dequeue_count: int = 1) -> Outcome | list[Outcome] | list[EventResult]:
     """One queue message: an import request, or ACR events delivered straight by Event Grid (a list of
     `replication.EventResult` then).
 
@@ -231,25 +239,25 @@ def _events_refused(worker: Worker, document: Any, reason: str) -> list[Outcome]
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
     """The source's digest when every target already holds it, else None, with a note when the digests
     could not be read (the import then goes ahead: comparing is an optimisation, never a gate)."""
-    settings, registries = worker.settings, worker.registries
+    settings, registries, identity = worker.settings, worker.registries, worker.identity
+    assert registries is not None and identity is not None, "Worker.__post_init__ sets both"
     suffix = settings.acr_login_server_suffix
     source = request.source
     host = request.source_registry.login_server(suffix) if request.source_registry else source.registry
     credentials = request.credentials
     auth = source_auth(host, credentials.username if credentials else None,
-                       credentials.password if credentials else None, worker.identity, suffix)
+                       credentials.password if credentials else None, identity, suffix)
     target_host = request.target.login_server(suffix)
     try:
         upstream = registries.head_manifest(host, source.repository, source.digest or source.tag or "latest", auth)
         if upstream is None:
             return None, ""
         for target_tag in request.target_tags:
-            repository, _, tag = target_tag.rpartition(":")
-            current = registries.head_manifest(target_host, repository, tag, worker.identity)
+            current = registries.head_manifest(target_host, target_tag.repository, target_tag.tag, identity)
             if current is None or current.digest != upstream.digest:
                 return None, ""
         for repository in request.untagged_target_repositories:
-            if registries.head_manifest(target_host, repository, upstream.digest, worker.identity) is None:
+            if registries.head_manifest(target_host, repository, upstream.digest, identity) is None:
                 return None, ""
     except RegistryError as err:
         return None, f" (digests not compared: {err})"
@@ -267,7 +275,7 @@ def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
         return {}
     host = request.target.login_server(worker.settings.acr_login_server_suffix)
     if request.target_tags:
-        repository, _, reference = request.target_tags[0].rpartition(":")
+        repository, reference = request.target_tags[0].repository, request.target_tags[0].tag
     else:
         repository, reference = request.untagged_target_repositories[0], request.source.digest or ""
     if not reference:
@@ -338,10 +346,12 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
             return _reject_message(worker, Rejected(request.id, (Problem("id", decision.reason),), document),
                                    body, started, recorded=row)
         if step in (claims.Step.DONE, claims.Step.DUPLICATE):
+            assert row is not None, "claims.decide says DONE or DUPLICATE only about a row"
             outcome = Outcome(request.id, row.state, decision.reason, row.attempts)
             _log(worker, outcome, request, started, dequeue_count=dequeue_count)
             return outcome
         if step is claims.Step.CONTINUE:
+            assert row is not None, "claims.decide says CONTINUE only about a row"
             return Claim(worker.status, row)
         now = worker.clock().isoformat()
         mine = {"carrier": message_id, "fingerprint": claims.fingerprint(request), **_summary(request)}
@@ -349,6 +359,8 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
             claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
             fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
                       "operation": "", "operation_started_at": "", "poll_failures": "", **mine}
+        elif row is None:
+            raise AssertionError("claims.decide takes a request without a row only to START it")
         elif _watching(row):  # TAKE a handed-over import: watch the operation ARM already runs
             claim, fields = Claim(worker.status, row), mine
         else:  # TAKE a received or retrying request: its next attempt (a lost one without an operation again)
@@ -409,9 +421,10 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
         else:
             source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
                                                       suffix=settings.acr_login_server_suffix)
-            url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
-            if url is None:
+            started_url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
+            if started_url is None:
                 return None
+            url = started_url
             operation_started, checks = worker.clock(), 0
             claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0,
                         poll_failures="")
@@ -655,7 +668,7 @@ def _raw_text(body: bytes | str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _inline_secrets(request: ImportRequest) -> tuple[str, ...]:
-    return (request.credentials.password,) if request.credentials else ()
+    return (request.credentials.password.reveal(),) if request.credentials else ()
 
 
 def _inline_secrets_of(document: Any) -> tuple[str, ...]:
@@ -731,6 +744,6 @@ def _log(worker: Worker, outcome: Outcome, request: ImportRequest | None, starte
     if dequeue_count is not None:
         fields["dequeueCount"] = dequeue_count
     line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), secrets)
-    level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
+    level = logging.WARNING if outcome.state.ended_badly else logging.INFO
     log.log(level, line)
     telemetry.record_import(fields, secrets)
