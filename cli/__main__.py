@@ -15,12 +15,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from cli import imports, redrive, status
 from cli.problems import explain
 from shared import app_context
 from shared.core.settings import load_settings
-from shared.refresh.run import refresh_log, run_refresh
+from shared.refresh.run import ERROR, SKIPPED, UNCHANGED, refresh_log, run_refresh
 
 DEFAULT_SETTINGS_FILE = "local.settings.json"  # in the current folder, as the Functions tools read it
 
@@ -57,7 +58,7 @@ def refresh(args: argparse.Namespace) -> int:
         check = planned.check
         print(f"{verb:13} {check.source} -> {check.target}  ({check.status}: {check.reason})")
     for check in result.plan.checks:
-        if check.status in ("skipped", "error") or (args.verbose and check.status == "unchanged"):
+        if check.status in (SKIPPED, ERROR) or (args.verbose and check.status == UNCHANGED):
             print(f"{check.status:13} {check.source} -> {check.target}  ({check.reason})")
     for problem in result.plan.problems:
         print(f"{'problem':13} {problem}")
@@ -69,7 +70,7 @@ def refresh(args: argparse.Namespace) -> int:
     return 1 if s.errors else 0
 
 
-def _progress_on(stream) -> Callable[[int, int], None] | None:
+def _progress_on(stream: TextIO) -> Callable[[int, int], None] | None:
     """`checked 12/40 tags` rewritten in place on a terminal; nothing in a pipe or a log (each result line
     and the summary say it all there)."""
     if not stream.isatty():
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug)
     try:
         print(_apply_settings_file(args.settings), file=sys.stderr)
-        return args.handler(args)
+        code: int = args.handler(args)  # each command's handler (cli/imports.py ...) returns its exit code
+        return code
     except Exception as err:  # one line saying what is wrong and what to do; --debug for the traceback
         if args.debug:
             raise

@@ -94,7 +94,8 @@ def run_import(args: argparse.Namespace) -> int:
         state = submitted.record.state if submitted.record else "gone"
         raise CliError(f"--id {parsed.id!r} is taken by a request that is {state}; "
                        "omit --id for a new one, or `status` it")
-    targets = ", ".join([*parsed.target_tags, *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
+    targets = ", ".join([*map(str, parsed.target_tags),
+                         *(f"{r}@<digest>" for r in parsed.untagged_target_repositories)])
     # with --no-wait, stdout carries only the id (`id=$(acr-import import --no-wait ...)`); the rest is stderr
     progress = sys.stderr if args.no_wait else sys.stdout
     print(f"queued {parsed.id}: {parsed.source} -> {parsed.target.login_server(settings.acr_login_server_suffix)} "
@@ -116,7 +117,7 @@ def run_import(args: argparse.Namespace) -> int:
     return exit_code(record.state)
 
 
-def add_command(commands) -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "import", help="import an image into an ACR through the app (flags as az acr import)",
         description="Queue an import request for the app and follow it until it ends. Exit 0 when it "

@@ -17,7 +17,7 @@ import argparse
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.connection import queue_service
 from cli.status import request_id_type, status_store
@@ -28,6 +28,11 @@ from shared.core.request import APP_FIELDS, Rejected, decode_body, fingerprint, 
 from shared.core.request_ids import is_safe_request_id
 from shared.core.settings import Settings, load_settings
 from shared.imports.claims import reserved_prefix
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient, QueueMessage
+
+    from shared.azure.status import StatusStore
 
 INLINE_CREDENTIALS = ("username", "password")
 RECEIVE_VISIBILITY_SECONDS = 300  # letters we look at are hidden meanwhile; kept ones are released at the end
@@ -139,7 +144,7 @@ def redrive(args: argparse.Namespace) -> int:
                         held.append(message)
                         kept += 1
                         continue
-                    if args.dry_run:
+                    if store is None:  # --dry-run
                         print(f"would redrive {restored.request_id}  ({sources[kind]}; was "
                               f"{printable(restored.previously)})")
                         held.append(message)
@@ -163,7 +168,7 @@ def redrive(args: argparse.Namespace) -> int:
     return 1 if kept else 0
 
 
-def _restored(kind: str, message, credential: str | None) -> Restored:
+def _restored(kind: str, message: QueueMessage, credential: str | None) -> Restored:
     if kind == "poison":
         return restore_poison(message.content, message.id, credential=credential)
     try:
@@ -173,7 +178,8 @@ def _restored(kind: str, message, credential: str | None) -> Restored:
     return restore_letter(letter, message.id, credential=credential)
 
 
-def _send_again(store, queue, restored: Restored, source_queue: str, settings: Settings) -> str | None:
+def _send_again(store: StatusStore, queue: QueueClient, restored: Restored, source_queue: str,
+                settings: Settings) -> str | None:
     """A new `received` transition first (so the worker's own transitions come after it), then the message;
     or why not. The row is reopened only when the request ended failed or rejected (or has no row): a
     letter must not restart a request that succeeded or is still running under its id (a dead letter can be
@@ -187,10 +193,10 @@ def _send_again(store, queue, restored: Restored, source_queue: str, settings: S
             return (f"its id starts with {reserved_prefix(restored.request_id)!r}, which only the app's own "
                     "requests use, and the app has no such request")
         opened = store.open(parsed, reason)
-        row = opened.record if opened.created else None
+        row = opened.written
     elif row.state is State.RECEIVED and not row.carrier and row.fingerprint == fingerprint(parsed):
         pass  # reopened by an earlier redrive whose send failed: send it now
-    elif row.state in (State.FAILED, State.REJECTED):
+    elif row.state.ended_badly:
         if reserved_prefix(restored.request_id) and row.fingerprint != fingerprint(parsed):
             return f"its id is the app's own request, which asked something else (it is {row.state})"
         row = store.reopen(row, parsed, reason)
@@ -203,7 +209,7 @@ def _send_again(store, queue, restored: Restored, source_queue: str, settings: S
     return None
 
 
-def add_command(commands) -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "redrive", help="send dead-lettered or poisoned requests again after a fix",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TextIO
 
 from cli.connection import table_service
 from cli.terminal import printable
@@ -39,15 +40,15 @@ def status_store() -> StatusStore:
 
 
 def exit_code(state: State) -> int:
-    return EXIT_OK if state in (State.SUCCEEDED, State.SKIPPED) else EXIT_FAILED
+    return EXIT_OK if state.ended_well else EXIT_FAILED
 
 
 @dataclass
 class Follower:
     """Prints what changed since the last look, with the time since following began."""
 
-    out: object = sys.stdout
-    _seen: tuple = ()
+    out: TextIO = sys.stdout
+    _seen: tuple[object, ...] = ()
     _began: float = 0.0
 
     def show(self, record: StatusRecord) -> None:
@@ -174,7 +175,7 @@ _GAP = 2
 def table(records: list[StatusRecord], width: int | None = None) -> list[str]:
     """The rows as aligned text no wider than `width` (default: the terminal's, COLUMNS when set)."""
     width = width or shutil.get_terminal_size().columns
-    rows = [_HEADER]
+    rows: list[tuple[str, ...]] = [_HEADER]
     for r in records:
         targets = ", ".join([*r.target_tags, *r.untagged_target_repositories])
         rows.append(tuple(printable(cell) for cell in (r.updated_at[:19].replace("T", " "), str(r.state),
@@ -219,7 +220,7 @@ def prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser("status", help="show one request's state, reason and history")
     status.add_argument("id", help="the request id (printed by `import`, returned by the HTTP API), or the "
                                    "HTTP API's statusUrl")

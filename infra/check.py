@@ -9,6 +9,7 @@ root; it prints each finding and exits 1 when there is one.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import sys
@@ -155,11 +156,16 @@ def settings_read_by_code(repo: Path = REPO) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for pattern in CODE_GLOBS:
         for path in sorted(repo.glob(pattern)):
-            source = path.read_text(encoding="utf-8")
-            tree = ast.parse(source, filename=str(path))
-            for name, line in _reads_in(tree, bindings="azure.functions" in source):
-                found.setdefault(name, []).append(f"{path.relative_to(repo)}:{line}")
+            where = str(path.relative_to(repo))
+            for name, line in _reads_in_source(path.read_text(encoding="utf-8"), where):
+                found.setdefault(name, []).append(f"{where}:{line}")
     return found
+
+
+@functools.lru_cache(maxsize=512)
+def _reads_in_source(source: str, where: str) -> tuple[tuple[str, int], ...]:
+    """The reads in one file's text; cached, as the tests check many copies of the same code."""
+    return tuple(_reads_in(ast.parse(source, filename=where), bindings="azure.functions" in source))
 
 
 # --- what the template sets ---------------------------------------------------------------------------

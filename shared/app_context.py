@@ -53,6 +53,11 @@ class Worker:
         if self.identity is None:
             self.identity = identity(self.settings)
 
+    def reader(self) -> tuple[RegistryClient, IdentityAuth]:
+        """The app's own registry client and identity: given, or made by __post_init__."""
+        assert self.registries is not None and self.identity is not None, "__post_init__ sets both"
+        return self.registries, self.identity
+
 
 # --- the builders -------------------------------------------------------------------------------------
 def app_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -12,11 +12,12 @@ from shared.core.request import decode_body
 from shared.imports import worker
 from shared.replication import replicate as replication
 from shared.replication.events import is_event_like
+from shared.replication.replicate import EventResult
 
 
 @telemetry.import_span
 def handle_import_message(app: Worker, body: bytes | str, *, message_id: str,
-                          dequeue_count: int = 1) -> Outcome | list:
+                          dequeue_count: int = 1) -> Outcome | list[Outcome] | list[EventResult]:
     """One queue message: an import request (its Outcome), or ACR events (a list of
     `replication.EventResult`, or of Outcomes when the settings replication needs are broken)."""
     decoded = decode_body(body)

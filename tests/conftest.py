@@ -6,11 +6,14 @@ Azurite. Tests that need none of it (pure parsing) never touch these fixtures.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 
@@ -53,6 +56,64 @@ os.environ.setdefault("ACR_IMPORTER_STACK_DIR", tempfile.mkdtemp(prefix="acr-imp
 os.environ.setdefault("ACR_IMPORTER_PORT_OFFSET", str(_free_port_offset()))
 
 
+# --- the two tiers: `make test` runs everything, `make test-fast` (-m "not stack") what needs no stack --------
+# A test that needs the local stack (Azurite, the registries, the stand-in, the runner on Azurite, az, skopeo,
+# make) is marked `stack`. Tests using one of these fixtures, directly or through other fixtures, are marked
+# here, so a new stack test cannot forget it; `stack_part` is for a module's own fixture that starts a part of
+# the stack by itself (some registries, Azurite alone). A test that starts the stack some other way is marked
+# by hand, and if it is not, the guard below fails it, in either tier.
+STACK_FIXTURES = frozenset({"stack", "stack_part", "control", "app_env", "runner_factory", "front", "api"})
+# Programs only the stack runs (node: Azurite), and the modules that start it or a service of it.
+STACK_PROGRAMS = frozenset({"docker-registry", "node", "skopeo", "az", "make", "func"})
+STACK_MODULES = frozenset({"dev.stack", "dev.run", "dev.demo", "dev.seed", "dev.soak", "dev.runner", "dev.azurite",
+                           "dev.azure_standin", "dev.hub_front", "dev.dockerhub_token", "benchmarks"})
+UNMARKED = "{what} in a test not marked stack: mark it @pytest.mark.stack (make test-fast leaves those out)"
+_current: dict[str, pytest.Item | None] = {"item": None}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
+
+def _unmarked_test() -> pytest.Item | None:
+    item = _current["item"]
+    return item if item is not None and item.get_closest_marker("stack") is None else None
+
+
+def _stack_command(args) -> str | None:
+    """What `args` (a Popen argv) starts when it is part of the stack, else None."""
+    argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
+    if not argv:
+        return None
+    if os.path.basename(argv[0]) in STACK_PROGRAMS:
+        return os.path.basename(argv[0])
+    module = next((b for a, b in itertools.pairwise(argv) if a == "-m"), "")
+    return f"python -m {module}" if module in STACK_MODULES else None
+
+
+def _refuse_stack_processes(event: str, args: tuple) -> None:
+    """An audit hook: a test not marked stack may not start a part of the stack (sys.audit "subprocess.Popen"
+    fires before the fork, and what it raises reaches the caller)."""
+    if event == "subprocess.Popen" and _unmarked_test() is not None:
+        what = _stack_command(args[1])
+        if what:
+            raise RuntimeError(UNMARKED.format(what=f"starting {what!r}"))
+
+
+sys.addaudithook(_refuse_stack_processes)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _current["item"] = item
+    try:
+        yield
+    finally:
+        _current["item"] = None
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_STACK_DIR:
         shutil.rmtree(os.environ["ACR_IMPORTER_STACK_DIR"], ignore_errors=True)
@@ -69,8 +130,22 @@ class Seeded(list):
 
 
 @pytest.fixture(scope="session")
+def stack_part():
+    """Requested by a module's fixture that starts a part of the stack itself, so its tests are marked stack."""
+    _refuse_unmarked("the stack_part fixture")
+
+
+def _refuse_unmarked(what: str) -> None:
+    """Fail a test not marked stack that reaches the stack anyway (request.getfixturevalue is not seen at
+    collection)."""
+    if _unmarked_test() is not None:
+        pytest.fail(UNMARKED.format(what=what), pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def stack():
     """The whole local stack, up and seeded with the seed document's images."""
+    _refuse_unmarked("the stack fixture")
     from dev import seed
     from dev import stack as local_stack
 

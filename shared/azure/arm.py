@@ -25,13 +25,21 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.azure.deadlines import arm_client_options, identity_options
-from shared.core.failures import IdentityUnreachable
+from shared.core.failures import IdentityUnreachable, parse_retry_after
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, TokenCredential
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.pipeline import PipelineResponse
+    from azure.core.rest import HttpResponse
+    from azure.identity import ManagedIdentityCredential
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
 REGISTRY_CACHE_SECONDS = 300.0
 MAX_OPERATION_URL = 2048
@@ -56,7 +64,7 @@ class OperationUrlRejected(ValueError):
     """An operation URL that is not ARM's: the app never sends its token to it."""
 
 
-def make_credential(settings: Settings):
+def make_credential(settings: Settings) -> _NamedEndpoint:
     """The app's managed identity: user-assigned when AZURE_CLIENT_ID is set, else system-assigned."""
     from azure.identity import ManagedIdentityCredential
 
@@ -70,14 +78,15 @@ class _NamedEndpoint:
     both are a ServiceRequestError to azure-core, but only the first is a configuration that cannot work
     (shared/core/failures.py `configuration_failure`). An endpoint that answers with an error stays as it was."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ManagedIdentityCredential) -> None:
         self._inner = inner
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         from azure.core.exceptions import ServiceRequestError
 
         try:
-            return self._inner.get_token(*scopes, **kwargs)
+            token: AccessToken = self._inner.get_token(*scopes, **kwargs)
+            return token
         except ServiceRequestError as exc:
             raise IdentityUnreachable(identity_endpoint(), exc) from exc
 
@@ -102,14 +111,14 @@ def identity_endpoint() -> str:
 class AcrManagement:
     """ARM calls for one app: a client per subscription, registry look-ups cached for a few minutes."""
 
-    def __init__(self, settings: Settings, credential=None) -> None:
+    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
         self._settings = settings
         self._credential = credential
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, ContainerRegistryManagementClient] = {}
         self._registries: dict[str, tuple[float, dict[str, RegistryId]]] = {}
         self._lock = threading.Lock()
 
-    def _client(self, subscription: str):
+    def _client(self, subscription: str) -> ContainerRegistryManagementClient:
         with self._lock:
             if subscription not in self._clients:
                 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
@@ -144,7 +153,7 @@ class AcrManagement:
         the Retry-After ARM asked for. Errors of the POST raise as the SDK maps them."""
         answer: dict[str, Any] = {}
 
-        def keep_initial_answer(pipeline_response) -> None:
+        def keep_initial_answer(pipeline_response: PipelineResponse[Any, Any]) -> None:
             response = pipeline_response.http_response
             if response.request.method == "POST":
                 answer["status"], answer["headers"] = response.status_code, dict(response.headers)
@@ -157,7 +166,7 @@ class AcrManagement:
         url = headers.get("azure-asyncoperation") or headers.get("location")
         if not url:
             raise OperationUrlRejected("ARM accepted the import but named no operation to poll")
-        return self.check_operation_url(target, url), _seconds(headers.get("retry-after"))
+        return self.check_operation_url(target, url), parse_retry_after(headers.get("retry-after"))
 
     def check_operation_url(self, target: RegistryId, url: str) -> str:
         """The operation URL in its one normal form, when it is ARM's own for an import into `target`'s
@@ -173,7 +182,7 @@ class AcrManagement:
 
         url = self.check_operation_url(target, url)
         response = self._client(target.subscription).send_request(HttpRequest("GET", url))
-        retry_after = _seconds(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         body = _json(response)
         if response.status_code >= 400:
             map_error(status_code=response.status_code, response=response, error_map=_error_map())
@@ -226,21 +235,14 @@ def operation_url(url: Any, arm_endpoint: str, subscription: str) -> str:
             f"{match['loc']}/{kind}/{match['op']}?api-version={version['v']}")
 
 
-def _seconds(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _json(response) -> Any:
+def _json(response: HttpResponse) -> Any:
     try:
         return response.json() if response.content else {}
     except ValueError:
         return {}
 
 
-def _error_map() -> dict:
+def _error_map() -> dict[int, type[HttpResponseError]]:
     from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
 
     return {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError}

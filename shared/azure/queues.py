@@ -9,13 +9,16 @@ import contextlib
 import json
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.azure.storage import queue_service
 from shared.core.settings import Settings
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600
@@ -46,13 +49,13 @@ def message_size(text: str) -> int:
 
 
 class ImportQueues:
-    def __init__(self, settings: Settings, service=None) -> None:
+    def __init__(self, settings: Settings, service: QueueServiceClient | None = None) -> None:
         self._settings = settings
         self._service = service
         self._ready: set[str] = set()
         self._lock = threading.Lock()
 
-    def _queue(self, name: str):
+    def _queue(self, name: str) -> QueueClient:
         from azure.core.exceptions import ResourceExistsError
 
         with self._lock:
@@ -75,7 +78,8 @@ class ImportQueues:
             raise MessageTooLarge(size)
         delay = max(0, min(round(delay_seconds), MAX_VISIBILITY_DELAY_SECONDS))
         sent = self._queue(self._settings.import_queue).send_message(text, visibility_timeout=delay or None)
-        return sent.id
+        message_id: str = sent.id
+        return message_id
 
     def dead_letter(self, letter: dict[str, Any]) -> None:
         """Keep a request that ended rejected or failed, with its reason, for a person to look at.

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.azure.storage import LazyTable
 from shared.core.outcome import State
@@ -25,6 +25,9 @@ from shared.core.request import ImportRequest, fingerprint
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
 
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
@@ -111,16 +114,25 @@ class StatusRecord:
 
 @dataclass(frozen=True)
 class Opened:
-    """`StatusStore.open`'s answer: the row, and whether this call created it."""
+    """`StatusStore.open`'s answer: the row this call wrote, or else the row that already had the id (None
+    when that one was deleted in between)."""
 
-    record: StatusRecord | None
-    created: bool
+    written: StatusRecord | None
+    existing: StatusRecord | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.written is not None
+
+    @property
+    def record(self) -> StatusRecord | None:
+        return self.written or self.existing
 
 
 class StatusStore:
     """Rows keyed by request id. A write moves a request to a state and remembers when it did."""
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         self._client = LazyTable(table_name, service)
 
     def get(self, request_id: str) -> StatusRecord | None:
@@ -179,8 +191,8 @@ class StatusStore:
             State.RECEIVED, reason=reason, fingerprint=fingerprint(request), **request_fields(request))
         created = self.create(row)
         if created is not None:
-            return Opened(created, True)
-        return Opened(self.get(request.id), False)
+            return Opened(created)
+        return Opened(None, self.get(request.id))
 
     def reopen(self, row: StatusRecord, request: ImportRequest, reason: str) -> StatusRecord | None:
         """Start a request again on a row that ended (failed or rejected): `received`, open, attempts 0, with
@@ -262,8 +274,8 @@ def prune_expired(store: StatusStore, retention_days: float, now: datetime | Non
 def request_fields(request: ImportRequest) -> dict[str, Any]:
     """What a status row shows of a valid request. Credentials are never in it (only a set's name is), and an
     inline password is scrubbed even from what parsed: a producer may have used it as the source's name."""
-    secrets = (request.credentials.password,) if request.credentials else ()
+    secrets = (request.credentials.password.reveal(),) if request.credentials else ()
     return {"source": redact_text(str(request.source), secrets), "target": str(request.target),
-            "target_tags": [redact_text(t, secrets) for t in request.target_tags],
+            "target_tags": [redact_text(str(t), secrets) for t in request.target_tags],
             "untagged_target_repositories": [redact_text(r, secrets) for r in request.untagged_target_repositories],
             "mode": request.mode}

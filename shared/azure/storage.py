@@ -11,13 +11,18 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from shared.azure.deadlines import identity_options, storage_client_options
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+    from azure.identity import ManagedIdentityCredential
+    from azure.storage.queue import QueueServiceClient
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -35,7 +40,7 @@ def service_uri(env: Mapping[str, str], prefix: str, service: str) -> str | None
     return f"https://{account}.{service}.core.windows.net" if account else None
 
 
-def _identity(env: Mapping[str, str], prefix: str):
+def _identity(env: Mapping[str, str], prefix: str) -> ManagedIdentityCredential:
     from azure.identity import ManagedIdentityCredential
 
     client_id = env.get(f"{prefix}__clientId") or None
@@ -44,11 +49,21 @@ def _identity(env: Mapping[str, str], prefix: str):
         ManagedIdentityCredential(**options)
 
 
-def service_client(kind: str, env: Mapping[str, str] | None = None, prefix: str = CONNECTION, *,
-                   credential: Callable[[], Any] | None = None, options: Mapping[str, Any] | None = None):
+@overload
+def service_client(kind: Literal["queue"], env: Mapping[str, str] | None = None, prefix: str = CONNECTION, *,
+                   credential: Callable[[], Any] | None = None,
+                   options: Mapping[str, Any] | None = None) -> QueueServiceClient: ...
+@overload
+def service_client(kind: Literal["table"], env: Mapping[str, str] | None = None, prefix: str = CONNECTION, *,
+                   credential: Callable[[], Any] | None = None,
+                   options: Mapping[str, Any] | None = None) -> TableServiceClient: ...
+def service_client(kind: Literal["queue", "table"], env: Mapping[str, str] | None = None, prefix: str = CONNECTION,
+                   *, credential: Callable[[], Any] | None = None,
+                   options: Mapping[str, Any] | None = None) -> QueueServiceClient | TableServiceClient:
     """A queue or table service client from the connection string or the identity-based settings: the one
     place storage clients are made. The app's (default): its managed identity, calls bounded by its
     deadlines; the CLI passes a person's credential and its own options (cli/connection.py)."""
+    Client: type[QueueServiceClient | TableServiceClient]
     if kind == "queue":
         from azure.storage.queue import QueueServiceClient as Client
     else:
@@ -65,24 +80,24 @@ def service_client(kind: str, env: Mapping[str, str] | None = None, prefix: str 
     return Client(uri, credential=credential() if credential else _identity(env, prefix), **options)
 
 
-def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
+def queue_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION) -> QueueServiceClient:
     return service_client("queue", env, prefix)
 
 
-def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION):
+def table_service(env: Mapping[str, str] | None = None, prefix: str = CONNECTION) -> TableServiceClient:
     return service_client("table", env, prefix)
 
 
 class LazyTable:
     """A table client made (and the table created) on first use, once, whichever thread comes first."""
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         self._table_name = table_name
         self._service = service
-        self._table = None
+        self._table: TableClient | None = None
         self._lock = threading.Lock()
 
-    def __call__(self):
+    def __call__(self) -> TableClient:
         with self._lock:
             if self._table is None:
                 service = self._service or table_service()
@@ -97,8 +112,8 @@ def settings_problem(env: Mapping[str, str] | None = None, prefix: str = CONNECT
     env = os.environ if env is None else env
     if env.get(prefix):
         try:
-            for kind in ("queue", "table"):
-                service_client(kind, env, prefix)
+            queue_service(env, prefix)
+            table_service(env, prefix)
         except Exception as exc:  # the SDKs raise ValueError, KeyError, ... for a malformed string
             return prefix, (f"{prefix} is not a usable storage connection string ({type(exc).__name__}); "
                             f"set a connection string or the identity-based {prefix}__queueServiceUri and "

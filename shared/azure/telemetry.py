@@ -14,9 +14,13 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.core.redact import redact_text
+
+if TYPE_CHECKING:
+    from azure.identity import ManagedIdentityCredential
+    from opentelemetry.metrics import CallbackOptions, Observation
 
 CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"  # "Authorization=AAD[;ClientId=<id>]"
@@ -64,7 +68,7 @@ def enable(tracer_provider: Any = None, meter_provider: Any = None) -> None:
                                              description="Tracked tags found changed upstream"),
     )
 
-    def remaining(_options):
+    def remaining(_options: CallbackOptions) -> list[Observation]:
         from opentelemetry.metrics import Observation
 
         with instruments.lock:
@@ -81,7 +85,7 @@ def disable() -> None:
     _instruments = None
 
 
-def _entra_credential(authentication: str | None):
+def _entra_credential(authentication: str | None) -> ManagedIdentityCredential | None:
     """A managed identity credential when the authentication string asks for Entra ID (local auth off)."""
     parts = dict(p.split("=", 1) for p in (authentication or "").split(";") if "=" in p)
     if parts.get("Authorization", "").upper() != "AAD":

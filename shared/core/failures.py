@@ -145,7 +145,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _service_error(exc) -> tuple[str, str]:
+def _service_error(exc: BaseException) -> tuple[str, str]:
     """ARM's error code and message; the import operation nests the useful one in `details`."""
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or ""
@@ -180,7 +180,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
-def retry_after_of(exc) -> float | None:
+def retry_after_of(exc: BaseException) -> float | None:
     """`Retry-After` of an Azure SDK error's response, if any."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)

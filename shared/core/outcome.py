@@ -26,7 +26,24 @@ class State(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (State.SUCCEEDED, State.SKIPPED, State.REJECTED, State.FAILED)
+        """The request ended: nothing more happens to it unless it is sent again."""
+        return self in TERMINAL_STATES
+
+    @property
+    def ended_well(self) -> bool:
+        """Ended as asked: imported, or nothing to import (a repeated delivery of it changes nothing)."""
+        return self in ENDED_WELL
+
+    @property
+    def ended_badly(self) -> bool:
+        """Ended without the import: the same request may start again on its row (a redrive, a re-send)."""
+        return self in ENDED_BADLY
+
+
+# The status partitions, defined here only (a StrEnum's class attributes would be members).
+ENDED_WELL = frozenset({State.SUCCEEDED, State.SKIPPED})
+ENDED_BADLY = frozenset({State.REJECTED, State.FAILED})
+TERMINAL_STATES = ENDED_WELL | ENDED_BADLY
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from re import _constants as sre  # the parser is the only way to see a pattern's structure
-from re import _parser as sre_parse
+
+# The parser is the only way to see a pattern's structure. typeshed types the same modules only under their
+# deprecated 3.10 names (sre_constants, sre_parse), hence the ignores.
+from re import _constants as sre  # type: ignore[attr-defined]  # private module, untyped in typeshed
+from re import _parser as sre_parse  # type: ignore[attr-defined]  # likewise
+from typing import Any
 
 from shared.core.reference import is_tag
 
@@ -59,7 +63,7 @@ def _variable(low: int, high: int) -> bool:
     return high > 1 and low != high
 
 
-def _exponential(items, *, repeated: bool) -> str:
+def _exponential(items: Iterable[tuple[Any, Any]], *, repeated: bool) -> str:
     """What makes the pattern backtrack exponentially, or ''. `repeated`: inside a quantifier that can
     match its body more than MAX_SMALL_REPEAT times."""
     for op, av in items:

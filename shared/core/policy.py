@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.core.allowlist import allowed_by
 from shared.core.outcome import Problem
+from shared.core.redact import Password
 from shared.core.reference import ImageReference
 from shared.core.resource_ids import RegistryId
 from shared.core.settings import Settings
@@ -68,15 +69,12 @@ USERNAME_RULE = ("registries take a password or token only with its user (Docker
 
 
 # --- the request's view -------------------------------------------------------------------------------
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class SourceCredentials:
     """What goes into ImportSource.credentials: always a username with the password (see USERNAME_RULE)."""
 
     username: str | None
-    password: str
-
-    def __repr__(self) -> str:
-        return f"SourceCredentials(username={self.username!r}, password='***')"
+    password: Password
 
 
 def check_source_matches_registry(source: ImageReference, registry: RegistryId, settings: Settings,
@@ -125,7 +123,7 @@ def source_credentials(doc: dict[str, Any], source: ImageReference | None, sourc
         if not doc.get("username") or "username" in bad:
             problems.append(Problem("username", f"is required with password: {USERNAME_RULE}"))
             return None
-        return SourceCredentials(doc["username"], doc["password"])
+        return SourceCredentials(doc["username"], Password(doc["password"]))
     if not named:
         return None
     if source is None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 REMOVED = "[removed]"
@@ -38,6 +39,27 @@ _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
 _MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
 _PREFIX_CHARACTERS = 4
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class Password:
+    """A password or token, however it came (a credential set's setting, a request's inline credentials): its
+    `repr` and `str` are `'***'`, so a traceback, an f-string or a log line cannot show it; `reveal()` gives
+    it to the one place that sends it (an Authorization header, ImportSource.credentials)."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Password('***')"
+
+    def __str__(self) -> str:
+        return "***"
 
 
 def is_secret_key(key: object) -> bool:

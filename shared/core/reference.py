@@ -24,10 +24,13 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from typing import NewType
 
+# Docker Hub's names, defined here only: the name references use, the host its registry API answers on, and
+# every spelling of it that means the same registry.
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_ALIASES = frozenset(
-    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API_HOST, "registry.hub.docker.com"})
 DOCKER_HUB_OFFICIAL_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
@@ -112,7 +115,23 @@ def parse_reference(text: str) -> ImageReference:
     return _with_defaults(registry, path, tag, digest)
 
 
-def parse_target_tag(text: str) -> tuple[str, str]:
+# A repository in the target registry (an untaggedTargetRepositories entry), as `parse_repository` checked it.
+Repository = NewType("Repository", str)
+
+
+@dataclass(frozen=True)
+class TargetTag:
+    """A targetTags entry, parsed (`parse_target_tag`): a repository and a tag in the target registry. Its
+    `str` is the `repo:tag` ACR's import API takes."""
+
+    repository: Repository
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+def parse_target_tag(text: str) -> TargetTag:
     """Parse an ACR ``targetTags`` entry ``repo:tag``: the target registry is chosen elsewhere, so a host
     is refused (a first component with ``.`` or ``:`` or ``localhost`` counts as one), and so is a digest."""
     _check_text(text, "target tag")
@@ -127,10 +146,10 @@ def parse_target_tag(text: str) -> tuple[str, str]:
         raise InvalidReference(f"target tag needs a tag, as repo:tag: {_quote(text)}")
     _check_tag(tag, text)
     _check_name_length(path)
-    return path, tag
+    return TargetTag(Repository(path), tag)
 
 
-def parse_repository(text: str) -> str:
+def parse_repository(text: str) -> Repository:
     """Parse a bare repository path (ACR ``untaggedTargetRepositories``): no host, tag or digest."""
     _check_text(text, "repository")
     if "@" in text:
@@ -140,7 +159,7 @@ def parse_repository(text: str) -> str:
         raise InvalidReference(f"repository must not contain a tag: {_quote(text)}")
     _check_path(text, "repository")
     _check_name_length(text)
-    return text
+    return Repository(text)
 
 
 def canonical_registry_host(host: str) -> str:

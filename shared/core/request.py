@@ -12,10 +12,11 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.core import policy
 from shared.core.outcome import Problem
@@ -24,6 +25,8 @@ from shared.core.redact import is_plain_key, shown_key
 from shared.core.reference import (
     ImageReference,
     InvalidReference,
+    Repository,
+    TargetTag,
     names_registry,
     parse_reference,
     parse_repository,
@@ -35,6 +38,9 @@ from shared.core.settings import Settings
 from shared.schemas import schema
 
 # jsonschema is imported on first validation (cached), not at cold start: see docs/benchmarks.md.
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
 
 MAX_MESSAGE_BYTES = 64 * 1024
 REQUEST_SCHEMA = "import-request.v1.json"
@@ -58,14 +64,15 @@ class ImportRequest:
     credential_name: str | None
     credentials: SourceCredentials | None
     target: RegistryId
-    target_tags: tuple[str, ...]
-    untagged_target_repositories: tuple[str, ...]
+    target_tags: tuple[TargetTag, ...]
+    untagged_target_repositories: tuple[Repository, ...]
     mode: str
     # `retry`/`operation` as an older version wrote them on its follow-ups. Never trusted: the app keeps its
     # state on the status row; the worker refuses a message carrying them, except to let a run of an older
     # version that is still in flight go on (from its row, ignoring what the message says).
     app_fields: tuple[str, ...]
-    document: dict[str, Any]  # as received (secrets included): what a retry re-enqueues, minus app_fields
+    # as received (secrets included): what a retry re-enqueues, minus app_fields; not in the repr (a traceback)
+    document: dict[str, Any] = field(repr=False)
 
     @property
     def inline_credentials(self) -> bool:
@@ -81,7 +88,7 @@ def fingerprint(request: ImportRequest) -> str:
         "sourceRegistry": str(request.source_registry).lower() if request.source_registry else None,
         "credential": credential,
         "target": str(request.target).lower(),
-        "targetTags": sorted(request.target_tags),
+        "targetTags": sorted(str(t) for t in request.target_tags),
         "untaggedTargetRepositories": sorted(request.untagged_target_repositories),
         "mode": request.mode,
     }
@@ -106,7 +113,7 @@ class Rejected:
 
 
 @cache
-def _validator():
+def _validator() -> Draft202012Validator:
     """The request schema's validator, with `integer` meaning a JSON integer: jsonschema also counts `1.0`,
     which `checks` and `attempt` would then carry as floats."""
     from jsonschema import Draft202012Validator, validators
@@ -273,14 +280,14 @@ def json_problem(document: Any, duplicates: dict[int, list[str]] | None = None) 
 
 
 
-def field_path(parts) -> str:
+def field_path(parts: Iterable[str | int]) -> str:
     path = ""
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or MESSAGE
 
 
-def _schema_problem(error) -> Problem:
+def _schema_problem(error: ValidationError) -> Problem:
     """A person-readable problem from a jsonschema error, never echoing a secret value."""
     path = field_path(error.absolute_path)
     field = path.rsplit(".", 1)[-1]
@@ -336,12 +343,12 @@ def _qualified_source(source: str, registry: RegistryId, suffix: str) -> str:
     return source if names_registry(source) else f"{registry.login_server(suffix)}/{source}"
 
 
-def _default_targets(source: ImageReference) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _default_targets(source: ImageReference) -> tuple[tuple[TargetTag, ...], tuple[Repository, ...]]:
     """What `az acr import` does without --image: the source's repo:tag, or untagged for a bare digest."""
-    repository = source.default_target_repository
+    repository = Repository(source.default_target_repository)
     if source.tag is None:
         return (), (repository,)
-    return (f"{repository}:{source.tag}",), ()
+    return (TargetTag(repository, source.tag),), ()
 
 
 def parse_request(body: bytes | str, settings: Settings, *, fallback_id: str | None = None) -> ImportRequest | Rejected:
@@ -407,7 +414,14 @@ def _id_holds_password(doc: dict[str, Any]) -> bool:
         and password in request_id
 
 
-def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], problems: list[Problem]):
+_T = TypeVar("_T")
+
+# What `_check_fields` found: source, source registry, target, target tags, untagged repositories, credentials.
+_Checked = tuple[ImageReference, RegistryId | None, RegistryId, tuple[TargetTag, ...], tuple[Repository, ...],
+                 SourceCredentials | None]
+
+
+def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], problems: list[Problem]) -> _Checked | None:
     """Rules a schema cannot express: reference grammar, resource ids, credentials, allowlists."""
     def ok(name: str) -> bool:
         return name in doc and name not in bad
@@ -433,7 +447,7 @@ def _check_fields(doc: dict[str, Any], settings: Settings, bad: set[str], proble
             source = parse_reference(text)
         except InvalidReference as err:
             problems.append(Problem("source", err.reason))
-    tags = tuple(_each("targetTags", doc, bad, problems, lambda t: "{}:{}".format(*parse_target_tag(t))))
+    tags = tuple(_each("targetTags", doc, bad, problems, parse_target_tag))
     untagged = tuple(_each("untaggedTargetRepositories", doc, bad, problems, parse_repository))
     if source and source_registry:
         policy.check_source_matches_registry(source, source_registry, settings, problems)
@@ -463,10 +477,11 @@ def _aware_time(text: str) -> datetime | None:
     return value if value.tzinfo is not None else None
 
 
-def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem], parse) -> list[str]:
+def _each(name: str, doc: dict[str, Any], bad: set[str], problems: list[Problem],
+          parse: Callable[[str], _T]) -> list[_T]:
     if name not in doc or name in bad:
         return []
-    out = []
+    out: list[_T] = []
     for index, item in enumerate(doc[name]):
         try:
             out.append(parse(item))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from shared.core.allowlist import PatternError, RegistryPattern, parse_registry_pattern
-from shared.core.reference import InvalidReference, canonical_registry_host
+from shared.core.redact import Password
+from shared.core.reference import DOCKER_HUB, InvalidReference, canonical_registry_host
 from shared.core.resource_ids import RegistryId, parse_registry_id
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -28,7 +29,7 @@ DEFAULT_IMPORT_QUEUE = "acr-import-requests"
 DEFAULT_STATUS_TABLE = "importstatus"
 # Public registries most platform teams mirror. Any other source (including other ACRs) must be named:
 # whoever can write to the queue can otherwise pull anything into your registry.
-DEFAULT_ALLOWED_SOURCES = ("docker.io", "mcr.microsoft.com")
+DEFAULT_ALLOWED_SOURCES = (DOCKER_HUB, "mcr.microsoft.com")
 DEFAULT_TRACKED_IMAGES = "tracked-images.json"  # shipped with the app, relative to its root
 DEFAULT_REPLICATION_RULES = "replication-rules.json"  # likewise; an empty rule list replicates nothing
 
@@ -83,18 +84,15 @@ class SettingProblem:
         return self.message
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class CredentialSet:
     """A named source credential. `registries` limits where it may be sent (empty: anywhere allowed)."""
 
     name: str
     username: str | None
-    password: str
+    password: Password
     registries: tuple[str, ...] = ()
-    allowlist: tuple[RegistryPattern, ...] = ()  # `registries` parsed (allowlist.py; policy.py decides)
-
-    def __repr__(self) -> str:  # never show the secret, even in a traceback
-        return f"CredentialSet(name={self.name!r}, registries={self.registries!r})"
+    allowlist: tuple[RegistryPattern, ...] = field(default=(), repr=False)  # `registries` parsed (allowlist.py)
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ class Settings:
 
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, so scrubbers can remove them from anything that leaves the app."""
-        return tuple(c.password for c in self.credential_sets.values() if c.password)
+        return tuple(c.password.reveal() for c in self.credential_sets.values() if c.password)
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -182,7 +180,7 @@ class _Env:
     def get(self, name: str) -> str | None:
         return self.values.get(name)
 
-    def items(self):
+    def items(self) -> ItemsView[str, str]:
         return self.values.items()
 
     def problem(self, setting: str, message: str, needed_by: str) -> None:
@@ -315,7 +313,7 @@ def _credential_sets(env: _Env) -> dict[str, CredentialSet]:
                                                      "(remove it to allow any allowed source)", needed_by)
             continue
         sets[name] = CredentialSet(name=name, username=(items.get("USERNAME") or "").strip() or None,
-                                   password=password, registries=tuple(p.text for p in patterns),
+                                   password=Password(password), registries=tuple(p.text for p in patterns),
                                    allowlist=tuple(patterns))
     return sets
 
@@ -407,7 +405,11 @@ def read_settings(env: Mapping[str, str] | None = None, *,
     """Every setting, never raising: problems are in `Settings.problems`, each naming its setting.
     `check_storage` (shared/azure/storage.py `settings_problem`, passed in by shared/app_context.py) also
     checks the AzureWebJobsStorage settings (the app's own status table and queues)."""
-    env = _Env(os.environ if env is None else env)
+    return _read_settings(_Env(os.environ if env is None else env), check_storage)
+
+
+def _read_settings(env: _Env,
+                   check_storage: Callable[[Mapping[str, str]], tuple[str, str] | None] | None) -> Settings:
     target = _text(env, "TARGET_REGISTRY") or None
     default_target = next(iter(_registry_ids(env, "TARGET_REGISTRY", (target,))), None) if target else None
     explicit_targets = _split(env.get("ALLOWED_TARGET_REGISTRIES"))

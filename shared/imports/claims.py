@@ -63,7 +63,7 @@ def decide(row: StatusRecord | None, request: ImportRequest, message_id: str) ->
     if not _same_request(row, request, prefix):
         return Decision(Step.CONFLICT, f"is taken by a different request (it is {row.state}); the same id with "
                                        "a different request is refused, never taken as done; use a new id")
-    if row.state in (State.SUCCEEDED, State.SKIPPED):
+    if row.state.ended_well:
         return Decision(Step.DONE, f"already {row.state}: a repeated delivery changes nothing")
     if row.state.terminal:
         return Decision(Step.START, f"again after it {row.state}")
@@ -80,7 +80,7 @@ def _same_request(row: StatusRecord, request: ImportRequest, prefix: str | None)
         return True
     if prefix:  # a reserved id runs only on a row the app opened for exactly this request
         return False
-    if row.state in (State.SUCCEEDED, State.SKIPPED):  # a row from before fingerprints: compare what it shows
+    if row.state.ended_well:  # a row from before fingerprints: compare what it shows
         shown = request_fields(request)
         return (row.source, row.target.lower(), sorted(row.target_tags), sorted(row.untagged_target_repositories),
                 row.mode) == (shown["source"], shown["target"].lower(), sorted(shown["target_tags"]),
@@ -116,7 +116,7 @@ def queue_once(store: StatusStore, request: ImportRequest, send: Callable[[dict[
             return Queued(False, row, f"id {request.id} is taken by a different request (it is {row.state})")
         if row.state is State.RECEIVED and not row.carrier:
             pass
-        elif restart_failed and row.state in (State.FAILED, State.REJECTED):
+        elif restart_failed and row.state.ended_badly:
             reopened = store.reopen(row, request, reason)
             if reopened is None:
                 return Queued(False, store.get(request.id), "its status row changed while it was being queued")

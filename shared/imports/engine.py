@@ -39,13 +39,13 @@ def import_parameters(request: ImportRequest, source_registry: RegistryId | None
     else:
         source["registryUri"] = request.source.registry
         if request.credentials:
-            credentials = {"password": request.credentials.password}
+            credentials = {"password": request.credentials.password.reveal()}
             if request.credentials.username:
                 credentials["username"] = request.credentials.username
             source["credentials"] = credentials
     body: dict[str, Any] = {"source": source}
     if request.target_tags:
-        body["targetTags"] = list(request.target_tags)
+        body["targetTags"] = [str(t) for t in request.target_tags]
     if request.untagged_target_repositories:
         body["untaggedTargetRepositories"] = list(request.untagged_target_repositories)
     if force is None:

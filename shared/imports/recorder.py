@@ -94,7 +94,7 @@ def raw_text(body: bytes | str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def inline_secrets(request: ImportRequest) -> tuple[str, ...]:
-    return (request.credentials.password,) if request.credentials else ()
+    return (request.credentials.password.reveal(),) if request.credentials else ()
 
 
 def redact(worker: Worker, request: ImportRequest | None, text: str) -> str:
@@ -162,6 +162,6 @@ def log_outcome(worker: Worker, outcome: Outcome, request: ImportRequest | None,
     if dequeue_count is not None:
         fields["dequeueCount"] = dequeue_count
     line = redact_text(json.dumps(fields, ensure_ascii=False, default=str), secrets)
-    level = logging.WARNING if outcome.state in (State.FAILED, State.REJECTED) else logging.INFO
+    level = logging.WARNING if outcome.state.ended_badly else logging.INFO
     log.log(level, line)
     telemetry.record_import(fields, secrets)

@@ -42,7 +42,7 @@ from shared.registry.client import RegistryError, source_auth
 
 def retry_delay(attempt: int, settings: Settings, failure: Failure, jitter: float) -> float:
     """Exponential backoff with jitter (attempt 1 -> about base), never sooner than Retry-After."""
-    backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2.0 ** max(0, attempt - 1))
     return max(failure.retry_after or 0.0, backoff * (0.5 + jitter / 2))
 
 
@@ -167,25 +167,25 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
     """The source's digest when every target already holds it, else None, with a note when the digests
     could not be read (the import then goes ahead: comparing is an optimisation, never a gate)."""
-    settings, registries = worker.settings, worker.registries
+    settings, registries, identity = worker.settings, worker.registries, worker.identity
+    assert registries is not None and identity is not None, "Worker.__post_init__ sets both"
     suffix = settings.acr_login_server_suffix
     source = request.source
     host = request.source_registry.login_server(suffix) if request.source_registry else source.registry
     credentials = request.credentials
     auth = source_auth(host, credentials.username if credentials else None,
-                       credentials.password if credentials else None, worker.identity, suffix)
+                       credentials.password if credentials else None, identity, suffix)
     target_host = request.target.login_server(suffix)
     try:
         upstream = registries.head_manifest(host, source.repository, source.digest or source.tag or "latest", auth)
         if upstream is None:
             return None, ""
         for target_tag in request.target_tags:
-            repository, _, tag = target_tag.rpartition(":")
-            current = registries.head_manifest(target_host, repository, tag, worker.identity)
+            current = registries.head_manifest(target_host, target_tag.repository, target_tag.tag, identity)
             if current is None or current.digest != upstream.digest:
                 return None, ""
         for repository in request.untagged_target_repositories:
-            if registries.head_manifest(target_host, repository, upstream.digest, worker.identity) is None:
+            if registries.head_manifest(target_host, repository, upstream.digest, identity) is None:
                 return None, ""
     except RegistryError as err:
         return None, f" (digests not compared: {err})"
@@ -203,7 +203,7 @@ def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
         return {}
     host = request.target.login_server(worker.settings.acr_login_server_suffix)
     if request.target_tags:
-        repository, _, reference = request.target_tags[0].rpartition(":")
+        repository, reference = request.target_tags[0].repository, request.target_tags[0].tag
     else:
         repository, reference = request.untagged_target_repositories[0], request.source.digest or ""
     if not reference:
@@ -274,10 +274,12 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
             return _reject_message(worker, Rejected(request.id, (Problem("id", decision.reason),), document),
                                    body, started, recorded=row)
         if step in (claims.Step.DONE, claims.Step.DUPLICATE):
+            assert row is not None, "claims.decide says DONE or DUPLICATE only about a row"
             outcome = Outcome(request.id, row.state, decision.reason, row.attempts)
             log_outcome(worker, outcome, request, started, dequeue_count=dequeue_count)
             return outcome
         if step is claims.Step.CONTINUE:
+            assert row is not None, "claims.decide says CONTINUE only about a row"
             return Claim(worker.status, row)
         now = worker.clock().isoformat()
         mine = {"carrier": message_id, "fingerprint": fingerprint(request), **request_fields(request)}
@@ -285,6 +287,8 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
             claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
             fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
                       "operation": "", "operation_started_at": "", "poll_failures": "", **mine}
+        elif row is None:
+            raise AssertionError("claims.decide takes a request without a row only to START it")
         elif _watching(row):  # TAKE a handed-over import: watch the operation ARM already runs
             claim, fields = Claim(worker.status, row), mine
         else:  # TAKE a received or retrying request: its next attempt (a lost one without an operation again)
@@ -345,9 +349,10 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
         else:
             source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
                                                       suffix=settings.acr_login_server_suffix)
-            url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
-            if url is None:
+            started_url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
+            if started_url is None:
                 return None
+            url = started_url
             operation_started, checks = worker.clock(), 0
             claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0,
                         poll_failures="")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.app_context import Worker
 from shared.azure import deadlines, telemetry
@@ -27,6 +27,7 @@ from shared.azure.status import StatusStore
 from shared.azure.storage import LazyTable
 from shared.core.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
 from shared.core.patterns import valid_tags
+from shared.core.reference import TargetTag
 from shared.core.request import Rejected, validate_document
 from shared.core.settings import Settings
 from shared.imports.claims import queue_once
@@ -44,6 +45,11 @@ from shared.registry.client import (
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+
+    from shared.azure.queues import ImportQueues
 
 log = logging.getLogger("acr_importer")
 
@@ -184,7 +190,7 @@ def request_id(target: str, target_tag: str, source_digest: str, target_digest: 
 
 
 def import_document(image: TrackedImage, tag: str, source_digest: str, target_digest: str) -> dict[str, Any]:
-    target_tag = f"{image.target_repository}:{tag}"
+    target_tag = str(TargetTag(image.target_repository, tag))
     doc: dict[str, Any] = {
         "id": request_id(str(image.target), target_tag, source_digest, target_digest),
         "source": f"{image.source.registry}/{image.source.repository}:{tag}",
@@ -365,7 +371,7 @@ class RefreshLog:
 
     PARTITION = "refresh"
 
-    def __init__(self, table_name: str, service=None) -> None:
+    def __init__(self, table_name: str, service: TableServiceClient | None = None) -> None:
         self._client = LazyTable(table_name, service)
 
     def latest(self) -> dict[str, Any] | None:
@@ -425,9 +431,10 @@ class RefreshResult:
     summary: RefreshSummary
 
 
-def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *, queues=None,
-                refresh_log: RefreshLog | None = None, dry_run: bool = False, config_text: str | None = None,
-                clock: Callable[[], float] = time.time, status=None,
+def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAuth, *,
+                queues: ImportQueues | None = None, refresh_log: RefreshLog | None = None, dry_run: bool = False,
+                config_text: str | None = None,
+                clock: Callable[[], float] = time.time, status: StatusStore | None = None,
                 progress: Callable[[int, int], None] | None = None) -> RefreshResult:
     """Load the tracked images, plan, enqueue (unless a dry run) and record one summary.
 
@@ -492,5 +499,6 @@ def refresh_log(settings: Settings) -> RefreshLog:
 def refresh_for(worker: Worker) -> RefreshResult:
     """The timer's refresh with the app's long-lived objects (registry client, identity, queues)."""
     settings = worker.settings
-    return run_refresh(settings, worker.registries, worker.identity, queues=worker.queues,
-                       refresh_log=refresh_log(settings), status=worker.status)
+    registries, identity = worker.reader()
+    return run_refresh(settings, registries, identity, queues=worker.queues, refresh_log=refresh_log(settings),
+                       status=worker.status)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.azure.config_source import (
     APP_ROOT,  # noqa: F401 (where relative paths start; tests use it)
@@ -26,13 +26,17 @@ from shared.azure.config_source import (
 from shared.core import policy
 from shared.core.outcome import Problem
 from shared.core.patterns import UnsafePattern, compile_pattern
-from shared.core.reference import ImageReference, InvalidReference, parse_reference, parse_repository
+from shared.core.reference import ImageReference, InvalidReference, Repository, parse_reference, parse_repository
 from shared.core.request import field_path
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REFRESH, Settings
 from shared.schemas import validator
 
 # nodesemver is imported only for entries that use a semver range: the timer alone pays for it.
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from nodesemver import SemVer
 
 
 class TrackedConfigError(ValueError):
@@ -62,7 +66,7 @@ class TrackedImage:
     name: str
     source: ImageReference
     target: RegistryId
-    target_repository: str
+    target_repository: Repository
     credential: str | None
     rule: TagRule
 
@@ -77,7 +81,7 @@ class TrackedConfig:
     problems: tuple[Problem, ...]  # field paths like images[2].semver
 
 
-def _validator():
+def _validator() -> Draft202012Validator:
     return validator("tracked-images.v1.json")
 
 
@@ -129,12 +133,11 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
     rule = _rule(entry, prefix, problems)
     if "targetRepository" in entry and "targetPrefix" in entry:
         problems.append(Problem(f"{prefix}.targetPrefix", "give targetRepository or targetPrefix, not both"))
-    target_repository = ""
+    target_repository: Repository | None = None
     if source is not None:
-        target_repository = entry.get("targetRepository") or \
-            f"{entry.get('targetPrefix', '')}{source.default_target_repository}"
+        named = entry.get("targetRepository") or f"{entry.get('targetPrefix', '')}{source.default_target_repository}"
         try:
-            target_repository = parse_repository(target_repository)
+            target_repository = parse_repository(named)
         except InvalidReference as err:
             field = "targetRepository" if "targetRepository" in entry else "targetPrefix"
             problems.append(Problem(f"{prefix}.{field}", err.reason))
@@ -151,13 +154,13 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
         refusal = policy.credential_refusal(credential, source.registry, settings)
         if refusal:
             problems.append(Problem(f"{prefix}.credential", refusal))
-    if problems or source is None or target is None or rule is None:
+    if problems or source is None or target is None or rule is None or target_repository is None:
         return problems
     return TrackedImage(index, entry.get("name") or str(source).rsplit(":", 1)[0], source, target,
                         target_repository, credential, rule)
 
 
-def _entry_field(prefix: str, parts: list) -> str:
+def _entry_field(prefix: str, parts: list[str | int]) -> str:
     return f"{prefix}.{field_path(parts)}" if parts else prefix
 
 
@@ -187,7 +190,7 @@ def _target(text: str | None, settings: Settings, prefix: str, problems: list[Pr
         return None
 
 
-def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Problem]) -> tuple[re.Pattern, ...]:
+def _patterns(entry: dict[str, Any], name: str, prefix: str, problems: list[Problem]) -> tuple[re.Pattern[str], ...]:
     out = []
     for i, text in enumerate(entry.get(name, [])):
         try:
@@ -231,7 +234,7 @@ def range_problem(text: Any) -> str | None:
 
 
 # --- tag selection -------------------------------------------------------------------------------------
-def tag_version(tag: str, *, prereleases: bool):
+def tag_version(tag: str, *, prereleases: bool) -> SemVer | None:
     """The tag as a version (loose: `1.27` is 1.27.0), or None; a suffix makes it a pre-release."""
     import nodesemver
 
@@ -266,7 +269,10 @@ def _by_rule(rule: TagRule, listed: Iterable[str]) -> list[str]:
         versioned = [(t, v) for t, v in versioned
                      if nodesemver.satisfies(v.version, rule.semver, loose=False,
                                              include_prerelease=rule.prereleases)]
-    versioned.sort(key=cmp_to_key(lambda a, b: b[1].compare(a[1]) or (a[0] > b[0]) - (a[0] < b[0])))
+    def newest_first(a: tuple[str, SemVer], b: tuple[str, SemVer]) -> int:
+        return int(b[1].compare(a[1])) or (a[0] > b[0]) - (a[0] < b[0])
+
+    versioned.sort(key=cmp_to_key(newest_first))
     if rule.newest is not None:
         versioned = versioned[:rule.newest]
     return [t for t, _ in versioned]

@@ -40,17 +40,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from shared.core.failures import parse_retry_after
+from shared.core.redact import Password
+from shared.core.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
 
 if TYPE_CHECKING:  # requests is imported on first use: a cold start that only rejects never pays for it
     import requests
+    from azure.core.credentials import AccessToken, TokenCredential
+    from urllib3 import PoolManager
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
+DOCKER_HUB_ENDPOINT = f"https://{DOCKER_HUB_API_HOST}"
 ACR_TOKEN_SCOPE = "https://containerregistry.azure.net/.default"
 DEFAULT_TOKEN_SECONDS = 60  # the distribution token spec's default when `expires_in` is absent
 EXPIRY_MARGIN_SECONDS = 10
@@ -113,7 +116,7 @@ class RateLimit:
     remaining: int | None
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class BasicAuth:
     """Username and password (or token); sent to a Basic registry or to a Bearer realm, always together.
     Registries take a password or access token only with the user it belongs to (Docker Hub: the account
@@ -121,17 +124,14 @@ class BasicAuth:
     without a username is never sent: it is a RegistryError naming the rule (NO_USERNAME)."""
 
     username: str | None
-    password: str
-
-    def __repr__(self) -> str:
-        return f"BasicAuth(username={self.username!r}, password='***')"
+    password: Password
 
 
 @dataclass(frozen=True, repr=False)
 class IdentityAuth:
     """The app's Entra identity, for ACR: Entra token -> `/oauth2/exchange` -> `/oauth2/token`."""
 
-    credential: Any  # azure.core.credentials.TokenCredential
+    credential: TokenCredential
 
     def __repr__(self) -> str:
         return "IdentityAuth()"
@@ -255,7 +255,7 @@ def _auth_key(auth: Auth) -> str:
         return "anonymous"
     if isinstance(auth, IdentityAuth):
         return f"identity:{id(auth.credential)}"
-    return f"basic:{auth.username}:{hash(auth.password)}"
+    return f"basic:{auth.username}:{hash(auth.password.reveal())}"
 
 
 # --- one deadline per call ---------------------------------------------------------------------------
@@ -299,7 +299,7 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         self._bound()
         return super().recv(buflen, flags)
 
-    def recv_into(self, buffer, nbytes: int | None = None, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:  # Any: as ssl's own stub
         self._bound()
         return super().recv_into(buffer, nbytes, flags)
 
@@ -330,8 +330,9 @@ def _new_session(pool_size: int) -> requests.Session:
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **{**kwargs, "ssl_context": context})
 
-        def proxy_manager_for(self, proxy: str, **kwargs: Any):
-            return super().proxy_manager_for(proxy, **{**kwargs, "ssl_context": context})
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> PoolManager:
+            manager: PoolManager = super().proxy_manager_for(proxy, **{**kwargs, "ssl_context": context})
+            return manager
 
     session = requests.Session()
     adapter = _Adapter(pool_connections=16, pool_maxsize=pool_size)
@@ -365,12 +366,13 @@ class RegistryClient:
     max_tag_pages: int = MAX_TAG_PAGES
     max_tags: int = MAX_TAGS
     max_listing_bytes: int = MAX_LISTING_BYTES
-    requests_sent: Counter = field(default_factory=Counter, init=False)  # (host, method, kind) -> count
+    # (host, method, kind) -> count
+    requests_sent: Counter[tuple[str, str, str]] = field(default_factory=Counter, init=False)
 
     def __post_init__(self) -> None:
         if self.session is None:
             self.session = _new_session(self.pool_size)
-        self._proxies: dict[str, dict[str, str]] = {}
+        self._proxies: dict[tuple[str, str, int] | None, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
         self._challenges: dict[str, _Challenge] = {}
@@ -511,7 +513,7 @@ class RegistryClient:
         match = re.search(r'<([^<>]{1,2048})>\s*;\s*rel="?next"?', header[:8192])
         if not match:
             return None
-        link = urljoin(answer.url, match.group(1))
+        link: str = urljoin(answer.url, match.group(1))
         if origin(link) != origin(first):
             raise RegistryError(host, answer.status, "PAGINATION", f"{what}: the next page is on another origin "
                                                                    f"({_origin_text(link)}); not followed")
@@ -555,8 +557,8 @@ class RegistryClient:
             url = location
         raise RegistryError(host, 0, "REDIRECT", f"{what}: more than {MAX_REDIRECTS} redirects")
 
-    def _exchange(self, method: str, host: str, url: str, headers: dict[str, str], data, auth, kind: str,
-                  what: str, limit: int) -> _Answer | str:
+    def _exchange(self, method: str, host: str, url: str, headers: dict[str, str], data: Mapping[str, str] | None,
+                  auth: tuple[str, str] | None, kind: str, what: str, limit: int) -> _Answer | str:
         """One request and its answer, or the absolute URL it redirects to."""
         import requests
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -564,6 +566,7 @@ class RegistryClient:
         remaining = self._remaining(host, what)
         with self._lock:
             self.requests_sent[(host.lower(), method, kind)] += 1
+        assert self.session is not None, "__post_init__ makes one"
         try:
             response = self.session.request(method, url, headers=headers, data=data, auth=auth,
                                             timeout=(min(remaining, CONNECT_TIMEOUT), remaining),
@@ -577,10 +580,11 @@ class RegistryClient:
                                     f"{what}: {size} bytes of headers, the limit is {MAX_HEADER_BYTES}")
             status = response.status_code
             if status in _REDIRECTS:
-                location = response.headers.get("Location", "")
+                location: str = response.headers.get("Location", "")
                 if not location or len(location) > 4096:
                     raise RegistryError(host, status, "REDIRECT", f"{what}: a redirect without a usable Location")
-                return urljoin(url, location.strip())
+                redirect: str = urljoin(url, location.strip())
+                return redirect
             if not 200 <= status <= 599:
                 raise RegistryError(host, status, "PROTOCOL", f"{what}: answered HTTP {status}")
             body = self._read(host, response, limit, what)
@@ -639,7 +643,7 @@ class RegistryClient:
         if found is None:
             from requests.utils import get_environ_proxies
 
-            found = get_environ_proxies(url)
+            found = dict(get_environ_proxies(url))
             self._proxies[key] = found
         return found
 
@@ -703,8 +707,8 @@ class RegistryClient:
             raise RegistryError(host, 401, "NO_USERNAME", NO_USERNAME_MESSAGE)
         if challenge.scheme == "basic":
             if isinstance(auth, BasicAuth):
-                user = auth.username
-                return {"Authorization": "Basic " + base64.b64encode(f"{user}:{auth.password}".encode()).decode()}
+                user, password = auth.username, auth.password.reveal()
+                return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
             return {}
         scope = f"repository:{repository}:pull"
         token = self._token(host, challenge, scope, auth, renew=renew)
@@ -757,7 +761,7 @@ class RegistryClient:
                                                           "set is not sent there")
         return realm
 
-    def _token_value(self, host: str, answer: _Answer, names: tuple[str, ...], what: str) -> tuple[str, dict]:
+    def _token_value(self, host: str, answer: _Answer, names: tuple[str, ...], what: str) -> tuple[str, dict[str, Any]]:
         self._expect_ok(host, answer, what)
         body = self._json(host, answer, what)
         if not isinstance(body, dict):
@@ -773,7 +777,7 @@ class RegistryClient:
                      auth: BasicAuth | None) -> _Token:
         params = {"service": challenge.service, "scope": scope} if challenge.service else {"scope": scope}
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        basic = (auth.username, auth.password) if isinstance(auth, BasicAuth) and auth.username else None
+        basic = (auth.username, auth.password.reveal()) if isinstance(auth, BasicAuth) and auth.username else None
         answer = self._http("GET", host, f"{realm}{'&' if '?' in realm else '?'}{query}", {}, kind="token",
                             auth=basic, follow=False)
         value, body = self._token_value(host, answer, ("token", "access_token"), "token")
@@ -823,19 +827,20 @@ class RegistryClient:
 class LazyCredential:
     """A TokenCredential built on first use, so creating a client costs no Azure SDK import."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], TokenCredential]) -> None:
         self._factory = factory
-        self._credential = None
+        self._credential: TokenCredential | None = None
         self._lock = threading.Lock()
 
-    def get_token(self, *scopes: str, **kwargs: Any):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         with self._lock:
             if self._credential is None:
                 self._credential = self._factory()
-        return self._credential.get_token(*scopes, **kwargs)
+            credential = self._credential
+        return credential.get_token(*scopes, **kwargs)
 
 
-def source_auth(host: str, username: str | None, password: str | None, identity: IdentityAuth,
+def source_auth(host: str, username: str | None, password: Password | None, identity: IdentityAuth,
                 acr_suffix: str) -> Auth:
     """How the app reads a source: its credential set when it has one, its identity on an ACR, else anonymous."""
     if password:

@@ -118,7 +118,7 @@ def read_event(raw: Any) -> RegistryEvent | UnreadableEvent:
     target = data.get("target")
     if not isinstance(target, Mapping):
         return UnreadableEvent(event_id, topic, event_type, "data.target is missing or not an object", raw)
-    problems = []
+    problems: list[str] = []
     repository = _field(target, "repository", _REPOSITORY, problems)
     tag = _field(target, "tag", _TAG, problems)
     digest = _field(target, "digest", _DIGEST, problems)
@@ -158,7 +158,8 @@ def event_document(event: Any) -> dict[str, Any]:
 
     def when(name: str) -> Any:
         moment = getattr(event, name, None)
-        return moment.isoformat() if hasattr(moment, "isoformat") else moment
+        isoformat = getattr(moment, "isoformat", None)
+        return isoformat() if callable(isoformat) else moment
 
     if getattr(event, "specversion", None) is not None:
         return {"specversion": event.specversion, "id": getattr(event, "id", None),

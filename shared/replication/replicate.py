@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.app_context import Worker
 from shared.azure.config_source import ConfigUnavailable, read_config
@@ -41,6 +41,9 @@ from shared.imports.recorder import (
 )
 from shared.replication import events as ev
 from shared.schemas import validator
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 log = logging.getLogger("acr_importer")
 DEFAULT_MODE = "IfChanged"
@@ -89,7 +92,7 @@ class ReplicationRules:
         return [r for r in self.rules if r.source.same_as(topic)]
 
 
-def _validator():
+def _validator() -> Draft202012Validator:
     return validator("replication-rules.v1.json")
 
 

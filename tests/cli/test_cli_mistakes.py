@@ -4,16 +4,24 @@ saying what is wrong and what to do (`error: ...`), the documented exit code, ne
 terminal, and a request that never reached the queue leaves no status row.
 
 The mistakes need no stack (storage is a closed port); the scriptable-output tests use the local stack.
+The mistakes run the CLI's `main` in this process (`run`), with the environment, folder, streams and logging a
+fresh `python -m cli` would have, because a process per case made this file half of `make test-fast`'s time;
+`test_debug_shows_the_traceback`, the wrapper and the `-S` cases run real processes, so the entry point itself
+(`sys.exit(main())`, the interpreter's traceback) stays covered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import traceback
 import uuid
 from pathlib import Path
 
@@ -55,12 +63,53 @@ def unreachable_storage() -> str:
             f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path, *, wrapper: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI in a clean environment (nothing from the developer's shell), in a folder of its own."""
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "PYTHONPATH": str(layout.REPO_ROOT),
-             **env}
+def clean_env(env: dict[str, str], cwd: Path) -> dict[str, str]:
+    """Nothing from the developer's shell: a path, a home, the repo on PYTHONPATH, and `env`."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "PYTHONPATH": str(layout.REPO_ROOT),
+            **env}
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path, *, wrapper: Path | None = None,
+        process: bool = False) -> subprocess.CompletedProcess:
+    """The CLI in a clean environment, in a folder of its own: as a process (`process`, or a `wrapper` script),
+    else in this process as `python -m cli` runs it (see run_here)."""
+    if not (process or wrapper):
+        return run_here(argv, clean_env(env, cwd), cwd)
     command = [str(wrapper), *argv] if wrapper else [sys.executable, "-m", "cli", *argv]
-    return subprocess.run(command, cwd=cwd, env=clean, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, env=clean_env(env, cwd), capture_output=True, text=True, timeout=120)
+
+
+def run_here(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """`sys.exit(main(argv))` in this process, seeing what a fresh process would: only `env` in os.environ,
+    `cwd` as the current folder, no logging handlers (so the app's warnings reach stderr through logging's
+    last resort, as in a process), SystemExit's code as the exit status, and an uncaught exception's traceback
+    on stderr. Everything is put back afterwards (the CLI fills os.environ from a settings file)."""
+    from cli.__main__ import main
+
+    saved_env, saved_cwd, root = dict(os.environ), os.getcwd(), logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update({**env, **{k: v for k, v in saved_env.items() if k == "PYTEST_CURRENT_TEST"}})
+    os.chdir(cwd)
+    root.handlers, root.level = [], logging.WARNING
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(argv)
+            except SystemExit as exited:  # argparse's usage errors and --help
+                code = exited.code if isinstance(exited.code, int) else 0 if exited.code is None else 1
+                if not isinstance(exited.code, int | None):
+                    print(exited.code, file=sys.stderr)
+            except BaseException:  # as the interpreter ends a process on an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["python", "-m", "cli", *argv], code, stdout.getvalue(), stderr.getvalue())
 
 
 def app_event(line: str) -> bool:
@@ -149,9 +198,10 @@ def test_bad_flag_values_are_usage_errors_naming_the_flag(argv, tmp_path):
 
 def test_debug_shows_the_traceback(tmp_path):
     env = {**BASE_SETTINGS, "AzureWebJobsStorage": unreachable_storage()}
-    quiet = run(["list"], env, tmp_path)
-    loud = run(["--debug", "list"], env, tmp_path)
-    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr and loud.returncode != 0
+    quiet = run(["list"], env, tmp_path, process=True)
+    loud = run(["--debug", "list"], env, tmp_path, process=True)
+    assert quiet.returncode == 2 and "make stack-up" in one_line_error(quiet)  # as the matrix found it in-process
+    assert "Traceback" in loud.stderr and loud.returncode != 0
 
 
 def test_the_wrapper_without_a_virtual_environment_says_make_venv(tmp_path):
@@ -171,8 +221,7 @@ def test_python_m_cli_without_the_virtual_environment_says_which_python_to_use(c
     it): one line naming bin/acr-import and the .venv's Python, not two tracebacks."""
     env = {**BASE_SETTINGS, "AzureWebJobsStorage": unreachable_storage()}
     done = subprocess.run([sys.executable, "-S", "-m", "cli", *COMMANDS[command]], cwd=tmp_path,
-                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-                               "PYTHONPATH": str(layout.REPO_ROOT), **env}, capture_output=True, text=True, timeout=120)
+                          env=clean_env(env, tmp_path), capture_output=True, text=True, timeout=120)
     line = one_line_error(done)
     assert done.returncode == 2 and "has no module" in line, line
     assert f"{layout.REPO_ROOT}/bin/acr-import" in line and ".venv/bin/python -m cli" in line, line

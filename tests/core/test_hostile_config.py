@@ -265,7 +265,7 @@ SAMPLE = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
 PARAMETERS = json.loads((REPO / "infra/main.parameters.example.json").read_text())[
     "parameters"]["allowedSourceRegistries"]["value"]
 BICEP_DEFAULT = _documented("infra/main.bicep", r"param allowedSourceRegistries string = '([^']*)'")
-README_DEFAULT = _documented("README.md", r"\| `ALLOWED_SOURCE_REGISTRIES` \| `([^`]*)`")
+README_DEFAULT = _documented("docs/settings.md", r"\| `ALLOWED_SOURCE_REGISTRIES` \| `([^`]*)`")
 ALLOWLISTS = {  # name: (value, the sources it allows)
     "sample": (SAMPLE, {"docker.io", "mcr", "contoso", "acr", "other-acr"}),
     "infra-parameters": (PARAMETERS, {"docker.io", "mcr", "acr"}),

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from shared.core.reference import (
     ImageReference,
     InvalidReference,
+    Repository,
+    TargetTag,
     parse_reference,
     parse_repository,
     parse_target_tag,
@@ -250,7 +252,8 @@ def test_names_at_the_length_limit_are_accepted():
     ("localhost:5000", ("localhost", "5000")),
 ])
 def test_target_tag(text: str, expected: tuple[str, str]):
-    assert parse_target_tag(text) == expected
+    assert parse_target_tag(text) == TargetTag(Repository(expected[0]), expected[1])
+    assert str(parse_target_tag(text)) == text
 
 
 @pytest.mark.parametrize(("text", "reason"), [

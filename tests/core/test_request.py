@@ -108,7 +108,7 @@ def test_base64_and_plain_json_bodies_are_the_same_request():
     plain = parse_request(json.dumps(doc), settings())
     encoded = parse_request(base64.b64encode(json.dumps(doc).encode()), settings())
     assert plain == encoded
-    assert plain.target_tags == ("nginx:1.27",)
+    assert tuple(map(str, plain.target_tags)) == ("nginx:1.27",)
 
 
 def test_if_changed_is_sent_as_force_and_a_missing_id_uses_the_fallback():
@@ -188,6 +188,25 @@ def test_inline_credentials_when_allowed():
     assert import_parameters(request, None)["source"]["credentials"] == {"username": "contoso",
                                                                           "password": "pw-inline"}
     assert "pw-inline" not in repr(request.credentials)
+
+
+def test_a_password_is_shown_nowhere_but_in_the_import_body():
+    """One type carries every password (shared/core/redact.py `Password`): a credential set's and an inline one alike.
+    Printing them, or anything holding them (a traceback shows reprs, a log line str), shows `***`; only the
+    import body ACR receives holds the password itself."""
+    configured = settings(ALLOW_INLINE_CREDENTIALS="true")
+    named = parse_request(json.dumps({"source": "docker.io/myrepo/image:tag", "credential": "dockerhub"}), configured)
+    inline = parse_request(json.dumps({"source": "registry.contoso.com/sourcerepo/image:tag", "username": "contoso",
+                                       "password": "pw-inline"}), configured)
+    assert isinstance(named, ImportRequest) and isinstance(inline, ImportRequest)
+    credential_set = configured.credential_set("dockerhub")
+    shown = [repr(configured), str(configured), repr(credential_set), str(credential_set), repr(named), str(named),
+             repr(inline), str(inline), f"{named.credentials}", f"{inline.credentials.password}"]
+    assert not any("hub-secret-123" in text or "pw-inline" in text for text in shown), shown
+    assert "***" in repr(credential_set) and "***" in f"{inline.credentials}"
+    assert import_parameters(named, None)["source"]["credentials"]["password"] == "hub-secret-123"
+    assert import_parameters(inline, None)["source"]["credentials"]["password"] == "pw-inline"
+    assert configured.secret_values() == ("hub-secret-123", "sp-secret-456")
 
 
 def test_without_target_registry_setting_a_target_is_required():

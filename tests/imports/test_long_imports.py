@@ -55,6 +55,27 @@ def test_an_import_that_never_finishes_fails_at_the_deadline(app_env, control, r
     assert [json.loads(m.content)["id"] for m in letters] == [request_id]
 
 
+def test_arm_retry_after_is_read_by_the_one_parser_and_bounded(app_env, control):
+    """ARM's Retry-After (on the importImage 202 and on each look at the operation) goes through
+    shared/core/failures.py's parser like a registry's: bounded by MAX_RETRY_AFTER_SECONDS, not taken as sent."""
+    from shared.azure.arm import AcrManagement
+    from shared.core.failures import MAX_RETRY_AFTER_SECONDS
+    from shared.core.request import ImportRequest, parse_request
+    from shared.core.settings import load_settings
+    from shared.imports.engine import import_parameters
+
+    control.update_settings(retry_after=99999999999)
+    control.add_faults("operation", {"delay": 2})
+    settings = load_settings()
+    request = parse_request(json.dumps({"source": "docker.io/library/hello-world:latest",
+                                        "targetTags": [f"hw:ra-{uuid.uuid4().hex[:6]}"]}), settings)
+    assert isinstance(request, ImportRequest)
+    arm = AcrManagement(settings)
+    url, retry_after = arm.start_import(request.target, import_parameters(request, None))
+    assert url is not None and retry_after == MAX_RETRY_AFTER_SECONDS
+    assert arm.operation_status(request.target, url).retry_after == MAX_RETRY_AFTER_SECONDS
+
+
 def test_many_slow_imports_run_at_once_on_two_threads(app_env, control, runner_factory):
     """Eight imports of 5 s each on a two-thread worker: ACR runs them side by side because no thread waits."""
     control.add_faults("operation", *({"delay": 5} for _ in range(8)))

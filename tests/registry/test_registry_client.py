@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from dev import dockerhub_token, layout, seed
+from shared.core.redact import Password
 from shared.core.settings import parse_endpoints
 from shared.registry.client import (
     BasicAuth,
@@ -48,10 +49,10 @@ def test_rate_limit_headers_as_docker_hub_sends_them():
 
 def test_a_credential_set_wins_an_acr_gets_the_identity_else_anonymous():
     identity = IdentityAuth(object())
-    assert source_auth("docker.io", "u", "p", identity, "azurecr.io") == BasicAuth("u", "p")
+    assert source_auth("docker.io", "u", Password("p"), identity, "azurecr.io") == BasicAuth("u", Password("p"))
     assert source_auth("x.azurecr.io", None, None, identity, "azurecr.io") is identity
     assert source_auth("docker.io", None, None, identity, "azurecr.io") is None
-    assert "secret-xyz" not in repr(BasicAuth("u", "secret-xyz"))
+    assert "secret-xyz" not in repr(BasicAuth("u", Password("secret-xyz")))
 
 
 @pytest.fixture
@@ -105,18 +106,19 @@ def test_private_docker_hub_repository_needs_the_credential_set(stack, client):
     with pytest.raises(RegistryError) as denied:
         client.head_manifest("docker.io", "myrepo/image", "tag")
     assert denied.value.status == 401
-    auth = BasicAuth("dockeruser", layout.DOCKERHUB.users["dockeruser"])
+    auth = BasicAuth("dockeruser", Password(layout.DOCKERHUB.users["dockeruser"]))
     assert client.head_manifest("docker.io", "myrepo/image", "tag", auth).digest == digest
 
 
 def test_wrong_password_is_refused_without_echoing_it(stack, client):
     with pytest.raises(RegistryError) as refused:
-        client.head_manifest("registry.contoso.com", "sourcerepo/image", "tag", BasicAuth("contoso", "wrong-pw-123"))
+        client.head_manifest("registry.contoso.com", "sourcerepo/image", "tag",
+                             BasicAuth("contoso", Password("wrong-pw-123")))
     assert refused.value.status == 401 and "wrong-pw-123" not in str(refused.value)
 
 
 def test_basic_auth_registry(stack, client):
-    auth = BasicAuth("contoso", layout.PRIVATE.users["contoso"])
+    auth = BasicAuth("contoso", Password(layout.PRIVATE.users["contoso"]))
     head = client.head_manifest("registry.contoso.com", "sourcerepo/image", "tag", auth)
     assert head.digest == stack.digest("registry.contoso.com", "sourcerepo/image", "tag")
 
@@ -179,6 +181,7 @@ def test_a_credential_without_a_username_is_never_sent(scheme, username):
     client = RegistryClient(endpoints={"r.example": "https://127.0.0.1:1"}, session=object())
     challenge = _Challenge(scheme, "https://127.0.0.1:1/token", "r.example")
     with pytest.raises(RegistryError) as caught:
-        client._authorization("r.example", challenge, "repo", BasicAuth(username, "s3cret-token"), renew=False)
+        client._authorization("r.example", challenge, "repo", BasicAuth(username, Password("s3cret-token")),
+                              renew=False)
     assert caught.value.code == "NO_USERNAME" and "username" in caught.value.message
     assert "s3cret-token" not in str(caught.value)

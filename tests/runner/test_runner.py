@@ -29,7 +29,7 @@ APP = "tests.fixtures.runner_app"
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
+def storage(stack_part, tmp_path_factory):
     """Azurite on its layout ports with a throwaway location (reused if one already answers there)."""
     if azurite.is_ready():
         yield

@@ -16,7 +16,7 @@ MULTI = ["linux/amd64", "linux/arm64/v8", seed.WINDOWS_2022]
 
 
 @pytest.fixture(scope="module")
-def running_stack():
+def running_stack(stack_part):
     with stack.running(SERVICES):
         yield
 

@@ -24,7 +24,7 @@ ACR = layout.TARGET_ACR
 
 
 @pytest.fixture(scope="module")
-def running_stack():
+def running_stack(stack_part):
     with stack.running(SERVICES):
         yield
 

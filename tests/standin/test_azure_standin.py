@@ -30,7 +30,7 @@ TARGET, SOURCE, OTHER = layout.TARGET_ACR, layout.SOURCE_ACR, layout.OTHER_SUB_A
 
 
 @pytest.fixture(scope="module")
-def standin():
+def standin(stack_part):
     saved = dict(os.environ)
     os.environ.update(layout.stack_env())
     os.environ.pop("AZURE_CLIENT_ID", None)
