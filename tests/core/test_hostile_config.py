@@ -224,7 +224,7 @@ class TestEverySettingMalformed:
 
 
 class TestDocumentedSettingsAreAccepted:
-    """What the README, the sample settings and the infra parameters show loads without a problem."""
+    """What docs/settings.md, the sample settings and the infra parameters show loads without a problem."""
 
     def test_the_sample_settings(self):
         values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
@@ -265,12 +265,12 @@ SAMPLE = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
 PARAMETERS = json.loads((REPO / "infra/main.parameters.example.json").read_text())[
     "parameters"]["allowedSourceRegistries"]["value"]
 BICEP_DEFAULT = _documented("infra/main.bicep", r"param allowedSourceRegistries string = '([^']*)'")
-README_DEFAULT = _documented("docs/settings.md", r"\| `ALLOWED_SOURCE_REGISTRIES` \| `([^`]*)`")
+DOCS_DEFAULT = _documented("docs/settings.md", r"\| `ALLOWED_SOURCE_REGISTRIES` \| `([^`]*)`")
 ALLOWLISTS = {  # name: (value, the sources it allows)
     "sample": (SAMPLE, {"docker.io", "mcr", "contoso", "acr", "other-acr"}),
     "infra-parameters": (PARAMETERS, {"docker.io", "mcr", "acr"}),
     "bicep-default": (BICEP_DEFAULT, {"docker.io", "mcr"}),
-    "readme-default": (README_DEFAULT, {"docker.io", "mcr"}),
+    "docs-default": (DOCS_DEFAULT, {"docker.io", "mcr"}),
     "unset": ("", {"docker.io", "mcr"}),
     "resource-id": (f"docker.io,{SOURCE.resource_id}", {"docker.io", "acr"}),
     "resource-id-any-case": (SOURCE.resource_id.upper(), {"acr"}),
@@ -308,7 +308,7 @@ class TestAllowlistsDecideAlikeEverywhere:
 
     def test_the_documented_allowlists_were_found(self):
         assert "*.azurecr.io" in SAMPLE and "mysourceregistry.azurecr.io" in PARAMETERS
-        assert BICEP_DEFAULT == README_DEFAULT == "docker.io,mcr.microsoft.com"
+        assert BICEP_DEFAULT == DOCS_DEFAULT == "docker.io,mcr.microsoft.com"
 
     @pytest.mark.parametrize(("allowlist", "source", "expected"), TABLE, ids=[f"{a}-{s}" for a, s, _ in TABLE])
     def test_requests(self, allowlist, source, expected):
