@@ -53,13 +53,10 @@ def handle_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Proble
     Nothing the message says about the app's own state is believed: which run it belongs to, its attempt
     and the operation to watch are on the status row, which this delivery claims before it acts."""
     started = time.monotonic()
-    if (refused := refuse_for_settings(worker, body, decoded, message_id=message_id)) is not None:
-        return refused
-    document, _ = decoded
-    parsed = parse_decoded(decoded, worker.settings, fallback_id=message_id)
-    if isinstance(parsed, Rejected):
-        return _reject_message(worker, parsed, body, started)
-    request = parsed
+    admitted = _admitted(worker, body, decoded, message_id, started)
+    if isinstance(admitted, Outcome):
+        return admitted
+    request, document = admitted
     claimed = _claim(worker, request, message_id, document, body, started, dequeue_count)
     if isinstance(claimed, Outcome):
         return claimed
@@ -68,6 +65,18 @@ def handle_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Proble
     except ClaimLost:
         return _superseded(worker, request, started)
 
+
+
+def _admitted(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], message_id: str,
+              started: float) -> tuple[ImportRequest, Any] | Outcome:
+    """The request and its document, or the outcome that ends it first: settings that cannot serve it, or a
+    message that does not parse (both recorded). Every delivery, poisoned or not, passes this one gate."""
+    if (refused := refuse_for_settings(worker, body, decoded, message_id=message_id)) is not None:
+        return refused
+    parsed = parse_decoded(decoded, worker.settings, fallback_id=message_id)
+    if isinstance(parsed, Rejected):
+        return _reject_message(worker, parsed, body, started)
+    return parsed, decoded[0]
 
 def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -> Outcome:
     """The claimed request from where its row says it is: watching ARM's operation, or one attempt."""
@@ -104,12 +113,10 @@ def handle_poisoned_request(worker: Worker, body: bytes | str, decoded: tuple[An
     (on its row, unless the id is another request's or one of the app's reserved ids that the app never
     opened)."""
     started = time.monotonic()
-    if (refused := refuse_for_settings(worker, body, decoded, message_id=message_id)) is not None:
-        return refused
-    document, _ = decoded
-    parsed = parse_decoded(decoded, worker.settings, fallback_id=message_id)
-    if isinstance(parsed, Rejected):
-        return _reject_message(worker, parsed, body, started)
+    admitted = _admitted(worker, body, decoded, message_id, started)
+    if isinstance(admitted, Outcome):
+        return admitted
+    parsed, document = admitted
     failure = Failure(Kind.PERMANENT, "WorkerCrashed",
                       "processing raised an unexpected error on every delivery, so the host moved the message "
                       "to the poison queue; the function logs hold the exception")
