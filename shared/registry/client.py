@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from shared.core.failures import parse_retry_after
+from shared.core.policy import USERNAME_RULE
 from shared.core.redact import Password
 from shared.core.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
 
@@ -72,10 +73,8 @@ MAX_TOKEN_LENGTH = 16 << 10
 CONNECT_TIMEOUT = 10.0
 MESSAGE_LIMIT = 200             # characters of a registry's own text kept in an error message
 _CHUNK = 64 << 10
-NO_USERNAME_MESSAGE = ("the registry asks for credentials and the credential set has no username: registries take a "
-                       "password or token only with its user (Docker Hub: the account name with a personal access "
-                       "token; ACR: the token's name, or a service principal's app id); a password alone is never "
-                       "sent")
+NO_USERNAME_MESSAGE = ("the registry asks for credentials and the credential set has no username: "
+                       f"{USERNAME_RULE}")
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}")
