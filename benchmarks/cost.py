@@ -165,7 +165,7 @@ class ThreadProfiles:
         try:
             yield
         finally:
-            threading.setprofile(None)  # type: ignore[arg-type]
+            threading.setprofile(None)
 
     def stats(self) -> pstats.Stats | None:
         """Of the threads that have ended: reading a live thread's profile from another thread would close its
@@ -191,7 +191,7 @@ PURPOSES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                                                              ("_table_client.py", "upsert_entity"),
                                                              ("_table_client.py", "delete_entity"),
                                                              ("_table_client.py", "submit_transaction"))),
-    ("ARM POST importImage (incl. token)", (("shared/azure/arm.py", "start_import"),)),
+    ("ARM POST importImage (token cached)", (("shared/azure/arm.py", "start_import"),)),
     ("ARM operation polls", (("shared/azure/arm.py", "operation_status"),)),
     ("ARM registry look-ups", (("shared/azure/arm.py", "registry_by_login_server"),)),
     ("registry reads (digest, platforms of the result)", (("shared/registry/client.py", "head_manifest"),
@@ -223,7 +223,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _purposes(stats: pstats.Stats) -> dict[str, float]:
-    found: Counter = Counter()
+    found: Counter[str] = Counter()
     for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
         for purpose, entries in PURPOSES:
             if any(filename.endswith(suffix) and name == function for suffix, function in entries):
@@ -232,7 +232,7 @@ def _purposes(stats: pstats.Stats) -> dict[str, float]:
 
 
 def _layers(stats: pstats.Stats) -> tuple[dict[str, float], float]:
-    found: Counter = Counter()
+    found: Counter[str] = Counter()
     total = 0.0
     for (filename, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
         total += own
@@ -271,12 +271,12 @@ def server_cpu() -> dict[str, float]:
 class Run:
     requests: int
     succeeded: int = 0
-    states: Counter = field(default_factory=Counter)
+    states: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     idle_cpu_per_second: float = 0.0
     calls: list[Call] = field(default_factory=list)
-    arm_recorded: list[dict] = field(default_factory=list)
+    arm_recorded: list[dict[str, Any]] = field(default_factory=list)
     servers: dict[str, float] = field(default_factory=dict)
     stats: pstats.Stats | None = None
 
@@ -327,12 +327,13 @@ def _measure(runner: Any, queue: Any, store: Any, control: Any, log: HttpLog, co
     deadline = began + timeout
     while True:  # the runner's idle check, plus every row terminal (a message may be between invisible spells)
         runner.wait_idle(timeout=max(1.0, deadline - time.monotonic()))
+        ended, ended_cpu = time.monotonic(), time.process_time()  # before the check's own reading and parsing
         records = {r.id: r for r in store.list()}
         mine = [records.get(f"cost-{run_id}-{i}") for i in range(count)]
         if all(r is not None and r.state.terminal for r in mine) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    run.seconds, run.cpu_seconds = time.monotonic() - began, time.process_time() - cpu
+    run.seconds, run.cpu_seconds = ended - began, ended_cpu - cpu
     run.servers = {name: used - servers[name] for name, used in server_cpu().items() if name in servers}
     run.calls = log.since(mark)
     run.arm_recorded = control.requests("arm")
@@ -429,7 +430,7 @@ def _purpose_of(call: Call, posted: bool) -> str:
     return kind
 
 
-def _per(counts: Counter, n: int) -> str:
+def _per(counts: Counter[str], n: int) -> str:
     return ", ".join(f"{what} {k / max(1, n):.2f}" for what, k in sorted(counts.items()))
 
 
