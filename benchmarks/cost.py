@@ -32,6 +32,7 @@ import http.client
 import json
 import os
 import pstats
+import textwrap
 import threading
 import time
 import uuid
@@ -278,6 +279,7 @@ class Run:
     calls: list[Call] = field(default_factory=list)
     arm_recorded: list[dict[str, Any]] = field(default_factory=list)
     servers: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
     stats: pstats.Stats | None = None
 
     def count(self, kind: str) -> int:
@@ -308,7 +310,7 @@ def _measure(runner: Any, queue: Any, store: Any, control: Any, log: HttpLog, co
              timeout: float = 600) -> Run:
     """`count` requests made visible at one moment (enqueued invisible, all due at the same time), so the
     run measures the worker, not the enqueueing."""
-    run = Run(count)
+    run = Run(count, load=os.getloadavg()[0])
     run_id = uuid.uuid4().hex[:8]
     # the runner's idle CPU with the queue empty, over a few seconds
     idle_began, idle_cpu = time.monotonic(), time.process_time()
@@ -405,7 +407,7 @@ def _goal_row(what: str, measured: float, goal: float, unit: str, *, at_most: bo
     return f"| {what} | {measured:.{digits}f} {unit} | {sign} {goal:g} {unit} | {verdict} |"
 
 
-def _purpose_of(call: Call, posted: bool) -> str:
+def _purpose_of(call: Call) -> str:
     kind, method = call.kind, call.method
     if kind == "queue":
         return {"GET": "runner: receive the message (batch)", "DELETE": "runner: delete the message (done)",
@@ -451,14 +453,15 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
         "thread); ARM requests cross-checked with the stand-in's record.",
         "",
         f"Succeeded: {n} of {counted.requests} (other states: {other_states}); wall time "
-        f"{counted.seconds:.2f} s.",
+        f"{counted.seconds:.2f} s; load average when the run began: {counted.load:.1f} (2 cores: "
+        "other work on the machine shows in CPU and requests/s, not in the counts).",
         "",
         "| per succeeded import | measured | goal (issue 15) | |",
         "|---|---|---|---|",
         _goal_row("status-table calls", counted.per_import("table"), GOALS["table"], "calls"),
         _goal_row("ARM requests (stand-in's record)", len(counted.arm_recorded) / max(1, n), GOALS["arm"],
                   "requests"),
-        _goal_row("worker CPU per request (runner's idle CPU subtracted)", counted.cpu_ms_per_request,
+        _goal_row("worker CPU per request (the runner's included, its idle CPU subtracted)", counted.cpu_ms_per_request,
                   GOALS["cpu_ms"], "ms", digits=1),
         _goal_row("throughput", counted.throughput, GOALS["rps"], "req/s", at_most=False, digits=1),
         "",
@@ -487,14 +490,16 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
                   "One request alone through the warm runner (token cached, connections open); times are "
                   "offsets from the receive and each call's own duration (orientation only).", "",
                   "| # | at (ms) | took (ms) | call | status | purpose |", "|---|---|---|---|---|---|"]
-        posted = False
+        received = False
         for i, call in enumerate(sequence, 1):
-            posted = posted or (call.kind == "arm" and call.method == "POST")
+            polled = received and call.kind == "queue" and call.method == "GET"
+            received = received or (call.kind == "queue" and call.method == "GET")
             path = call.path.split("?")[0]
             if len(path) > 60:
                 path = "…" + path[-59:]
+            purpose = "runner: poll the queue again" if polled else _purpose_of(call)
             lines.append(f"| {i} | {1000 * (call.began - t0):.0f} | {call.ms:.1f} | {call.kind} {call.method} "
-                         f"`{path}` | {call.status} | {_purpose_of(call, posted)} |")
+                         f"`{path}` | {call.status} | {purpose} |")
     if profiled is not None and profiled.stats is not None:
         purposes = _purposes(profiled.stats)
         layers, total = _layers(profiled.stats)
@@ -520,7 +525,20 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
                      reverse=True)[:12]
         lines += ["", "Most exclusive CPU: " + ", ".join(f"`{name}` {100 * own / max(1e-9, total):.0f}%"
                                                           for own, name in top) + "."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_wrapped(lines)) + "\n"
+
+
+def _wrapped(lines: list[str], width: int = 110) -> list[str]:
+    """Prose wrapped as the rest of the doc is; table rows and headings as they are."""
+    out = []
+    for line in lines:
+        if len(line) <= width or line.startswith(("|", "#")):
+            out.append(line)
+        else:
+            indent = "  " if line.startswith("- ") else ""
+            out.extend(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                     break_long_words=False))
+    return out
 
 
 def run() -> str:
