@@ -508,7 +508,9 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
         lines += ["", "### Where the CPU goes", "",
                   f"cProfile in every thread with each thread's CPU clock, over {profiled.requests} requests "
                   f"(a separate run: profiling slows the code about {1 / max(scale, 1e-9):.1f}x, so shares are the "
-                  "claim, and the ms column scales them to the unprofiled CPU per request above).", "",
+                  "claim, and the ms column scales them to the unprofiled CPU per request above). cProfile "
+                  "costs the same per Python call, so code made of many small calls (walking os.environ, "
+                  "the SDK's policies) shows larger than it is: check a cut with a what-if run.", "",
                   "By purpose (inclusive CPU of the calls that do it; logging is also inside the others):", "",
                   "| purpose | share of CPU | ms per request |", "|---|---|---|"]
         for purpose, _ in PURPOSES:
