@@ -232,13 +232,16 @@ def _purposes(stats: pstats.Stats) -> dict[str, float]:
     return dict(found)
 
 
+OTHER = "built-ins called from all of the above (isinstance, str and bytes methods, ...)"
+
+
 def _layers(stats: pstats.Stats) -> tuple[dict[str, float], float]:
     found: Counter[str] = Counter()
     total = 0.0
     for (filename, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
         total += own
         where = f"{filename}:{name}" if filename != "~" else name
-        layer = next((label for label, marks in LAYERS if any(m in where for m in marks)), "other")
+        layer = next((label for label, marks in LAYERS if any(m in where for m in marks)), OTHER)
         found[layer] += own
     return dict(found), total
 
@@ -534,7 +537,7 @@ def _wrapped(lines: list[str], width: int = 110) -> list[str]:
     """Prose wrapped as the rest of the doc is; table rows and headings as they are."""
     out = []
     for line in lines:
-        if len(line) <= width or line.startswith(("|", "#")):
+        if len(line) <= width or line.startswith(("|", "#", "Most exclusive")):
             out.append(line)
         else:
             indent = "  " if line.startswith("- ") else ""
