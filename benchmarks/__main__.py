@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.report import DOC, write_section
 
-ALL = ("importtime", "latency", "refresh")
+ALL = ("importtime", "latency", "refresh", "cost")
 
 
 def main(argv: list[str]) -> int:
