@@ -57,7 +57,8 @@ def handle_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Proble
     if isinstance(admitted, Outcome):
         return admitted
     request, document = admitted
-    claimed = _claim(worker, request, message_id, document, body, started, dequeue_count)
+    claimed = _claim(worker, request, message_id, document, body, started, dequeue_count,
+                     insert_first=not _names_its_id(document) and dequeue_count <= 1)
     if isinstance(claimed, Outcome):
         return claimed
     try:
@@ -216,12 +217,12 @@ def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
     if not reference:
         return {}
     try:
-        head = worker.registries.head_manifest(host, repository, reference, worker.identity)
-        platforms = worker.registries.platforms(host, repository, reference, worker.identity) if head else None
+        described = worker.registries.describe(host, repository, reference, worker.identity)
     except RegistryError:
         return {}
-    if head is None:
+    if described is None:
         return {}
+    head, platforms = described
     return {"digest": head.digest, "platforms": len(platforms) if platforms else 1}
 
 
@@ -264,12 +265,21 @@ class Claim:
 MAX_CLAIM_ROUNDS = 5  # each lost round means another delivery wrote the row: decide again on what it wrote
 
 
+def _names_its_id(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("id") is not None
+
+
 def _claim(worker: Worker, request: ImportRequest, message_id: str, document: Any, body: bytes | str,
-           started: float, dequeue_count: int) -> Claim | Outcome:
+           started: float, dequeue_count: int, *, insert_first: bool = False) -> Claim | Outcome:
     """Take the request on its row for this delivery, or say (as a logged Outcome) why this delivery does
-    nothing: already done, carried by another message, a different request's id, or a reserved id."""
-    for _ in range(MAX_CLAIM_ROUNDS):
-        row = worker.status.get(request.id)
+    nothing: already done, carried by another message, a different request's id, or a reserved id.
+
+    `insert_first` skips the first read when no row can be expected: a message without an `id` of its own is
+    named by its queue message id, so on its first delivery nobody else can have written its row. The insert
+    is conditional either way: if a row is there after all, it fails (409) and the loop reads and decides as
+    usual; the guess saves a round trip, it never decides anything."""
+    for round_ in range(MAX_CLAIM_ROUNDS):
+        row = None if insert_first and round_ == 0 else worker.status.get(request.id)
         if request.app_fields and not _older_run_in_flight(row):
             problems = tuple(Problem(name, "is kept by the app on the request's status row, never taken from a "
                                            "queue message; send the request without it")

@@ -383,8 +383,35 @@ class RegistryClient:
         """Digest, media type and size of a manifest by tag or digest; None when it does not exist."""
         what = f"HEAD {repository}:{reference}"
         answer = self._manifest("HEAD", host, repository, reference, auth, what)
+        return None if answer is None else self._head_of(host, answer, what)
+
+    def describe(self, host: str, repository: str, reference: str,
+                 auth: Auth = None) -> tuple[ManifestHead, list[str]] | None:
+        """A manifest's head and its platforms (`os/arch[/variant]` of an index, attestations left out; [] for a
+        single manifest) in one GET; None when it does not exist. Meant for our own target, not Docker Hub
+        (which counts a GET as a pull)."""
+        what = f"GET {repository}:{reference}"
+        answer = self._manifest("GET", host, repository, reference, auth, what)
         if answer is None:
             return None
+        head = self._head_of(host, answer, what)
+        document = self._json(host, answer, what)
+        entries = document.get("manifests", []) if isinstance(document, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise RegistryError(host, answer.status, "MALFORMED", f"{what}: not a manifest or an index")
+        found = []
+        for entry in entries:
+            platform = entry.get("platform") or {}
+            parts = [platform.get(k) for k in ("os", "architecture", "variant")] if isinstance(platform, dict) \
+                else [None]
+            if not all(p is None or isinstance(p, str) for p in parts):
+                raise RegistryError(host, answer.status, "MALFORMED", f"{what}: a platform is not text")
+            if (parts[0] or "unknown") != "unknown":
+                found.append(_clean("/".join(p for p in parts if p), 80))
+        return head, found
+
+    @staticmethod
+    def _head_of(host: str, answer: _Answer, what: str) -> ManifestHead:
         digest = answer.headers.get("Docker-Content-Digest", "").strip()
         if not digest:
             raise RegistryError(host, answer.status, "NO_DIGEST", f"{what} answered without Docker-Content-Digest")
@@ -399,28 +426,6 @@ class RegistryClient:
         media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
         return ManifestHead(digest, media_type if _MEDIA_TYPE.fullmatch(media_type) else "",
                             int(declared or 0))
-
-    def platforms(self, host: str, repository: str, reference: str, auth: Auth = None) -> list[str] | None:
-        """The platforms of an index (`os/arch[/variant]`, attestations left out), or [] for a single
-        manifest; None when it does not exist. One GET: meant for our own target, not for Docker Hub."""
-        what = f"GET {repository}:{reference}"
-        answer = self._manifest("GET", host, repository, reference, auth, what)
-        if answer is None:
-            return None
-        document = self._json(host, answer, what)
-        entries = document.get("manifests", []) if isinstance(document, dict) else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise RegistryError(host, answer.status, "MALFORMED", f"{what}: not a manifest or an index")
-        found = []
-        for entry in entries:
-            platform = entry.get("platform") or {}
-            parts = [platform.get(k) for k in ("os", "architecture", "variant")] if isinstance(platform, dict) \
-                else [None]
-            if not all(p is None or isinstance(p, str) for p in parts):
-                raise RegistryError(host, answer.status, "MALFORMED", f"{what}: a platform is not text")
-            if (parts[0] or "unknown") != "unknown":
-                found.append(_clean("/".join(p for p in parts if p), 80))
-        return found
 
     def list_tags(self, host: str, repository: str, auth: Auth = None, *, page_size: int = 1000) -> list[str]:
         """Every tag of a repository, following `Link` pages on the same origin, within max_tag_pages,

@@ -185,3 +185,21 @@ def test_a_credential_without_a_username_is_never_sent(scheme, username):
                               renew=False)
     assert caught.value.code == "NO_USERNAME" and "username" in caught.value.message
     assert "s3cret-token" not in str(caught.value)
+
+
+def test_describe_reads_digest_and_platforms_in_one_get(stack, client):
+    """What the worker records of a landed image (digest, platforms) costs one GET, and says what HEAD says."""
+    cases = [("docker.io", "library/hello-world", "latest"), ("docker.io", "library/nginx", "1.27")]
+    for host, repo, tag in cases:
+        before = client.requests_sent.copy()
+        head, platforms = client.describe(host, repo, tag)
+        sent = client.requests_sent - before
+        assert (sent[(host, "GET", "manifest")], sent[(host, "HEAD", "manifest")]) == (1, 0)
+        assert head == client.head_manifest(host, repo, tag)
+        seeded = stack.find(host, repo, tag)
+        assert head.digest == seeded.digest
+        if "index" in seeded.media_type or "list" in seeded.media_type:
+            assert len(platforms) >= 2 and all("/" in p for p in platforms)
+        else:
+            assert platforms == []
+    assert client.describe("docker.io", "library/nginx", "no-such-tag") is None
