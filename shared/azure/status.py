@@ -161,7 +161,7 @@ class StatusStore:
         try:
             answer = self._client().create_entity(record.to_entity())
         except ResourceExistsError:
-            return None
+            return self._landed(record)
         return copy_with(record, etag=answer.get("etag"))
 
     def replace(self, record: StatusRecord) -> StatusRecord | None:
@@ -179,9 +179,22 @@ class StatusStore:
             return None
         except HttpResponseError as exc:  # 412 Precondition Failed (ResourceModifiedError)
             if exc.status_code == 412:
-                return None
+                return self._landed(record)
             raise
         return copy_with(record, etag=answer.get("etag"))
+
+    def _landed(self, record: StatusRecord) -> StatusRecord | None:
+        """The row as read when it holds exactly `record` (this write landed, but its answer was lost and the
+        SDK's retry of the same conditional write was refused: 409 for an insert, 412 for an If-Match), else None.
+
+        Seen under load: a write that timed out at the client after Azurite applied it, retried by azure-core
+        with the old ETag. Without this check the delivery takes its own write for another's and stops, and the
+        request is stranded `running` with no message to carry it. Exactly the same entity means this write:
+        `updated_at` and the transition times are this call's, `carrier` names this delivery's message."""
+        found = self.get(record.id)
+        if found is None or found.to_entity() != record.to_entity():
+            return None
+        return found
 
     def open(self, request: ImportRequest, reason: str) -> Opened:
         """A row for a request about to be put on the queue by the app (HTTP API, CLI, refresh, replication):
@@ -223,8 +236,11 @@ class StatusStore:
         try:
             self._client().delete_entity(PARTITION, row.id, etag=row.etag,
                                          match_condition=MatchConditions.IfNotModified)
-        except AzureError:
-            return False
+        except AzureError:  # refused (the row moved on), or this delete landed and its answer was lost
+            try:
+                return self.get(row.id) is None
+            except AzureError:
+                return False
         return True
 
     def list(self, *, state: State | None = None, since: datetime | None = None) -> list[StatusRecord]:
