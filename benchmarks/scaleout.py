@@ -1,15 +1,15 @@
 """Scale-out within ARM's limits: a bulk import through several Function App instances at once, against ARM's
 per-principal token buckets.
 
-SCALEOUT_REQUESTS requests (default 2,000) are enqueued at one moment (sent invisible, all due at the same
-time) on one queue, and SCALEOUT_RUNNERS runner processes (default 4; `python -m dev.runner`, each its own OS
-process standing for one Function App instance) take them, with the same settings, queue, status table and
-managed identity, so ARM sees one principal, as it would see one app's identity on every instance. The ACR
-stand-in (memory data plane) copies each image for SCALEOUT_COPY_SECONDS (default "1-3": a uniform draw per
-import, seeded, through the stand-in's `operation` delay fault), so watching the import costs ARM reads. It
-answers `Retry-After: 10` as ACR does, and its ARM token buckets are on with ARM's limits (reads 250
-refilling 25/s, writes 200 refilling 10/s per principal; docs: azure-resource-manager "Understand how Azure
-Resource Manager throttles requests", the 2024 regional token-bucket algorithm).
+SCALEOUT_REQUESTS requests (default 2,000) are put on one queue, then SCALEOUT_RUNNERS runner processes
+(default 4; `python -m dev.runner`, each its own OS process standing for one Function App instance) take them,
+with the same settings, queue, status table and managed identity, so ARM sees one principal, as it would see
+one app's identity on every instance. The ACR stand-in (memory data plane) copies each image for
+SCALEOUT_COPY_SECONDS (default "1-3": a uniform draw per import, seeded, through the stand-in's `operation`
+delay fault), so watching the import costs ARM reads. It answers `Retry-After: 10` as ACR does, and its ARM
+token buckets are on with ARM's limits (reads 250 refilling 25/s, writes 200 refilling 10/s per principal;
+docs: azure-resource-manager "Understand how Azure Resource Manager throttles requests", the 2024 regional
+token-bucket algorithm).
 
 SCALEOUT_BUCKET_SCALE (default 1) multiplies both bucket sizes and nothing else: the refills stay ARM's,
 so the steady state is ARM's and only the initial burst is shorter (the short profile of `make bench` uses
@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import statistics
@@ -55,6 +56,7 @@ THROUGHPUT_GOAL = 0.9  # of the write refill rate
 THROTTLE_CODES = ("SubscriptionRequestsThrottled", "TenantRequestsThrottled", "HTTP429", "TooManyRequests")
 READY_TIMEOUT = 90.0
 STOP_GRACE = 30.0  # a runner drains what it runs; an invocation may sleep up to IMPORT_WAIT_SECONDS (20 s)
+STRANDED_CHECKS = 5  # looks 2 s apart that found requests not done and the queue empty
 OPERATION_PATH = ("/operationResults/", "/operationStatuses/")
 
 
@@ -98,9 +100,26 @@ class Instances:
 
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    first_ready: float = 0.0  # epoch seconds: the first instance's host started (within 0.1 s)
 
     def cpu_seconds(self) -> float:
         return sum(_cpu_seconds(p.pid) or 0.0 for p in self.processes)
+
+    def last_outcomes(self, request_ids: set[str]) -> dict[str, str]:
+        """The reason of the last outcome the runners logged for each of these requests."""
+        found: dict[str, tuple[str, str]] = {}
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                for line in log.read_text(errors="replace").splitlines():
+                    stamp, _, text = line.partition("] ")
+                    if not text.startswith('{"event": "import"'):
+                        continue
+                    with contextlib.suppress(ValueError):
+                        event = json.loads(text)
+                        request = str(event.get("requestId"))
+                        if request in request_ids and stamp >= found.get(request, ("", ""))[0]:
+                            found[request] = (stamp, f"{event.get('state')}: {event.get('reason')}")
+        return {request: reason for request, (_, reason) in found.items()}
 
     def log_problems(self) -> Counter[str]:
         """Lines the runners logged at ERROR or with a traceback, by their first words (for the report)."""
@@ -136,10 +155,11 @@ def instances(count: int, env: dict[str, str], log_dir: Path) -> Iterator[Instan
                                        f"{running.logs[i]}")
                 if "Host started" in running.logs[i].read_text(errors="replace"):
                     waiting.discard(i)
+                    running.first_ready = running.first_ready or time.time()
             if waiting and time.monotonic() > deadline:
                 raise RuntimeError(f"runners {sorted(waiting)} not ready after {READY_TIMEOUT:.0f} s; logs in "
                                    f"{log_dir}")
-            time.sleep(0.2)
+            time.sleep(0.1)
         yield running
     finally:
         _stop(running.processes)
@@ -166,26 +186,30 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 class Result:
     profile: Profile
     ids: list[str]
-    due: dict[str, float]                       # epoch seconds each request became visible on the queue
+    due: dict[str, float]                       # epoch seconds each request could be taken
     rows: dict[str, Any]                        # id -> StatusRecord (the last read)
     arm: list[dict[str, Any]]                   # the stand-in's record of ARM requests over the run
     operations: list[dict[str, Any]]            # the stand-in's import operations
     dead_letters: list[dict[str, Any]]          # letters on <queue>-rejected
     poisoned: int                               # messages left on <queue>-poison
-    began: float = 0.0                          # epoch: the requests were due
+    began: float = 0.0                          # epoch: the first instance ready (the bulk already queued)
     ended: float = 0.0                          # epoch: every request terminal, or the timeout
     timed_out: bool = False
+    stranded: bool = False                      # stopped waiting: requests not done and no message left
     load: float = 0.0
     runner_cpu: float = 0.0
     servers: dict[str, float] = field(default_factory=dict)
     log_problems: Counter[str] = field(default_factory=Counter)
+    last_logged: dict[str, str] = field(default_factory=dict)  # request -> last outcome logged, for those not done
 
     # requests -------------------------------------------------------------------------
     def state_of(self, request_id: str) -> str:
         row = self.rows.get(request_id)
         if row is None:
             return "lost (no status row)"
-        return str(row.state) if row.state.terminal else f"unfinished ({row.state})"
+        if row.state.terminal:
+            return str(row.state)
+        return f"lost: {row.state}, no message left" if self.stranded else f"unfinished at the timeout ({row.state})"
 
     @property
     def states(self) -> Counter[str]:
@@ -247,20 +271,29 @@ class Result:
         values = [r["remaining"][header] for r in self.arm if header in (r.get("remaining") or {})]
         return min(values) if values else None
 
-    def steady_window(self) -> tuple[float, float, bool]:
-        """(start, end, whether the write bucket ran empty). The steady state starts at the first accepted
-        importImage POST whose answer says no write token is left (the initial bucket spent: from then on
-        every write needs a refilled token) and ends at the last accepted POST. When the bucket never ran
-        empty, the window is the whole run of POSTs and the run was bound by something other than ARM."""
+    def steady_window(self) -> tuple[float, float, int, bool]:
+        """(start, end, write tokens still left at the start, whether the bucket had run empty by then).
+
+        The steady state starts once the initial write bucket is spent: at the first accepted importImage POST
+        whose answer says no write token is left, or at the accepted POST that used the bucket's size in
+        tokens, whichever comes first (a worker that keeps a reserve never sees 0 left). It ends at the last
+        accepted POST. Whatever the bucket still held at the start is reported, and `steady` does not let it
+        count as throughput."""
         posts = self.accepted_posts
         if not posts:
-            return self.began, self.ended, False
+            return self.began, self.ended, 0, False
         header = "x-ms-ratelimit-remaining-subscription-writes"
-        emptied = next((r["time"] for r in posts if (r.get("remaining") or {}).get(header) == 0), None)
-        return (emptied if emptied is not None else posts[0]["time"]), posts[-1]["time"], emptied is not None
+        size = int(self.profile.limits["writes"][0])
+        for index, record in enumerate(posts):
+            left = (record.get("remaining") or {}).get(header)
+            if left == 0 or index + 1 >= size:
+                return record["time"], posts[-1]["time"], int(left or 0), left == 0
+        return posts[0]["time"], posts[-1]["time"], size, False  # fewer POSTs than the bucket holds
 
     def steady(self) -> dict[str, float]:
-        start, end, _ = self.steady_window()
+        """Imports per second in the steady window paid by refilled tokens: the requests that succeeded whose
+        last accepted POST fell in the window, less the tokens the bucket still held at its start."""
+        start, end, left, _ = self.steady_window()
         seconds = max(1e-9, end - start)
         last_post: dict[str, float] = {}
         for record in self.accepted_posts:
@@ -273,9 +306,9 @@ class Result:
         reads_sent = sum(1 for r in self.arm if r.get("rate_kind") == "reads" and start < r["time"] <= end)
         reads_429 = sum(1 for r in self.arm if r.get("rate_kind") == "reads" and r["status"] == 429
                         and start < r["time"] <= end)
-        return {"seconds": end - start, "imports": useful, "imports_per_second": useful / seconds,
-                "writes_per_second": writes / seconds, "reads_sent_per_second": reads_sent / seconds,
-                "reads_429": reads_429}
+        return {"seconds": end - start, "imports": useful, "left": left,
+                "imports_per_second": max(0, useful - left) / seconds, "writes_per_second": writes / seconds,
+                "reads_sent_per_second": reads_sent / seconds, "reads_429": reads_429}
 
     # time to done ------------------------------------------------------------------------
     def done_at(self, request_id: str) -> float | None:
@@ -308,21 +341,10 @@ def _messages(run_id: str, count: int) -> list[tuple[str, str]]:
     return [(i, json.dumps({"id": i, "source": SOURCE, "targetTags": [f"scale:{i}"], "mode": "Force"})) for i in ids]
 
 
-def _enqueue(queue: Any, messages: list[tuple[str, str]]) -> tuple[dict[str, float], float]:
-    """Send every message invisible for as long as sending all of them should take, so they all become
-    visible at about one moment; (each request's due time, the latest due time)."""
-    delay = 3 + math.ceil(len(messages) / 150)  # Azurite takes a few ms per message, 8 at a time
-    due: dict[str, float] = {}
-
-    def send(item: tuple[str, str]) -> None:
-        request_id, text = item
-        sent = time.time()
-        queue.send_message(text, visibility_timeout=delay)
-        due[request_id] = sent + delay
-
+def _enqueue(queue: Any, messages: list[tuple[str, str]]) -> None:
+    """The whole bulk on the queue before any instance runs (8 senders: Azurite takes a few ms a message)."""
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(send, messages))
-    return due, max(due.values())
+        list(pool.map(lambda item: queue.send_message(item[1]), messages))
 
 
 def _drain_letters(queue_client: Any) -> list[dict[str, Any]]:
@@ -371,14 +393,15 @@ def run_scaleout(app_env: dict[str, str], control: Any, profile: Profile, *, log
     messages = _messages(run_id, profile.requests)
     ids = [i for i, _ in messages]
     log_dir = log_dir or layout.STATE_DIR / "logs" / f"scaleout-{run_id}"
+    _enqueue(queue, messages)
+    limits = profile.limits
+    control.throttling(True, reads=limits["reads"], writes=limits["writes"])  # buckets full from here
+    control.clear_requests()
+    load, servers_before = os.getloadavg()[0], server_cpu()
     with instances(profile.runners, env, log_dir) as running:
-        limits = profile.limits
-        control.throttling(True, reads=limits["reads"], writes=limits["writes"])  # buckets full from here
-        control.clear_requests()
-        load = os.getloadavg()[0]
-        due, began = _enqueue(queue, messages)
-        cpu_before, servers_before = running.cpu_seconds(), server_cpu()
-        deadline, timed_out, rows, last_report = began + profile.timeout, False, {}, 0.0
+        began = running.first_ready  # time zero: the bulk is on the queue and the first instance takes it
+        due = dict.fromkeys(ids, began)
+        deadline, timed_out, stranded, rows, last_report = began + profile.timeout, False, 0, {}, 0.0
         while True:
             time.sleep(2.0)
             rows = {r.id: r for r in store.list() if r.id in due}
@@ -389,12 +412,17 @@ def run_scaleout(app_env: dict[str, str], control: Any, profile: Profile, *, log
                 print(f"  {max(0.0, now - began):.0f} s: {finished}/{profile.requests} terminal", flush=True)
             if finished == profile.requests:
                 break
+            # requests not done while the queue holds no message at all (none visible, none in flight, no retry
+            # waiting): nothing will ever carry them on, so waiting longer shows nothing more
+            stranded = stranded + 1 if _message_count(queue) == 0 else 0
+            if stranded >= STRANDED_CHECKS:
+                break
             if now > deadline:
                 timed_out = True
                 break
         ended = max((datetime.fromisoformat(r.updated_at).timestamp() for r in rows.values()
                      if r.state.terminal and r.updated_at), default=time.time())
-        runner_cpu = running.cpu_seconds() - cpu_before
+        runner_cpu = running.cpu_seconds()  # their start-up included
         servers = {name: used - servers_before[name] for name, used in server_cpu().items()
                    if name in servers_before}
         arm = control.requests("arm")
@@ -404,9 +432,14 @@ def run_scaleout(app_env: dict[str, str], control: Any, profile: Profile, *, log
                                                                       f"{queue_name}-rejected")),
                     _message_count(QueueClient.from_connection_string(layout.AZURITE_CONNECTION_STRING,
                                                                       f"{queue_name}-poison")),
-                    began=began, ended=ended, timed_out=timed_out, load=load, runner_cpu=runner_cpu,
-                    servers=servers, log_problems=running.log_problems())
+                    began=began, ended=ended, timed_out=timed_out, stranded=stranded >= STRANDED_CHECKS, load=load,
+                    runner_cpu=runner_cpu, servers=servers, log_problems=running.log_problems(),
+                    last_logged=running.last_outcomes({i for i in ids if i not in rows or not rows[i].state.terminal}))
     result.rows = {r.id: r for r in store.list() if r.id in due}  # after the runners drained
+    with contextlib.suppress(OSError):  # the raw data, to render the report again: `--report FILE`
+        (log_dir / "result.pickle").write_bytes(pickle.dumps(result))
+        if progress:
+            print(f"  raw result: {log_dir / 'result.pickle'}", flush=True)
     return result
 
 
@@ -426,7 +459,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _timeline(result: Result, rows: int = 12) -> list[str]:
-    """ARM's answers and the requests done over time, in equal bins from the moment the requests were due."""
+    """ARM's answers and the requests done over time, in equal bins from time zero (the first instance ready)."""
     span = max(1.0, max([result.ended, *(r["time"] for r in result.arm)]) - result.began)
     width = max(1, math.ceil(span / rows))
     bins: dict[int, Counter[str]] = {}
@@ -454,7 +487,7 @@ def markdown(result: Result) -> str:
     states = result.states
     throttled_failures = result.failed_by_throttling
     steady = result.steady()
-    start, end, emptied = result.steady_window()
+    start, end, left, emptied = result.steady_window()
     reads_429 = result.arm_count("reads", throttled=True)
     writes_429 = result.arm_count("writes", throttled=True)
     polls = result.arm_count("reads", polls=True)
@@ -463,14 +496,15 @@ def markdown(result: Result) -> str:
     attempts = result.attempts()
     writes_answered = result.arm_count("writes", throttled=False)
     reads_answered = result.arm_count("reads", throttled=False)
-    throughput_reached = emptied and steady["imports_per_second"] >= THROUGHPUT_GOAL * write_refill
+    bucket_then = "the bucket had run empty" if emptied else f"it still held {left}"
+    throughput_reached = steady["imports_per_second"] >= THROUGHPUT_GOAL * write_refill
     retried = sum(k for a, k in attempts.items() if a > 1)
     scaled = "" if p.bucket_scale == 1 else (
         f" Bucket sizes scaled by {p.bucket_scale:g} (`SCALEOUT_BUCKET_SCALE`; refills are ARM's, so only the "
         "initial burst is shorter).")
     lost = [i for i in result.ids if i not in result.rows]
     lines = [
-        f"{n} requests (`SCALEOUT_REQUESTS`) enqueued at one moment on one queue, taken by {p.runners} runner "
+        f"{n} requests (`SCALEOUT_REQUESTS`) put on one queue, then taken by {p.runners} runner "
         f"processes (`SCALEOUT_RUNNERS`; `python -m dev.runner`, one per Function App instance, host.json's "
         "batchSize 16 + newBatchThreshold 8 each, the shipped IMPORT_POLL_INTERVAL_SECONDS and retry settings), "
         "one status table, one managed identity: ARM sees one principal. The stand-in copies each image for "
@@ -478,7 +512,9 @@ def markdown(result: Result) -> str:
         f"`Retry-After: 10` as ACR does. ARM's per-principal buckets on: reads {read_size:g} refilling "
         f"{read_refill:g}/s, writes {write_size:g} refilling {write_refill:g}/s, in real time.{scaled}",
         "",
-        f"Wall time from the requests being due to the last one ending: {result.ended - result.began:.1f} s"
+        "Time zero is the first instance's host started, the whole bulk already on the queue (the other instances "
+        "start within a second or two). "
+        f"Wall time from time zero to the last request ending: {result.ended - result.began:.1f} s"
         f"{' (**timed out**: stopped waiting after ' + format(p.timeout, '.0f') + ' s)' if result.timed_out else ''}; "
         f"load average when it began: {result.load:.1f} (2 cores shared by the runners, Azurite and the "
         "stand-in).",
@@ -511,18 +547,18 @@ def markdown(result: Result) -> str:
         "",
         "| time to done, succeeded requests | median | p95 |",
         "|---|---|---|",
-        f"| from due on the queue (includes waiting for the write budget) | {_quantile(done, 0.5):.1f} s | "
+        f"| from time zero (includes waiting for the write budget) | {_quantile(done, 0.5):.1f} s | "
         f"{_quantile(done, 0.95):.1f} s |",
         f"| from the copy's end (how long watching took to see it) | {_quantile(noticed, 0.5):.2f} s | "
         f"{_quantile(noticed, 0.95):.2f} s |",
         "",
-        "- Steady state, as measured: from the first accepted importImage POST whose answer said no write token "
-        f"was left (the initial bucket spent; {start - result.began:.1f} s after the requests were due) to the last "
-        f"accepted POST ({end - result.began:.1f} s): {steady['seconds']:.1f} s. Throughput is the requests that "
-        "succeeded whose last accepted POST fell in that window, per second: every import needs one write, so the "
-        "write refill bounds it."
-        + ("" if emptied else f" **The write bucket never ran empty** (lowest remaining: {lowest_writes}): the run was "
-           "bound by the worker or the machine, not by ARM's write budget; the window is all of the POSTs."),
+        "- Steady state, as measured: once the initial write bucket was spent (the first accepted importImage "
+        f"POST whose answer said no write token was left, or the {write_size:g}th accepted POST if sooner: "
+        f"{start - result.began:.1f} s after time zero; {bucket_then}) to the last accepted POST "
+        f"({end - result.began:.1f} s): {steady['seconds']:.1f} s. Throughput is the requests that succeeded whose "
+        f"last accepted POST fell in that window ({steady['imports']:.0f}), less the tokens the bucket still held at "
+        f"its start ({left}), per second: every import needs one write, so the write refill bounds it, and stored "
+        "tokens cannot inflate it.",
         f"- In that window: {steady['writes_per_second']:.2f} writes answered/s (any accepted POST, also an import "
         f"started again), {steady['reads_sent_per_second']:.1f} reads sent/s against a refill of "
         f"{read_refill:g}/s, {steady['reads_429']:.0f} of them answered 429.",
@@ -540,6 +576,11 @@ def markdown(result: Result) -> str:
         lines.append(f"- Other failures, by code: {', '.join(f'{c} {k}' for c, k in other_failures.most_common())}.")
     if lost:
         lines.append(f"- No status row at all: {len(lost)} (e.g. {lost[0]}).")
+    if result.not_terminal:
+        why = Counter(result.last_logged.get(i, "no outcome logged") for i in result.not_terminal)
+        when = "no message left in the queue to carry them" if result.stranded else "at the timeout"
+        lines.append(f"- Not done ({when}), by the last outcome the runners logged for them: " + "; ".join(
+                         f"{k}x \"{reason[:200]}\"" for reason, k in why.most_common(3)) + ".")
     cpu = f"the {p.runners} runners {1000 * result.runner_cpu / max(1, n):.0f} ms"
     servers = ", ".join(f"{name} {1000 * used / max(1, n):.0f} ms" for name, used in sorted(result.servers.items()))
     lines.append(f"- CPU per request over the run (/proc): {cpu}{', ' + servers if servers else ''}.")
@@ -583,3 +624,10 @@ def run() -> str:
         os.environ.update(saved)
         stack.down(started)
     return markdown(result)
+
+
+if __name__ == "__main__":  # python -m benchmarks.scaleout --report <log dir>/result.pickle: the report again
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        print(markdown(pickle.loads(Path(sys.argv[2]).read_bytes())))
+    else:
+        sys.exit("usage: python -m benchmarks.scaleout --report RESULT_PICKLE (a run: python -m benchmarks scaleout)")
