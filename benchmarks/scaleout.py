@@ -121,14 +121,27 @@ class Instances:
                             found[request] = (stamp, f"{event.get('state')}: {event.get('reason')}")
         return {request: reason for request, (_, reason) in found.items()}
 
-    def log_problems(self) -> Counter[str]:
-        """Lines the runners logged at ERROR or with a traceback, by their first words (for the report)."""
+    def retry_causes(self) -> Counter[str]:
+        """Attempts that ended in a scheduled retry, by the failure's code (from the runners' outcome lines)."""
         found: Counter[str] = Counter()
         for log in self.logs:
             with contextlib.suppress(OSError):
                 for line in log.read_text(errors="replace").splitlines():
-                    if "Traceback" in line or " ERROR " in line or line.startswith("ERROR"):
-                        found[line.split("] ", 1)[-1][:80]] += 1
+                    text = line.partition("] ")[2]
+                    if text.startswith('{"event": "import"') and '"state": "retrying"' in text:
+                        with contextlib.suppress(ValueError):
+                            reason = str(json.loads(text).get("reason", ""))
+                            found[reason.split("failed (", 1)[-1].split(":", 1)[0].split(")", 1)[0][:60]] += 1
+        return found
+
+    def log_problems(self) -> Counter[str]:
+        """Invocations that raised (the host then retries their message), by the error they raised."""
+        found: Counter[str] = Counter()
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                for line in log.read_text(errors="replace").splitlines():
+                    if "Executed '" in line and "(Failed, " in line:
+                        found[line.split("): ", 1)[-1][:100]] += 1
         return found
 
 
@@ -200,6 +213,7 @@ class Result:
     runner_cpu: float = 0.0
     servers: dict[str, float] = field(default_factory=dict)
     log_problems: Counter[str] = field(default_factory=Counter)
+    retry_causes: Counter[str] = field(default_factory=Counter)  # scheduled retries by the failure's code
     last_logged: dict[str, str] = field(default_factory=dict)  # request -> last outcome logged, for those not done
 
     # requests -------------------------------------------------------------------------
@@ -434,6 +448,7 @@ def run_scaleout(app_env: dict[str, str], control: Any, profile: Profile, *, log
                                                                       f"{queue_name}-poison")),
                     began=began, ended=ended, timed_out=timed_out, stranded=stranded >= STRANDED_CHECKS, load=load,
                     runner_cpu=runner_cpu, servers=servers, log_problems=running.log_problems(),
+                    retry_causes=running.retry_causes(),
                     last_logged=running.last_outcomes({i for i in ids if i not in rows or not rows[i].state.terminal}))
     result.rows = {r.id: r for r in store.list() if r.id in due}  # after the runners drained
     with contextlib.suppress(OSError):  # the raw data, to render the report again: `--report FILE`
@@ -563,7 +578,9 @@ def markdown(result: Result) -> str:
         f"started again), {steady['reads_sent_per_second']:.1f} reads sent/s against a refill of "
         f"{read_refill:g}/s, {steady['reads_429']:.0f} of them answered 429.",
         f"- Lowest budget ARM's answers reported left: writes {lowest_writes}, reads {lowest_reads}.",
-        f"- Attempts per request: {', '.join(f'{a}: {k}' for a, k in sorted(attempts.items()))}.",
+        f"- Attempts per request: {', '.join(f'{a}: {k}' for a, k in sorted(attempts.items()))}. Attempts that "
+        "ended in a scheduled retry, by cause (the runners' outcome lines): "
+        + (", ".join(f"{code} {k}" for code, k in result.retry_causes.most_common()) or "none") + ".",
     ]
     if throttled_failures:
         codes = Counter(f"{r.code}" for r in throttled_failures)
@@ -585,8 +602,9 @@ def markdown(result: Result) -> str:
     servers = ", ".join(f"{name} {1000 * used / max(1, n):.0f} ms" for name, used in sorted(result.servers.items()))
     lines.append(f"- CPU per request over the run (/proc): {cpu}{', ' + servers if servers else ''}.")
     if result.log_problems:
-        lines.append("- The runners logged errors: " + "; ".join(
-            f"{k}x `{text}`" for text, k in result.log_problems.most_common(3)) + ".")
+        raised = sum(result.log_problems.values())
+        errors = "; ".join(f"{k}x `{text}`" for text, k in result.log_problems.most_common(3))
+        lines.append(f"- Invocations that raised (the host retries their message): {raised}, by error: {errors}.")
     lines += ["", "ARM's answers over time (from the stand-in's record; 429 columns are counts per bin):", "",
               *_timeline(result)]
     return "\n".join(_wrapped(lines)) + "\n"
