@@ -51,7 +51,7 @@ TITLE = "Scale-out within ARM's limits"
 SOURCE = "docker.io/library/nginx:1.27"
 SOURCE_DIGEST = "sha256:" + "5c" * 32
 ARM_LIMITS = {"reads": (250.0, 25.0), "writes": (200.0, 10.0)}  # bucket size, refill per second, per principal
-DEFAULTS = {"requests": 2000, "runners": 4, "bucket_scale": 1.0, "copy": "1-3"}
+DEFAULTS: dict[str, str] = {"requests": "2000", "runners": "4", "bucket_scale": "1", "copy": "1-3"}
 THROUGHPUT_GOAL = 0.9  # of the write refill rate
 THROTTLE_CODES = ("SubscriptionRequestsThrottled", "TenantRequestsThrottled", "HTTP429", "TooManyRequests")
 READY_TIMEOUT = 90.0
@@ -362,7 +362,7 @@ def _enqueue(queue: Any, messages: list[tuple[str, str]]) -> None:
 
 
 def _drain_letters(queue_client: Any) -> list[dict[str, Any]]:
-    letters = []
+    letters: list[dict[str, Any]] = []
     while True:
         batch = list(queue_client.receive_messages(messages_per_page=32, visibility_timeout=600, max_messages=32))
         if not batch:
@@ -479,17 +479,17 @@ def _timeline(result: Result, rows: int = 12) -> list[str]:
     width = max(1, math.ceil(span / rows))
     bins: dict[int, Counter[str]] = {}
     for r in result.arm:
-        b = bins.setdefault(int((r["time"] - result.began) // width), Counter())
+        counts = bins.setdefault(int((r["time"] - result.began) // width), Counter())
         kind = r.get("rate_kind", "?")
-        b[f"{kind}-429" if r["status"] == 429 else kind] += 1
+        counts[f"{kind}-429" if r["status"] == 429 else kind] += 1
     for i in result.ids:
         if (at := result.done_at(i)) is not None:
             bins.setdefault(int((at - result.began) // width), Counter())["done"] += 1
     lines = ["| from (s) | writes answered /s | writes 429 | reads answered /s | reads 429 | requests done /s |",
              "|---|---|---|---|---|---|"]
-    for b in range(max(bins, default=-1) + 1):
-        c = bins.get(b, Counter())
-        lines.append(f"| {b * width} | {c['writes'] / width:.1f} | {c['writes-429']} | {c['reads'] / width:.1f} | "
+    for index in range(max(bins, default=-1) + 1):
+        c = bins.get(index, Counter())
+        lines.append(f"| {index * width} | {c['writes'] / width:.1f} | {c['writes-429']} | {c['reads'] / width:.1f} | "
                      f"{c['reads-429']} | {c['done'] / width:.1f} |")
     return lines
 
