@@ -67,8 +67,12 @@ demo: deps
 run: venv system-deps node-deps  # not the Azure CLI: only the tests need it
 	FORCE_SETTINGS=$(FORCE_SETTINGS) $(PYTHON) -m dev.run $(if $(SETTINGS),--settings "$(SETTINGS)")
 
+# The scale-out benchmark's short profile (300 requests, buckets a tenth of ARM's, refills ARM's: about a minute);
+# `make bench SCALEOUT_REQUESTS=2000 SCALEOUT_BUCKET_SCALE=1` is issue 15's full run (docs/benchmarks.md).
+SCALEOUT_REQUESTS ?= 300
+SCALEOUT_BUCKET_SCALE ?= 0.1
 bench: deps
-	$(PYTHON) -m benchmarks
+	SCALEOUT_REQUESTS=$(SCALEOUT_REQUESTS) SCALEOUT_BUCKET_SCALE=$(SCALEOUT_BUCKET_SCALE) $(PYTHON) -m benchmarks
 
 soak: deps
 	$(PYTHON) -m dev.soak 1000

@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.report import DOC, write_section
 
-ALL = ("importtime", "latency", "refresh", "cost")
+ALL = ("importtime", "latency", "refresh", "cost", "scaleout")
 
 
 def main(argv: list[str]) -> int:

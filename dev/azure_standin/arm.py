@@ -24,6 +24,8 @@ from dev.azure_standin.errors import (
 from dev.azure_standin.http_base import Request, Response
 from dev.azure_standin.import_params import ACR_ID_RE, parse_import_request
 from dev.azure_standin.operations import start_import
+from dev.azure_standin.throttling import REMAINING_PREFIX
+from dev.azure_standin.throttling import kind_of as throttle_kind
 from dev.azure_standin.world import Operation, World
 
 ARM_AUDIENCES = {"https://management.core.windows.net/", "https://management.core.windows.net",
@@ -212,6 +214,11 @@ class Arm:
             "query": {k: v[0] for k, v in request.query.items()},
             "headers": {h: request.headers[h] for h in RECORDED_HEADERS if h in request.headers},
             "principal": caller.object_id if caller else None, "body": body, "status": response.status,
+            # what ARM counted the request as, and what its answer said was left (when throttling is on)
+            "rate_kind": throttle_kind(request.method),
+            "remaining": {h.lower(): int(v) for h, v in response.headers.items()
+                          if h.lower().startswith(REMAINING_PREFIX) and str(v).isdigit()},
+            "retry_after": response.headers.get("Retry-After"),
         })
 
     def _dispatch(self, request: Request, caller: Caller) -> Response:

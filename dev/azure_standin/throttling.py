@@ -29,6 +29,7 @@ KINDS = ("reads", "writes", "deletes")
 DEFAULT_LIMITS: dict[str, tuple[float, float]] = {"reads": (250, 25), "writes": (200, 10), "deletes": (200, 10)}
 GLOBAL_FACTOR = 15
 SINGULAR = {"reads": "read", "writes": "write", "deletes": "delete"}
+REMAINING_PREFIX = "x-ms-ratelimit-remaining-"
 
 
 def kind_of(method: str) -> str:

@@ -271,6 +271,25 @@ def test_an_empty_bucket_answers_429_with_retry_after_for_that_principal_only(st
     assert len(throttled) == 1 and throttled[0]["principal"] == TESTER.object_id
 
 
+def test_the_request_record_says_what_each_request_counted_as_and_what_was_left(standin):
+    """Benchmarks count 429s by kind and read the budget left from the stand-in's record."""
+    standin.throttling(reads=(2, 0.01))
+    standin.add_role_assignment(TESTER.object_id, layout.IMPORT_ROLE, TARGET.resource_id)
+    standin.clear_requests()
+    client = arm(retry_total=0)
+    for _ in range(2):
+        client.registries.get(TARGET.resource_group, TARGET.name)
+    with pytest.raises(HttpResponseError):
+        client.registries.get(TARGET.resource_group, TARGET.name)
+    client.registries.begin_import_image(TARGET.resource_group, TARGET.name, hello())
+    recorded = standin.requests()
+    assert [(r["method"], r["rate_kind"], r["status"]) for r in recorded] == [
+        ("GET", "reads", 200), ("GET", "reads", 200), ("GET", "reads", 429), ("POST", "writes", 202)]
+    assert [r["remaining"]["x-ms-ratelimit-remaining-subscription-reads"] for r in recorded[:3]] == [1, 0, 0]
+    assert int(recorded[2]["retry_after"]) >= 1
+    assert recorded[3]["remaining"]["x-ms-ratelimit-remaining-subscription-writes"] == 199
+
+
 def test_writes_have_their_own_bucket(standin):
     standin.throttling(writes=(1, 0.01))
     standin.add_role_assignment(TESTER.object_id, layout.IMPORT_ROLE, TARGET.resource_id)
