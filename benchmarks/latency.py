@@ -198,6 +198,7 @@ def _markdown(ours: list[dict], sdk: list[float], cli: list[float], idle: dict[s
     writes = statistics.median(r["writes"] for r in ours)
     watched = statistics.median(r["total"] - r["pickup"] for r in ours)  # the worker's time per import
     reads_per_second = reads / watched
+    fill = ARM_READ_REFILL / max(reads_per_second, 1e-9)  # imports watched at once that use the read refill
     per_instance = sum(idle.values())
     queues = "\n".join(f"| {name} | {per_hour:,.0f} | {_cost(per_hour)} |" for name, per_hour in idle.items())
     candidates = "\n".join(
@@ -272,6 +273,6 @@ ARM: each of our imports made {writes:g} write (the POST) and {reads:g} reads (o
 not billed but count against the principal's read bucket, refilled at {ARM_READ_REFILL:g} per second). Over the
 worker's {watched:.1f} s per import that is {reads_per_second:.1f} reads per second while one import is being
 watched: {reads_per_second * 3600:,.0f} ARM reads per hour per import in flight (in its first minute; after
-that one look per `Retry-After`, 360 an hour at ACR's 10 s), so about {ARM_READ_REFILL / reads_per_second:.0f}
+that one look per `Retry-After`, 360 an hour at ACR's 10 s), so about {fill:.0f}
 imports watched at once use the whole read refill. Idle, the worker makes no ARM request.
 """
