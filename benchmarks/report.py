@@ -14,7 +14,9 @@ HEADER = """# Benchmarks
 
 Measured with `make bench` (`python -m benchmarks [name ...]`). Each section says the machine and the date
 it was measured on. Comparisons are made side by side in one run and given as ratios, because these
-machines are noisy; absolute times are for orientation only.
+machines are noisy; absolute times are for orientation only. Each run starts a stack of its own (a fresh
+folder and free ports: `benchmarks/isolation.py`), so a stack a developer or a test session has running is
+left alone.
 """
 
 

@@ -144,6 +144,11 @@ class Runner:
         """A timer function's listener: whether this instance holds its lock, how often it fired."""
         return self._timers[name]
 
+    @property
+    def queue_functions(self) -> list[str]:
+        """The functions with a queue trigger, each polled by a listener of its own."""
+        return list(self._queues)
+
     def queue_listener(self, function: str) -> QueueListener:
         return self._queues[function]
 

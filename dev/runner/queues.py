@@ -1,9 +1,10 @@
 """Queue triggers and queue outputs with the storage extension 5.x semantics.
 
 Per function: fetch `batchSize` messages under a 10-minute lease, renew the lease halfway while a function
-runs, fetch again as soon as no more than `newBatchThreshold` are in flight, back off exponentially (from 100 ms to
-`maxPollingInterval`) while the queue is empty. Success deletes; failure releases the message after
-`visibilityTimeout`, or moves it to `<queue>-poison` once its dequeue count reaches `maxDequeueCount`.
+runs, fetch again as soon as no more than `newBatchThreshold` are in flight, back off (`PollBackoff`: from 100 ms to
+`maxPollingInterval`, as the host's RandomizedExponentialBackoffStrategy) while the queue is empty. Success deletes;
+failure releases the message after `visibilityTimeout`, or moves it to `<queue>-poison` once its dequeue count
+reaches `maxDequeueCount`.
 
 The trigger's queue is not created: the storage extension's QueueListener (azure-sdk-for-net,
 Microsoft.Azure.WebJobs.Extensions.Storage.Queues `QueueListener.ExecuteAsync`) asks `ExistsAsync` before it
@@ -70,6 +71,47 @@ def output_texts(value: Any) -> list[str | bytes]:
     raise TypeError(f"queue output value of type {type(value).__name__} is not str, bytes or a list")
 
 
+class PollBackoff:
+    """How long an idle listener waits before it polls again: the storage extension's
+    `RandomizedExponentialBackoffStrategy(QueuePollingIntervals.Minimum, maxPollingInterval)` as `QueueListener`
+    drives it (azure-sdk-for-net, Microsoft.Azure.WebJobs.Extensions.Storage.Common: `Timers/
+    RandomizedExponentialBackoffStrategy.cs`, `Listeners/QueueListener.cs` `CreateDelayWithNotificationTask`,
+    `Shared/Queues/QueuePollingIntervals.cs`: Minimum 100 ms).
+
+    A poll that found messages is followed by the next poll at once (after the newBatchThreshold wait), with no
+    delay. An empty poll waits `next_delay(found_since_last_delay)`: after a poll found messages, the minimum
+    (100 ms) and the back-off starts over; otherwise minimum + (0.8..1.2) x 2^(n-1) x minimum for the n-th
+    empty poll in a row (about 100, 200, 300, 500, 900 ms, ...) until that reaches `maxPollingInterval`, which
+    is then the wait, exactly (no jitter at the cap). The first empty poll after start waits the minimum.
+    """
+
+    RANDOMIZATION = 0.2
+
+    def __init__(self, maximum: timedelta, minimum: timedelta = MIN_POLL,
+                 uniform: Callable[[float, float], float] = random.uniform) -> None:
+        self._min = minimum.total_seconds()
+        self._max = max(maximum.total_seconds(), self._min)
+        self._uniform = uniform
+        self._exponent = 0
+        self._current = 0.0
+
+    def next_delay(self, found_since_last_delay: bool) -> float:
+        """Seconds to wait after an empty poll."""
+        if found_since_last_delay:
+            self._current, self._exponent = self._min, 1
+        elif self._current != self._max:
+            interval = self._min
+            if self._exponent > 0:
+                factor = self._uniform(1 - self.RANDOMIZATION, 1 + self.RANDOMIZATION)
+                interval += factor * 2 ** (self._exponent - 1) * self._min
+            if interval < self._max:
+                self._current = interval
+                self._exponent += 1
+            else:
+                self._current = self._max
+        return self._current
+
+
 class QueueListener:
     def __init__(self, spec: FunctionSpec, options: QueueOptions, settings: dict[str, str], invoker: Invoker,
                  write_outputs: Callable[[FunctionSpec, dict[str, Any]], None]) -> None:
@@ -88,6 +130,7 @@ class QueueListener:
         self._lease = timedelta(seconds=float(lease_seconds)) if lease_seconds else LEASE
         self._processing = 0
         self.missing_polls = 0  # polls that found the queue absent (the host waits; it does not create it)
+        self.polls = 0          # receive calls made (each a billed storage transaction in Azure)
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -122,13 +165,17 @@ class QueueListener:
             return True
 
     def _run(self) -> None:
-        delay = MIN_POLL.total_seconds()
-        cap = self.options.max_polling_interval.total_seconds()
+        backoff = PollBackoff(self.options.max_polling_interval)
+        found = False  # a poll found messages since the last wait (the host's _foundMessageSinceLastDelay)
         while not self._stopping.is_set():
+            self.polls += 1
             try:
-                batch = list(self._queue.receive_messages(
+                # One Get Messages call per poll, as the host's ReceiveMessagesAsync: iterating the SDK's pager
+                # would ask again whenever fewer than batchSize came back (one more transaction per found batch).
+                pages = self._queue.receive_messages(
                     messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
-                    visibility_timeout=int(self._lease.total_seconds())))
+                    visibility_timeout=int(self._lease.total_seconds())).by_page()
+                batch = list(next(pages, []))
             except ResourceNotFoundError:  # host: the queue does not exist yet; a failed poll, then back off
                 if self.missing_polls == 0:
                     log.warning("Queue %s does not exist; waiting for it (the host does not create a trigger's "
@@ -139,11 +186,11 @@ class QueueListener:
                 log.warning("Queue %s: receive failed (%s); backing off", self.queue_name, type(exc).__name__)
                 batch = []
             if not batch:
-                self._wake.wait(delay * random.uniform(0.8, 1.2))
+                self._wake.wait(backoff.next_delay(found))
                 self._wake.clear()
-                delay = min(delay * 2, cap)
+                found = False
                 continue
-            delay = MIN_POLL.total_seconds()
+            found = True  # poll again at once (after the newBatchThreshold wait below), as the host does
             with self._cond:
                 self._processing += len(batch)
             for message in batch:
