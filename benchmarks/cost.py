@@ -205,13 +205,15 @@ PURPOSES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
      (("dev/runner/queues.py", "_run"), ("dev/runner/queues.py", "_delete"), ("dev/runner/queues.py", "_release"))),
     ("logging and telemetry (also inside the above)", (("logging/__init__.py", "_log"),
                                                        ("shared/azure/telemetry.py", "record_import"))),
-    ("requests' proxy look-up in os.environ, on every HTTP call (also inside the above)",
+    ("requests' environment merge on every HTTP call (proxies, CA bundle; from settings read once since cut 3; "
+     "also inside the above)",
      (("requests/sessions.py", "merge_environment_settings"), ("requests/utils.py", "resolve_proxies"))),
 )
 
 # By layer: exclusive CPU (tottime), by the file a function is in; adds up to the whole.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("os.environ walks (requests' proxy look-up on every call: urllib.request.getproxies_environment)",
+    ("os.environ reads and the Mapping ABCs' methods (before cut 3 mostly requests' proxy look-up on every call: "
+     "urllib.request.getproxies_environment)",
      ("<frozen os>", "<frozen _collections_abc>", "urllib/request.py")),
     ("the app (shared/, function_app.py)", ("/shared/", "function_app.py")),
     ("the local runner (dev/runner)", ("/dev/runner/",)),

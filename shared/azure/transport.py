@@ -6,7 +6,9 @@ default and in azure-core's `RequestsTransport` unless `use_env_settings=False`)
 walks and decodes the whole of `os.environ` twice (`urllib.request.getproxies_environment`, once for the
 proxies and once more for NO_PROXY), then reads REQUESTS_CA_BUNDLE, and `prepare_request` looks for a
 `.netrc`. That was about a tenth of the worker's CPU per import (docs/benchmarks.md, "Cost per import", cut
-3), and more in a Function App, whose environment is larger than the local stack's.
+3), and more in a Function App, whose environment is larger than the local stack's (the same cost reported
+upstream: psf/requests#5600, "every get request call will scan through" the environment; python/cpython#91539,
+`getproxies_environment` iterates over it twice).
 
 Here the same settings are read once, by requests' own rules, into `NetworkSettings`:
 - the proxies: `urllib.request.getproxies()` as requests calls it (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, ...;
@@ -19,9 +21,11 @@ Every client gets them explicitly: the Azure SDK clients (storage, ARM, the mana
 requests) through a `RequestsTransport` whose session does not trust the environment but merges these
 settings into each call exactly where requests would (`client_options`); the registry client
 (shared/registry/client.py) through `NetworkSettings.proxies_for` and `.ca_bundle`. A change to the
-environment after a client is built does not change what it does (app settings change with a restart, as
-the Functions host's own .NET clients read proxy settings once per process). `.netrc` is not read: every
-call carries the Authorization its client chose.
+environment after a client is built does not change what it does: app settings change with a restart, and
+the Functions host's own .NET clients read them once per process too (`HttpClient.DefaultProxy` is initialized
+from HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY, learn.microsoft.com/dotnet/api/
+system.net.http.httpclient.defaultproxy). `.netrc` is not read: every call carries the Authorization its
+client chose.
 
 Each client keeps a session of its own, as azure-core gives it one by default: `RequestsTransport.close()`
 closes the session it owns, and its adapter's pools (10 hosts, 10 connections a host) stay per client.
