@@ -23,6 +23,6 @@ def test_cost_benchmark_counts_the_round_trips_of_each_import(app_env, control):
     # CPU by thread: the Python worker's invocation threads apart from the runner's queue work
     assert counted.threads.get("worker", 0) > 0 and counted.runner_ms_per_request > 0, counted.threads
     assert counted.worker_ms_per_request < 1000 * counted.cpu_seconds / counted.requests
-    text = cost.markdown(counted, profiled, sequence)
+    text = " ".join(cost.markdown(counted, profiled, sequence).split())  # prose is wrapped
     assert "status-table calls" in text and "the Python worker's own: its invocation threads" in text
     assert "the runner's queue work" in text
