@@ -37,7 +37,6 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +49,21 @@ CONNECTION_OPTIONS = ("connection_timeout", "read_timeout", "connection_verify",
                       "connection_data_block_size")
 
 
-@dataclass(frozen=True)
 class NetworkSettings:
-    """Proxies and CA bundle as requests would read them from the environment, read once."""
+    """Proxies and CA bundle as requests would read them from the environment, read once. (A plain class: a
+    dataclass costs a millisecond of every cold start to build.)"""
 
-    proxies: Mapping[str, str] = field(default_factory=dict)  # urllib.request.getproxies(): scheme -> proxy URL
-    no_proxy: str | None = None  # NO_PROXY as requests reads it (`no_proxy or NO_PROXY`)
-    ca_bundle: str | None = None  # REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE; None: requests' default (certifi)
-    _bypassed: dict[tuple[str, str, int | None], bool] = field(default_factory=dict, compare=False, repr=False)
+    __slots__ = ("_bypassed", "ca_bundle", "no_proxy", "proxies")
+
+    def __init__(self, proxies: Mapping[str, str] | None = None, no_proxy: str | None = None,
+                 ca_bundle: str | None = None) -> None:
+        self.proxies: Mapping[str, str] = dict(proxies or {})  # urllib.request.getproxies(): scheme -> proxy URL
+        self.no_proxy = no_proxy  # NO_PROXY as requests reads it (`no_proxy or NO_PROXY`)
+        self.ca_bundle = ca_bundle  # REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE; None: requests' default (certifi)
+        self._bypassed: dict[tuple[str, str, int | None], bool] = {}
+
+    def __repr__(self) -> str:
+        return f"NetworkSettings(proxies={self.proxies!r}, no_proxy={self.no_proxy!r}, ca_bundle={self.ca_bundle!r})"
 
     def proxies_for(self, url: str) -> dict[str, str]:
         """What requests' `get_environ_proxies(url)` answers, without reading the environment: every proxy
