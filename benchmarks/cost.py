@@ -12,10 +12,13 @@ How it counts (in this process only; the app is not changed):
   port says what it is (Azurite table or queue, the stand-in's ARM, the identity endpoint, a registry).
   The benchmark's own calls (enqueueing, checking) run on the main thread and are left out;
 - ARM requests also as the stand-in recorded them (`StandinControl.requests()`), as a cross-check;
-- CPU: this process's CPU time (all threads: the runner's queue listener and the app's invocations) over
-  the run, less the runner's idle CPU over the same wall time (measured with the queue empty just before).
-  In Azure the queue polling is the Functions host's (.NET) work, not the Python worker's; here it is
-  included, so the figure is an upper bound for the worker;
+- CPU, per thread (Linux `/proc/self/task/<tid>/schedstat`: nanoseconds on a CPU), over the run: the
+  Python worker's own is its invocation threads' (the runner's `worker<n>_<i>` pool, where the function
+  runs); the runner's queue work (its listener polling and receiving, the per-queue threads that decode,
+  delete and log each message, the lease-renewal threads) is in Azure the Functions host's (.NET), so it is
+  reported apart. Threads that ended during the run (lease renewals) are the process's CPU less the live
+  threads', and counted as the runner's. The process's CPU less the runner's idle CPU (measured with the
+  queue empty just before) is reported as well, as earlier runs reported it;
 - a second, smaller pass under cProfile with a per-thread CPU clock (`time.thread_time`) in every thread,
   for where the CPU goes: by purpose and by layer. Profiling slows everything down, so its shares are
   applied to the unprofiled CPU per request.
@@ -50,6 +53,7 @@ DEFAULT_PROFILE_REQUESTS = 50
 SOURCE = "docker.io/library/nginx:1.27"
 SOURCE_DIGEST = "sha256:" + "c0" * 32
 IDLE_SECONDS = 3.0
+MAIN = "MainThread"  # the benchmark's own: enqueueing and checking, left out of every CPU figure
 GOALS = {"table": 3, "arm": 2, "cpu_ms": 8.0, "rps": 100.0}
 
 
@@ -201,13 +205,15 @@ PURPOSES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
      (("dev/runner/queues.py", "_run"), ("dev/runner/queues.py", "_delete"), ("dev/runner/queues.py", "_release"))),
     ("logging and telemetry (also inside the above)", (("logging/__init__.py", "_log"),
                                                        ("shared/azure/telemetry.py", "record_import"))),
-    ("requests' proxy look-up in os.environ, on every HTTP call (also inside the above)",
+    ("requests' environment merge on every HTTP call (proxies, CA bundle; from settings read once since cut 3; "
+     "also inside the above)",
      (("requests/sessions.py", "merge_environment_settings"), ("requests/utils.py", "resolve_proxies"))),
 )
 
 # By layer: exclusive CPU (tottime), by the file a function is in; adds up to the whole.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("os.environ walks (requests' proxy look-up on every call: urllib.request.getproxies_environment)",
+    ("os.environ reads and the Mapping ABCs' methods (before cut 3 mostly requests' proxy look-up on every call: "
+     "urllib.request.getproxies_environment)",
      ("<frozen os>", "<frozen _collections_abc>", "urllib/request.py")),
     ("the app (shared/, function_app.py)", ("/shared/", "function_app.py")),
     ("the local runner (dev/runner)", ("/dev/runner/",)),
@@ -246,6 +252,47 @@ def _layers(stats: pstats.Stats) -> tuple[dict[str, float], float]:
     return dict(found), total
 
 
+# --- CPU per thread ------------------------------------------------------------------------------------
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Native thread id -> (its name, CPU seconds so far) for every live thread of this process (Linux
+    schedstat: time on a CPU, in ns; empty elsewhere)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    found = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as stat:
+                    ns = int(stat.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended meanwhile
+            found[int(tid)] = (names.get(int(tid), "?"), ns / 1e9)
+    return found
+
+
+def thread_role(name: str, queue: str) -> str:
+    """Whose work a thread of the runner's process does: the Python worker's invocation threads, the runner's
+    queue work (the Functions host's in Azure), the benchmark's own main thread, or other."""
+    if name.startswith("worker"):  # dev/runner/invoker.py: `worker<n>` pool and `worker<n>-loop`
+        return "worker"
+    if name.startswith(("listen-", "lease-")) or name.startswith(queue.lower() + "_"):  # dev/runner/queues.py
+        return "runner"
+    return "main" if name == MAIN else "other"
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], process_seconds: float,
+                queue: str) -> dict[str, float]:
+    """CPU seconds between two `thread_cpu` readings by `thread_role`; "ended" is the process's CPU less the
+    live threads' (threads that ended in between: the runner's lease renewals)."""
+    found: Counter[str] = Counter()
+    for tid, (name, seconds) in after.items():
+        earlier = before.get(tid)
+        used = seconds - earlier[1] if earlier and earlier[0] == name else seconds  # a reused id: a new thread
+        found[thread_role(name, queue)] += used
+    found["ended"] = max(0.0, process_seconds - sum(found.values()))
+    return dict(found)
+
+
 # --- the servers' CPU -----------------------------------------------------------------------------------
 
 SERVERS = ("azurite", "azure-standin")
@@ -282,6 +329,7 @@ class Run:
     calls: list[Call] = field(default_factory=list)
     arm_recorded: list[dict[str, Any]] = field(default_factory=list)
     servers: dict[str, float] = field(default_factory=dict)
+    threads: dict[str, float] = field(default_factory=dict)  # CPU seconds by thread_role, "ended" apart
     load: float = 0.0
     stats: pstats.Stats | None = None
 
@@ -297,7 +345,22 @@ class Run:
 
     @property
     def cpu_ms_per_request(self) -> float:
+        """The process's CPU less the runner's idle CPU, per request (what earlier runs reported)."""
         return 1000 * self.worker_cpu_seconds / max(1, self.requests)
+
+    @property
+    def threads_measured(self) -> bool:
+        return bool(self.threads)
+
+    @property
+    def worker_ms_per_request(self) -> float:
+        """The Python worker's own CPU per request: its invocation threads'."""
+        return 1000 * self.threads.get("worker", 0.0) / max(1, self.requests)
+
+    @property
+    def runner_ms_per_request(self) -> float:
+        """The runner's queue work per request (the Functions host's in Azure), its idle polling included."""
+        return 1000 * (self.threads.get("runner", 0.0) + self.threads.get("ended", 0.0)) / max(1, self.requests)
 
     @property
     def throughput(self) -> float:
@@ -328,17 +391,20 @@ def _measure(runner: Any, queue: Any, store: Any, control: Any, log: HttpLog, co
         raise RuntimeError(f"enqueueing {count} requests took longer than their {delay} s of invisibility")
     control.clear_requests()
     time.sleep(max(0.0, sent_at + delay - time.monotonic()))
-    mark, began, cpu, servers = log.mark(), time.monotonic(), time.process_time(), server_cpu()
+    mark, began, cpu, servers, threads = log.mark(), time.monotonic(), time.process_time(), server_cpu(), thread_cpu()
     deadline = began + timeout
     while True:  # the runner's idle check, plus every row terminal (a message may be between invisible spells)
         runner.wait_idle(timeout=max(1.0, deadline - time.monotonic()))
         ended, ended_cpu = time.monotonic(), time.process_time()  # before the check's own reading and parsing
+        ended_threads = thread_cpu()
         records = {r.id: r for r in store.list()}
         mine = [records.get(f"cost-{run_id}-{i}") for i in range(count)]
         if all(r is not None and r.state.terminal for r in mine) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     run.seconds, run.cpu_seconds = ended - began, ended_cpu - cpu
+    if threads and ended_threads:
+        run.threads = cpu_by_role(threads, ended_threads, run.cpu_seconds, queue.queue_name)
     run.servers = {name: used - servers[name] for name, used in server_cpu().items() if name in servers}
     run.calls = log.since(mark)
     run.arm_recorded = control.requests("arm")
@@ -464,7 +530,9 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
         _goal_row("status-table calls", counted.per_import("table"), GOALS["table"], "calls"),
         _goal_row("ARM requests (stand-in's record)", len(counted.arm_recorded) / max(1, n), GOALS["arm"],
                   "requests"),
-        _goal_row("worker CPU per request (the runner's included, its idle CPU subtracted)", counted.cpu_ms_per_request,
+        _goal_row("worker CPU per request (the Python worker's own: its invocation threads)" if counted.threads
+                  else "worker CPU per request (the runner's included, its idle CPU subtracted)",
+                  counted.worker_ms_per_request if counted.threads else counted.cpu_ms_per_request,
                   GOALS["cpu_ms"], "ms", digits=1),
         _goal_row("throughput", counted.throughput, GOALS["rps"], "req/s", at_most=False, digits=1),
         "",
@@ -480,9 +548,19 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
         f"- ARM requests by method (stand-in): {_per(arm_methods, n)}.",
         f"- Queue calls by method: {_per(queue_methods, n)}.",
         f"- CPU: {counted.cpu_seconds:.2f} s of process CPU over the run; the runner idles at "
-        f"{1000 * counted.idle_cpu_per_second:.1f} ms of CPU per second (subtracted). The process includes the "
-        "runner's queue listener, which in Azure is the Functions host's work, not the Python worker's.",
+        f"{1000 * counted.idle_cpu_per_second:.1f} ms of CPU per second; the process's CPU less that idle CPU: "
+        f"{counted.cpu_ms_per_request:.1f} ms per request (the figure earlier runs reported as the worker's).",
     ]
+    if counted.threads:
+        other = sum(v for k, v in counted.threads.items() if k in ("main", "other"))
+        ended = 1000 * counted.threads.get("ended", 0.0) / max(1, counted.requests)
+        lines.append(
+            f"- CPU by thread (schedstat), per request: the Python worker's invocation threads "
+            f"{counted.worker_ms_per_request:.1f} ms; the runner's queue work {counted.runner_ms_per_request:.1f} ms "
+            f"(listener polls and receives, per-message decode, delete and host log lines, lease renewals; in Azure "
+            f"the Functions host's, not the Python worker's; of it {ended:.1f} ms in "
+            f"threads that ended during the run); the benchmark's own and other threads "
+            f"{1000 * other / max(1, counted.requests):.1f} ms.")
     if counted.servers:
         lines.append("- The servers on the same 2 cores, CPU per request over the same run (/proc): " + ", ".join(
             f"{name} {1000 * used / max(1, counted.requests):.1f} ms" for name, used in sorted(counted.servers.items()))
@@ -511,7 +589,8 @@ def markdown(counted: Run, profiled: Run | None, sequence: list[Call]) -> str:
         lines += ["", "### Where the CPU goes", "",
                   f"cProfile in every thread with each thread's CPU clock, over {profiled.requests} requests "
                   f"(a separate run: profiling slows the code about {1 / max(scale, 1e-9):.1f}x, so shares are the "
-                  "claim, and the ms column scales them to the unprofiled CPU per request above). cProfile "
+                  "claim, and the ms column scales them to the unprofiled process CPU per request above, the "
+                  "runner's included). cProfile "
                   "costs the same per Python call, so code made of many small calls (walking os.environ, "
                   "the SDK's policies) shows larger than it is: check a cut with a what-if run.", "",
                   "By purpose (inclusive CPU of the calls that do it; logging is also inside the others):", "",

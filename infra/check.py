@@ -31,6 +31,8 @@ NOT_SET_BY_TEMPLATE = {
     "CURL_CA_BUNDLE": "a TLS trust override for tests; Azure uses the system trust store",
     "IDENTITY_ENDPOINT": "set by the platform when the app has a managed identity; read to name it in messages",
     "MSI_ENDPOINT": "set by older platforms when the app has a managed identity; read to name it in messages",
+    "NO_PROXY": "the proxy's exceptions, for an app behind a proxy (HTTPS_PROXY): the network's, not the template's",
+    "no_proxy": "the proxy's exceptions, for an app behind a proxy (https_proxy): the network's, not the template's",
 }
 NOT_IN_SAMPLE = {
     "*__*ServiceUri": "identity-based storage: the sample uses the connection string (Azurite)",
@@ -40,6 +42,8 @@ NOT_IN_SAMPLE = {
     "CURL_CA_BUNDLE": NOT_SET_BY_TEMPLATE["CURL_CA_BUNDLE"],
     "IDENTITY_ENDPOINT": NOT_SET_BY_TEMPLATE["IDENTITY_ENDPOINT"],
     "MSI_ENDPOINT": NOT_SET_BY_TEMPLATE["MSI_ENDPOINT"],
+    "NO_PROXY": NOT_SET_BY_TEMPLATE["NO_PROXY"],
+    "no_proxy": NOT_SET_BY_TEMPLATE["no_proxy"],
 }
 # A read satisfied by another form the template sets instead.
 ALTERNATIVES = {"*__accountName": "*__*ServiceUri"}

@@ -12,13 +12,60 @@ secrets, certificates) are refused at start-up, as settings this project never d
 
 from __future__ import annotations
 
+import functools
+import os
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from dev.runner.config import ConfigError
 
 SERVED_CREDENTIALS = ("managedidentity",)
 _SERVICES = ("queue", "table", "blob")
+# What the storage SDKs set on a transport they make themselves (azure-storage-queue/-blob `_shared/constants.py`);
+# a transport given to them is used as it is.
+_STORAGE_CONNECTION = {"connection_timeout": 20, "read_timeout": 60, "connection_data_block_size": 256 * 1024}
+
+
+def _transport(**connection: Any) -> Any:
+    """An azure-core transport that reads proxies and the CA bundle once, when the client is built, as the
+    Functions host's .NET clients do (HttpClient's default proxy is read from HTTPS_PROXY / NO_PROXY once per
+    process), instead of `requests` walking os.environ on every call (docs/benchmarks.md, "Cost per import",
+    cut 3). The app does the same in shared/azure/transport.py; dev/ never imports shared/."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    transport = RequestsTransport(session=_session_type()(), session_owner=True, use_env_settings=False, **connection)
+    assert transport.session is not None
+    transport._init_session(transport.session)  # azure-core's adapter, as on a session it makes itself
+    return transport
+
+
+@functools.cache
+def _session_type() -> Any:
+    import requests
+
+    class SettledSession(requests.Session):
+        """`trust_env` off; the environment's proxies (urllib's NO_PROXY rule) and CA bundle, read once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.trust_env = False
+            self.env_proxies = urllib.request.getproxies()
+            self.ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                       cert: Any) -> dict[str, Any]:
+            if proxies is not None and self.env_proxies and not urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+                    urlsplit(url).hostname or "", self.env_proxies):
+                for scheme, proxy in self.env_proxies.items():
+                    proxies.setdefault(scheme, proxy)
+            if verify is True or verify is None:
+                verify = self.ca_bundle or verify
+            merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            return merged
+
+    return SettledSession
 
 
 @dataclass(frozen=True)
@@ -44,22 +91,26 @@ class StorageConnection:
     def credential(self) -> Any:
         from azure.identity import ManagedIdentityCredential
 
-        return ManagedIdentityCredential(client_id=self.client_id) if self.client_id else ManagedIdentityCredential()
+        options = {"transport": _transport()}
+        return ManagedIdentityCredential(client_id=self.client_id, **options) if self.client_id else \
+            ManagedIdentityCredential(**options)
 
     def queue_client(self, queue: str) -> Any:
         """A client that sends and returns message text as is: encoding is the host's to apply."""
         from azure.storage.queue import QueueClient
 
+        transport = _transport(**_STORAGE_CONNECTION)
         if self.connection_string is not None:
-            return QueueClient.from_connection_string(self.connection_string, queue)
-        return QueueClient(self.uri("queue"), queue, credential=self.credential())
+            return QueueClient.from_connection_string(self.connection_string, queue, transport=transport)
+        return QueueClient(self.uri("queue"), queue, credential=self.credential(), transport=transport)
 
     def blob_service(self) -> Any:
         from azure.storage.blob import BlobServiceClient
 
+        transport = _transport(**_STORAGE_CONNECTION)
         if self.connection_string is not None:
-            return BlobServiceClient.from_connection_string(self.connection_string)
-        return BlobServiceClient(self.uri("blob"), credential=self.credential())
+            return BlobServiceClient.from_connection_string(self.connection_string, transport=transport)
+        return BlobServiceClient(self.uri("blob"), credential=self.credential(), transport=transport)
 
 
 def resolve_connection(setting: str | None, settings: dict[str, str]) -> StorageConnection:

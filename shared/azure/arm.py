@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.azure.deadlines import arm_client_options, identity_options
+from shared.azure.transport import client_options
 from shared.core.failures import IdentityUnreachable, parse_retry_after
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import Settings
@@ -68,9 +69,10 @@ def make_credential(settings: Settings) -> _NamedEndpoint:
     """The app's managed identity: user-assigned when AZURE_CLIENT_ID is set, else system-assigned."""
     from azure.identity import ManagedIdentityCredential
 
+    options = client_options(identity_options())  # proxies and CA bundle read once (shared/azure/transport.py)
     if settings.azure_client_id:
-        return _NamedEndpoint(ManagedIdentityCredential(client_id=settings.azure_client_id, **identity_options()))
-    return _NamedEndpoint(ManagedIdentityCredential(**identity_options()))
+        return _NamedEndpoint(ManagedIdentityCredential(client_id=settings.azure_client_id, **options))
+    return _NamedEndpoint(ManagedIdentityCredential(**options))
 
 
 class _NamedEndpoint:
@@ -131,7 +133,9 @@ class AcrManagement:
                 self._clients[subscription] = ContainerRegistryManagementClient(
                     self._credential, subscription, base_url=endpoint,
                     credential_scopes=[f"{self._settings.arm_audience}/.default"], retry_total=0,
-                    **arm_client_options())  # every call ends inside functionTimeout (shared/azure/deadlines.py)
+                    # every call ends inside functionTimeout (shared/azure/deadlines.py); proxies and CA
+                    # bundle read once (shared/azure/transport.py)
+                    **client_options(arm_client_options()))
             return self._clients[subscription]
 
     def registry_by_login_server(self, subscription: str, login_server: str) -> RegistryId | None:

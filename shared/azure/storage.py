@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from shared.azure.deadlines import identity_options, storage_client_options
+from shared.azure.transport import client_options
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueServiceClient
 
 CONNECTION = "AzureWebJobsStorage"
+# azure-storage-queue's own read size (`_shared/constants.py` DATA_BLOCK_SIZE), which it sets only on a transport
+# it makes itself; the app's clients get a transport from shared/azure/transport.py.
+QUEUE_DATA_BLOCK_SIZE = 256 * 1024
 
 
 class StorageSettingsError(ValueError):
@@ -44,7 +48,7 @@ def _identity(env: Mapping[str, str], prefix: str) -> ManagedIdentityCredential:
     from azure.identity import ManagedIdentityCredential
 
     client_id = env.get(f"{prefix}__clientId") or None
-    options = identity_options()
+    options = client_options(identity_options())  # proxies and CA bundle read once (shared/azure/transport.py)
     return ManagedIdentityCredential(client_id=client_id, **options) if client_id else \
         ManagedIdentityCredential(**options)
 
@@ -62,7 +66,8 @@ def service_client(kind: Literal["queue", "table"], env: Mapping[str, str] | Non
                    options: Mapping[str, Any] | None = None) -> QueueServiceClient | TableServiceClient:
     """A queue or table service client from the connection string or the identity-based settings: the one
     place storage clients are made. The app's (default): its managed identity, calls bounded by its
-    deadlines; the CLI passes a person's credential and its own options (cli/connection.py)."""
+    deadlines, proxies and CA bundle read once (shared/azure/transport.py); the CLI passes a person's credential
+    and its own options (cli/connection.py), which the SDK completes as it does by default."""
     Client: type[QueueServiceClient | TableServiceClient]
     if kind == "queue":
         from azure.storage.queue import QueueServiceClient as Client
@@ -70,8 +75,9 @@ def service_client(kind: Literal["queue", "table"], env: Mapping[str, str] | Non
         from azure.data.tables import TableServiceClient as Client
 
     env = os.environ if env is None else env
-    if options is None:
-        options = storage_client_options(kind)  # every call ends inside functionTimeout (shared/azure/deadlines.py)
+    if options is None:  # every call ends inside functionTimeout (shared/azure/deadlines.py)
+        block = {"connection_data_block_size": QUEUE_DATA_BLOCK_SIZE} if kind == "queue" else {}
+        options = client_options({**storage_client_options(kind), **block})
     if env.get(prefix):
         return Client.from_connection_string(env[prefix], **options)
     uri = service_uri(env, prefix, kind)

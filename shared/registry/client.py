@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from shared.azure.transport import NetworkSettings, read_network
 from shared.core.failures import parse_retry_after
 from shared.core.policy import USERNAME_RULE
 from shared.core.redact import Password
@@ -303,10 +304,9 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         return super().recv_into(buffer, nbytes, flags)
 
 
-def _ca_bundle_context() -> ssl.SSLContext:
-    """The TLS context of the client: the CA bundle requests would use (REQUESTS_CA_BUNDLE, else certifi),
-    with sockets that keep the call's deadline."""
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+def _ca_bundle_context(bundle: str | None) -> ssl.SSLContext:
+    """The TLS context of the client: the CA bundle requests would use (REQUESTS_CA_BUNDLE, else certifi; read
+    once, shared/azure/transport.py), with sockets that keep the call's deadline."""
     if not bundle:
         import certifi
 
@@ -317,13 +317,13 @@ def _ca_bundle_context() -> ssl.SSLContext:
     return context
 
 
-def _new_session(pool_size: int) -> requests.Session:
+def _new_session(pool_size: int, network: NetworkSettings) -> requests.Session:
     from http.cookiejar import DefaultCookiePolicy
 
     import requests
     from requests.adapters import HTTPAdapter
 
-    context = _ca_bundle_context()
+    context = _ca_bundle_context(network.ca_bundle)
 
     class _Adapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -340,7 +340,8 @@ def _new_session(pool_size: int) -> requests.Session:
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = "identity"
     # Environment lookups once, not per request: requests re-reads os.environ for proxies and CA bundles on
-    # every call, which cost more CPU than the HEAD itself (measured, see benchmarks).
+    # every call, which cost more CPU than the HEAD itself (measured, see benchmarks). The proxies are given
+    # with each call (`RegistryClient._exchange`), from settings read when the client was built.
     session.trust_env = False
     session.verify = True  # against the context's bundle
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # a registry cannot plant cookies
@@ -361,6 +362,7 @@ class RegistryClient:
     listing_timeout: float = 60.0   # seconds for one tag listing, all its pages together
     pool_size: int = 32
     session: requests.Session | None = None
+    network: NetworkSettings | None = None  # proxies and CA bundle; read from the environment when the client is built
     clock: Callable[[], float] = time.time
     max_tag_pages: int = MAX_TAG_PAGES
     max_tags: int = MAX_TAGS
@@ -369,9 +371,10 @@ class RegistryClient:
     requests_sent: Counter[tuple[str, str, str]] = field(default_factory=Counter, init=False)
 
     def __post_init__(self) -> None:
+        if self.network is None:
+            self.network = read_network()
         if self.session is None:
-            self.session = _new_session(self.pool_size)
-        self._proxies: dict[tuple[str, str, int] | None, dict[str, str]] = {}
+            self.session = _new_session(self.pool_size, self.network)
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
         self._challenges: dict[str, _Challenge] = {}
@@ -641,15 +644,9 @@ class RegistryClient:
         return RegistryError(host, 0, "CONNECTION", f"{what} failed: {_clean(type(exc).__name__, 40)}")
 
     def _proxies_for(self, url: str) -> dict[str, str]:
-        """HTTP(S)_PROXY / NO_PROXY for this URL's host, read from the environment once per host."""
-        key = origin(url)
-        found = self._proxies.get(key)
-        if found is None:
-            from requests.utils import get_environ_proxies
-
-            found = dict(get_environ_proxies(url))
-            self._proxies[key] = found
-        return found
+        """HTTP(S)_PROXY / NO_PROXY for this URL, as read when the client was built."""
+        assert self.network is not None, "__post_init__ reads it"
+        return self.network.proxies_for(url)
 
     def _json(self, host: str, answer: _Answer, what: str) -> Any:
         def refuse(name: str) -> Any:

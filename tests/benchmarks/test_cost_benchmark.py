@@ -20,4 +20,9 @@ def test_cost_benchmark_counts_the_round_trips_of_each_import(app_env, control):
     assert kinds[0] == "queue" and kinds[-1] == "queue"  # received, then deleted
     assert kinds.index("table") < kinds.index("arm")     # the row is claimed before ARM is asked
     assert profiled is not None and profiled.succeeded == 3 and profiled.stats is not None
-    assert "status-table calls" in cost.markdown(counted, profiled, sequence)
+    # CPU by thread: the Python worker's invocation threads apart from the runner's queue work
+    assert counted.threads.get("worker", 0) > 0 and counted.runner_ms_per_request > 0, counted.threads
+    assert counted.worker_ms_per_request < 1000 * counted.cpu_seconds / counted.requests
+    text = " ".join(cost.markdown(counted, profiled, sequence).split())  # prose is wrapped
+    assert "status-table calls" in text and "the Python worker's own: its invocation threads" in text
+    assert "the runner's queue work" in text

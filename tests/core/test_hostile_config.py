@@ -153,9 +153,10 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
 CASES = _cases()
 # Read by the code, but not app settings this module can get wrong: the host binds REFRESH_SCHEDULE (and
 # refuses a bad NCRONTAB itself), the CA bundles are a test-only trust override, telemetry is
-# TestTelemetrySettings (it never stops the app, so it has no SettingProblem).
+# TestTelemetrySettings (it never stops the app, so it has no SettingProblem), NO_PROXY is the network's, read as
+# requests reads it (an entry that is no host matches nothing: tests/azure/test_transport.py).
 NOT_HERE = {"REFRESH_SCHEDULE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "NO_PROXY", "no_proxy",
             "IDENTITY_ENDPOINT", "MSI_ENDPOINT"}  # the platform's: their absence is logged (test_config_mistakes)
 STORAGE_CASES = [
     ({"AzureWebJobsStorage": "garbage"}, "AzureWebJobsStorage"),
