@@ -120,6 +120,7 @@ class AcrManagement:
         self._clients: dict[str, ContainerRegistryManagementClient] = {}
         self._registries: dict[str, tuple[float, dict[str, RegistryId]]] = {}
         self._lock = threading.Lock()
+        BOOK.set_limits(settings.arm_request_limits)  # ARM_REQUEST_LIMITS, else ARM's documented buckets
 
     def _client(self, subscription: str) -> ContainerRegistryManagementClient:
         with self._lock:

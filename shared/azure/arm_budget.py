@@ -13,8 +13,8 @@ What ARM does, from azure-docs `articles/azure-resource-manager/management/reque
   second, writes 200 / 10, deletes 200 / 10, "per subscription, per service principal, and per operation
   type", plus "global subscription limits that are equivalent to 15 times the individual service principal
   limits for each operation type" shared by all principals; a request is throttled when any is exceeded.
-  ("Free or trial customers might have lower limits": the estimates are then optimistic, and the 429s
-  that follow are waited out as any other.)
+  "Free or trial customers might have lower limits": ARM_REQUEST_LIMITS names other buckets (and a
+  subscription whose limits are lower than the app believes only meets 429s, waited out as any other).
 - "Remaining requests": "Read requests return a value in the header for the number of remaining read
   requests. Write requests include a value for the number of remaining write requests":
   `x-ms-ratelimit-remaining-subscription-reads` / `-writes` / `-deletes`. Answers since the token buckets
@@ -102,6 +102,7 @@ class BudgetBook:
         return self._limits.get(kind, LIMITS[kind])
 
     def set_limits(self, limits: Mapping[str, tuple[float, float]]) -> None:
+        """Bucket (size, refill per second) per kind; kinds not given keep ARM's documented ones."""
         with self._lock:
             self._limits = {**LIMITS, **limits}
 

@@ -97,20 +97,18 @@ def test_a_throttled_post_waits_out_its_retry_after(app_env, control):
 
 
 @pytest.fixture
-def write_limits():
-    """The stand-in's write bucket and the app's estimate of it, both one write refilling every 20 s."""
-    from shared.azure.arm_budget import BOOK, LIMITS
+def write_limits(app_env, monkeypatch):
+    """The stand-in's write bucket and the app's ARM_REQUEST_LIMITS: one write, refilling one every 20 s."""
+    from shared import app_context
 
-    BOOK.set_limits({"writes": (1, 0.05)})
-    yield
-    BOOK.set_limits(LIMITS)
+    monkeypatch.setenv("ARM_REQUEST_LIMITS", "writes=1/0.05")
+    app_context.reset()
 
 
 def test_an_empty_write_bucket_holds_the_post_back_without_spending_a_429(app_env, control, write_limits):
     """The answer to the first POST says no writes are left; the second request is handed to a delayed
     message before it POSTs, so ARM never has to refuse it. (The app estimates the refill since the answer
-    with ARM's documented rate; here it is told the stand-in's, as an app would be in a subscription with
-    other limits.)"""
+    from the bucket's refill rate: ARM's documented one, or as here ARM_REQUEST_LIMITS.)"""
     control.throttling(writes=(1, 0.05))
     first = deliver({"source": "nginx:1.27", "targetTags": [f"nginx:w1-{run_id()}"]})
     assert status(first).state is State.SUCCEEDED
