@@ -379,7 +379,7 @@ def _endpoints(env: _Env) -> dict[str, str]:
 
 
 ARM_LIMIT_KINDS = ("reads", "writes", "deletes")
-_ARM_LIMIT = re.compile(r"(reads|writes|deletes)=(\d{1,6}(?:\.\d{1,3})?)/(\d{1,6}(?:\.\d{1,3})?)")
+_ARM_LIMIT = re.compile(r"(reads|writes|deletes)=([0-9]{1,6}(?:\.[0-9]{1,3})?)/([0-9]{1,6}(?:\.[0-9]{1,3})?)")
 
 
 def _arm_request_limits(env: _Env) -> dict[str, tuple[float, float]]:

@@ -155,3 +155,13 @@ def test_headers_that_are_not_plain_counts_are_ignored(value):
     book = BudgetBook(Clock())
     book.observe(KEY, "GET", 200, {"x-ms-ratelimit-remaining-subscription-reads": value})
     assert book.budget(KEY, "reads").fraction is None
+
+
+def test_arm_request_limits_name_other_buckets_and_keep_arms_for_the_rest():
+    settings = load_settings({"ARM_REQUEST_LIMITS": "reads=100/10, writes=20/0.5"})
+    assert settings.arm_request_limits == {"reads": (100.0, 10.0), "writes": (20.0, 0.5)}
+    book = BudgetBook(Clock())
+    book.set_limits(settings.arm_request_limits)
+    assert (book.limits("reads"), book.limits("writes"), book.limits("deletes")) == (
+        (100.0, 10.0), (20.0, 0.5), LIMITS["deletes"])
+    assert load_settings({}).arm_request_limits == {}
