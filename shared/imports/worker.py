@@ -483,7 +483,10 @@ def _throttled_by(worker: Worker, request: ImportRequest, exc: BaseException) ->
 
     if not isinstance(exc, HttpResponseError) or exc.status_code != 429:
         return None
-    method = getattr(getattr(getattr(exc, "response", None), "request", None), "method", None) or "POST"
+    sent = getattr(getattr(exc, "response", None), "request", None)
+    if not str(getattr(sent, "url", "")).lower().startswith(worker.settings.arm_endpoint.lower().rstrip("/")):
+        return None  # not an answer of ARM's (the status table's service, say): not ARM's budget
+    method = getattr(sent, "method", None) or "POST"
     kind = kind_of(method)
     retry_after = retry_after_of(exc)
     delay = (THROTTLED_DEFAULT_SECONDS if retry_after is None else retry_after) + worker.jitter()
