@@ -3,7 +3,8 @@
 Instances of the app share no coordinator; what they share is ARM's own answers. Every answer to the app's
 identity says how many requests of that kind are left in its buckets, so whatever any instance spends shows
 in the next answer any other instance gets. This module keeps the last numbers seen per (ARM endpoint,
-identity, subscription, kind), estimates the tokens now from the documented refill, and remembers a 429's
+identity, subscription, kind), estimates the tokens now from the share of the refill the answers show is
+left to this process (all of it when alone, about 1/N beside N-1 busy instances), and remembers a 429's
 Retry-After so that the other threads of the process wait it out too instead of each spending a 429 to learn
 it. The pure decisions made from it (how long to wait) are the import worker's (shared/imports/worker.py).
 
@@ -72,8 +73,21 @@ class Budget:
 
 @dataclass
 class _Seen:
+    """One bucket: the estimate's anchor (`tokens` at `at`, less the tokens this process took since) and the
+    refill this process may count on (`rate`), learned from what the answers said over windows of at least
+    RATE_WINDOW seconds: whatever the bucket did not gain, other instances spent."""
+
     tokens: float
     at: float
+    rate: float
+    window_tokens: float
+    window_at: float
+    answers: int = 0  # this process's answered (not throttled) requests since `window_at`: each spent a token
+
+
+RATE_WINDOW = 0.5   # seconds of answers the share of the refill is measured over
+RATE_GAIN = 0.5     # how far one window's measurement moves the share
+MIN_SHARE = 0.05    # the least share of the refill assumed (1 of 20 instances); below it, 429s teach the rest
 
 
 @dataclass
@@ -115,10 +129,18 @@ class BudgetBook:
         now = self._clock()
         with self._lock:
             record = self._records.setdefault((key, kind), _Record({}))
-            for scope, _ in _SCOPES:
+            size, refill = self.limits(kind)
+            for scope, factor in _SCOPES:
                 value = _count(lowered.get(f"x-ms-ratelimit-remaining-{scope}-{kind}"))
-                if value is not None:
-                    record.buckets[scope] = _Seen(value, now)
+                if value is None:
+                    continue
+                seen = record.buckets.get(scope)
+                if seen is None:
+                    record.buckets[scope] = _Seen(value, now, refill * factor, value, now)
+                    continue
+                seen.answers += status != 429
+                seen.rate = _learned_rate(seen, value, now, size * factor, refill * factor)
+                seen.tokens, seen.at = value, now
             if status == 429:
                 record.not_before = max(record.not_before, now + (retry_after if retry_after is not None else 1.0))
                 empty = [s for s, _ in _SCOPES if s in record.buckets and record.buckets[s].tokens < 1]
@@ -141,20 +163,19 @@ class BudgetBook:
                 seen = record.buckets.get(name)
                 if seen is None:
                     continue
-                bucket_size, bucket_refill = size * factor, refill * factor
-                estimate = min(bucket_size, seen.tokens + (now - seen.at) * bucket_refill)
-                estimates.append((estimate / bucket_size, estimate, max(0.0, (1 - estimate) / bucket_refill), name))
+                bucket_size = size * factor
+                estimate = min(bucket_size, seen.tokens + (now - seen.at) * seen.rate)
+                estimates.append((estimate / bucket_size, estimate, max(0.0, (1 - estimate) / seen.rate), name))
             if estimates:
                 fraction, tokens, _, scope = min(estimates)
                 token_wait = max(e[2] for e in estimates)
                 if throttled_wait > 0:
                     scope = record.throttled_scope
                 if take and token_wait == 0 and throttled_wait == 0:
-                    for name, _ in _SCOPES:
+                    for name, factor in _SCOPES:
                         if name in record.buckets:
                             seen = record.buckets[name]
-                            factor = GLOBAL_FACTOR if name != "subscription" else 1
-                            seen.tokens = min(size * factor, seen.tokens + (now - seen.at) * refill * factor) - 1
+                            seen.tokens = min(size * factor, seen.tokens + (now - seen.at) * seen.rate) - 1
                             seen.at = now
             return Budget(kind, fraction, tokens, size, refill, token_wait, throttled_wait, watchers, scope)
 
@@ -168,6 +189,25 @@ class BudgetBook:
         finally:
             with self._lock:
                 self._watchers[key] -= 1
+
+
+def _learned_rate(seen: _Seen, value: float, now: float, size: float, refill: float) -> float:
+    """The refill this process may count on, after an answer saying `value` tokens are left.
+
+    Over a window the bucket gained refill x seconds less what everyone spent; this process spent `answers`
+    of it, so `value - window_tokens + answers` over the window's seconds is the refill left to it (all of it
+    when it is alone; about 1/N of it beside N-1 busy instances). A bucket near full at either end says nothing
+    about sharing (the refill was capped): then all of it. Smoothed, and never below MIN_SHARE."""
+    elapsed = now - seen.window_at
+    if elapsed < RATE_WINDOW:
+        return seen.rate
+    if value >= size - 1 or seen.window_tokens >= size - 1:
+        measured = refill
+    else:
+        measured = (value - seen.window_tokens + seen.answers) / elapsed
+    seen.window_tokens, seen.window_at, seen.answers = value, now, 0
+    rate = seen.rate + RATE_GAIN * (measured - seen.rate)
+    return min(refill, max(refill * MIN_SHARE, rate))
 
 
 def _count(value: str | None) -> float | None:

@@ -165,3 +165,30 @@ def test_arm_request_limits_name_other_buckets_and_keep_arms_for_the_rest():
     assert (book.limits("reads"), book.limits("writes"), book.limits("deletes")) == (
         (100.0, 10.0), (20.0, 0.5), LIMITS["deletes"])
     assert load_settings({}).arm_request_limits == {}
+
+
+def _answers(book: BudgetBook, clock: Clock, values: list[int], every: float) -> None:
+    for value in values:
+        clock.now += every
+        book.observe(KEY, "POST", 202, {"x-ms-ratelimit-remaining-subscription-writes": str(value)})
+
+
+def test_alone_the_process_counts_on_the_whole_refill():
+    clock = Clock()
+    book = BudgetBook(clock)
+    _answers(book, clock, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], every=0.2)  # 10/s refill, one POST each 0.2 s
+    assert book.budget(KEY, "writes").token_wait == 0
+    assert book.budget(KEY, "writes").tokens == pytest.approx(9)
+    clock.now += 1.0
+    assert book.budget(KEY, "writes").tokens == pytest.approx(19)
+
+
+def test_beside_other_instances_the_process_learns_its_share_of_the_refill():
+    """Four instances drain the write bucket: every answer this one gets says 0 left, while it gets about one
+    answer per 0.4 s. The refill it may count on falls toward its share (2.5 of 10 per second), so it waits
+    for a token about four times longer than alone, instead of meeting 429s."""
+    clock = Clock()
+    book = BudgetBook(clock)
+    _answers(book, clock, [0] * 40, every=0.4)
+    budget = book.budget(KEY, "writes")
+    assert 1 / LIMITS["writes"][1] * 3 < budget.token_wait < 1 / LIMITS["writes"][1] * 5
