@@ -31,6 +31,7 @@ NOT_SET_BY_TEMPLATE = {
     "CURL_CA_BUNDLE": "a TLS trust override for tests; Azure uses the system trust store",
     "IDENTITY_ENDPOINT": "set by the platform when the app has a managed identity; read to name it in messages",
     "MSI_ENDPOINT": "set by older platforms when the app has a managed identity; read to name it in messages",
+    "ARM_REQUEST_LIMITS": "ARM's documented buckets are the default; set by hand only where a subscription's differ",
 }
 NOT_IN_SAMPLE = {
     "*__*ServiceUri": "identity-based storage: the sample uses the connection string (Azurite)",
