@@ -380,6 +380,12 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
             operation_started, checks = worker.clock(), 0
         failures = [f for f in row.poll_failures.split(",") if f] if recorded else []
         with arm.watching(request.target):
+            pause = 0.0 if recorded else first_look_delay(arm.budget(request.target, "reads"))
+            if pause > 0:  # reads run short: the first look waits too, the row naming the operation first
+                claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
+                            checks=0, poll_failures="")
+                recorded = True
+                time.sleep(min(pause, settings.import_wait_seconds))
             while True:
                 status = _look(worker, request, url)
                 if status.done:
@@ -516,6 +522,19 @@ def poll_delay(running_for: float, retry_after: float | None, settings: Settings
     else:
         base = max(0.05, retry_after or interval)
     return paced_delay(base, budget)
+
+
+def first_look_delay(budget: Budget | None) -> float:
+    """The wait before the look right after the POST: none while half the read bucket or more is left (a quick
+    copy is then seen at once, and its row written once more: done). Below that, the first scheduled wait
+    stretched as every other (`paced_delay`): when many imports share the reads, most copies take longer than
+    an instant, so the look at once would only say "running", and skipping it leaves a read for another. A
+    Retry-After the process holds is waited out either way."""
+    if budget is None:
+        return 0.0
+    if budget.fraction is not None and budget.fraction < LOW_WATER:
+        return paced_delay(FIRST_LOOKS[0], budget)
+    return budget.throttled_wait
 
 
 def paced_delay(base: float, budget: Budget | None) -> float:

@@ -12,6 +12,7 @@ from shared.core.settings import load_settings
 from shared.imports.worker import (
     FIRST_LOOKS,
     MAX_PACED_POLL_SECONDS,
+    first_look_delay,
     paced_delay,
     poll_delay,
     write_wait_delay,
@@ -51,6 +52,15 @@ def test_looks_slow_down_as_the_read_bucket_drains_and_speed_up_as_it_fills():
     assert full == half == pytest.approx(0.5), "with half the bucket or more left, the schedule stands"
     assert tenth == pytest.approx(2.5), "a tenth left: five times slower"
     assert empty == pytest.approx(MAX_PACED_POLL_SECONDS), "near empty: ACR's own pace, never slower"
+
+
+def test_the_look_right_after_the_post_waits_only_when_reads_run_short():
+    assert first_look_delay(None) == 0
+    assert first_look_delay(reads(None)) == 0
+    assert first_look_delay(reads(0.6)) == 0, "a quick copy is seen at once"
+    assert first_look_delay(reads(0.6, throttled_wait=3.0)) == pytest.approx(3.0)
+    assert first_look_delay(reads(0.05)) == pytest.approx(FIRST_LOOKS[0] * 10)
+    assert first_look_delay(reads(0.0)) == pytest.approx(MAX_PACED_POLL_SECONDS)
 
 
 def test_no_budget_seen_leaves_the_schedule_alone():
