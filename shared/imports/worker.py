@@ -354,9 +354,10 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
 
     The row learns the operation only when there is something to watch: the look right after the POST comes
     first, and when it already says done the caller writes the final row directly (a quick import writes its
-    row twice: claimed, then done). When it says "still running", the row is written RUNNING with the
-    operation URL before the first sleep or hand-over: that row is what a later delivery (a hand-over, or a
-    redelivery after a crash) watches. A crash between the POST and that write (one GET long) leaves the row
+    row twice: claimed, then done). When it says "still running" (or when reads run short and the first look
+    itself waits, `first_look_delay`), the row is written RUNNING with the operation URL before the first
+    sleep or hand-over: that row is what a later delivery (a hand-over, or a redelivery after a crash) watches.
+    A crash between the POST and that write (one GET long) leaves the row
     RUNNING without an operation, so the redelivered message POSTs again, which importImage tolerates: `Force`
     copies the same digest again; `NoForce` meets "tag already exists", which `_run` turns into "already
     present" when the target holds the source's digest (and fails, as it should, when it holds another)."""
