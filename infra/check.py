@@ -33,6 +33,7 @@ NOT_SET_BY_TEMPLATE = {
     "MSI_ENDPOINT": "set by older platforms when the app has a managed identity; read to name it in messages",
     "NO_PROXY": "the proxy's exceptions, for an app behind a proxy (HTTPS_PROXY): the network's, not the template's",
     "no_proxy": "the proxy's exceptions, for an app behind a proxy (https_proxy): the network's, not the template's",
+    "ARM_REQUEST_LIMITS": "ARM's documented buckets are the default; set by hand only where a subscription's differ",
 }
 NOT_IN_SAMPLE = {
     "*__*ServiceUri": "identity-based storage: the sample uses the connection string (Azurite)",

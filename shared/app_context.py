@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.azure.arm import AcrManagement, make_credential
+from shared.azure.arm_budget import BOOK
 from shared.azure.config_source import forget_cached
 from shared.azure.queues import ImportQueues
 from shared.azure.status import StatusStore, utc_now
@@ -137,8 +138,9 @@ def usable_for(feature: str) -> bool:
 
 
 def reset() -> None:
-    """Forget the cached objects (tests change settings between cases)."""
+    """Forget the cached objects (tests change settings between cases), and what ARM said of its budget."""
     global _worker
     with _lock:
         _worker = None
     forget_cached()
+    BOOK.clear()

@@ -20,6 +20,7 @@ subscription, query or fragment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from shared.azure.arm_budget import BOOK, Budget
 from shared.azure.deadlines import arm_client_options, identity_options
 from shared.azure.transport import client_options
 from shared.core.failures import IdentityUnreachable, parse_retry_after
@@ -59,6 +61,7 @@ class OperationStatus:
     retry_after: float | None = None
     pending: int | None = None
     failed_with: str | None = None  # the look itself failed (e.g. "HTTP 503"): no news about the import
+    throttled: bool = False  # ARM answered 429 (its read bucket is empty): wait `retry_after`, nothing failed
 
 
 class OperationUrlRejected(ValueError):
@@ -119,6 +122,7 @@ class AcrManagement:
         self._clients: dict[str, ContainerRegistryManagementClient] = {}
         self._registries: dict[str, tuple[float, dict[str, RegistryId]]] = {}
         self._lock = threading.Lock()
+        BOOK.set_limits(settings.arm_request_limits)  # ARM_REQUEST_LIMITS, else ARM's documented buckets
 
     def _client(self, subscription: str) -> ContainerRegistryManagementClient:
         with self._lock:
@@ -152,15 +156,37 @@ class AcrManagement:
             self._registries[subscription] = cached
         return cached[1].get(login_server.lower())
 
+    def budget_key(self, subscription: str) -> str:
+        """Whose ARM budget a call in `subscription` spends: ARM counts per identity and subscription
+        (shared/azure/arm_budget.py)."""
+        return f"{self._settings.arm_endpoint}|{self._settings.azure_client_id or 'system'}|{subscription.lower()}"
+
+    def budget(self, target: RegistryId, kind: str, *, take: bool = False) -> Budget:
+        """What this process last heard ARM say is left of `kind` for the app's identity in `target`'s
+        subscription, estimated now (`take`: spend one token of the estimate when there is one)."""
+        return BOOK.budget(self.budget_key(target.subscription), kind, take=take)
+
+    def watching(self, target: RegistryId) -> contextlib.AbstractContextManager[None]:
+        """Count the calling thread among this process's watchers of imports in `target`'s subscription."""
+        return BOOK.watching(self.budget_key(target.subscription))
+
+    def _observe(self, subscription: str, response: Any) -> None:
+        """Keep ARM's remaining-request headers (and a 429's Retry-After) of one answer in the process's book."""
+        headers = response.headers
+        BOOK.observe(self.budget_key(subscription), response.request.method, response.status_code, headers,
+                     parse_retry_after(headers.get("Retry-After")) if response.status_code == 429 else None)
+
     def start_import(self, target: RegistryId, parameters: dict[str, Any]) -> tuple[str | None, float | None]:
         """POST importImage. Returns the operation URL to poll (None when ARM finished it at once) and
-        the Retry-After ARM asked for. Errors of the POST raise as the SDK maps them."""
+        the Retry-After ARM asked for. Errors of the POST raise as the SDK maps them (a 429 included: its
+        remaining-writes headers and Retry-After are kept in the budget book first)."""
         answer: dict[str, Any] = {}
 
         def keep_initial_answer(pipeline_response: PipelineResponse[Any, Any]) -> None:
             response = pipeline_response.http_response
             if response.request.method == "POST":
                 answer["status"], answer["headers"] = response.status_code, dict(response.headers)
+                self._observe(target.subscription, response)
 
         self._client(target.subscription).registries.begin_import_image(
             target.resource_group, target.name, parameters, polling=False, raw_response_hook=keep_initial_answer)
@@ -179,14 +205,18 @@ class AcrManagement:
 
     def operation_status(self, target: RegistryId, url: str) -> OperationStatus:
         """One GET of the operation. A failed import raises HttpResponseError with ARM's code and message,
-        exactly as the SDK's poller would."""
+        exactly as the SDK's poller would. A look ARM throttles (429) is no news: `throttled`, with its
+        Retry-After; its headers, like every answer's, go to the budget book."""
         from azure.core.exceptions import HttpResponseError, map_error
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
 
         url = self.check_operation_url(target, url)
         response = self._client(target.subscription).send_request(HttpRequest("GET", url))
+        self._observe(target.subscription, response)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if response.status_code == 429:
+            return OperationStatus(False, retry_after, failed_with="HTTP 429", throttled=True)
         body = _json(response)
         if response.status_code >= 400:
             map_error(status_code=response.status_code, response=response, error_map=_error_map())

@@ -115,6 +115,7 @@ class Settings:
     poll_interval_seconds: float = 0.5
     import_wait_seconds: float = 20.0
     import_deadline_seconds: float = 7200.0
+    arm_request_limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # {} : ARM's documented
     registry_endpoints: Mapping[str, str] = field(default_factory=dict)
     tracked_images: str = DEFAULT_TRACKED_IMAGES
     refresh_concurrency: int = 16
@@ -377,6 +378,28 @@ def _endpoints(env: _Env) -> dict[str, str]:
     return endpoints
 
 
+ARM_LIMIT_KINDS = ("reads", "writes", "deletes")
+_ARM_LIMIT = re.compile(r"(reads|writes|deletes)=([0-9]{1,6}(?:\.[0-9]{1,3})?)/([0-9]{1,6}(?:\.[0-9]{1,3})?)")
+
+
+def _arm_request_limits(env: _Env) -> dict[str, tuple[float, float]]:
+    """ARM_REQUEST_LIMITS `reads=250/25,writes=200/10`: the token buckets (size / refill per second) ARM
+    gives the app's identity per subscription, which the app paces itself by (shared/azure/arm_budget.py).
+    Unset: ARM's documented ones. Kinds not named keep theirs."""
+    text = _text(env, "ARM_REQUEST_LIMITS")
+    limits: dict[str, tuple[float, float]] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        match = _ARM_LIMIT.fullmatch(part)
+        size, refill = (float(match[2]), float(match[3])) if match else (0.0, 0.0)
+        if match is None or size < 1 or refill <= 0 or match[1] in limits:
+            env.problem("ARM_REQUEST_LIMITS", f"ARM_REQUEST_LIMITS: {_shown(part)} is not <kind>=<bucket size>/"
+                                              f"<refill per second> once per kind ({', '.join(ARM_LIMIT_KINDS)}), "
+                                              "e.g. reads=250/25,writes=200/10", IMPORTS)
+            return {}
+        limits[match[1]] = (size, refill)
+    return limits
+
+
 def _login_server_suffix(env: _Env) -> str:
     raw = _text(env, "ACR_LOGIN_SERVER_SUFFIX", "azurecr.io").lower()
     try:
@@ -452,6 +475,7 @@ def _read_settings(env: _Env,
         poll_interval_seconds=_number(env, "IMPORT_POLL_INTERVAL_SECONDS", 0.5, 0.05, 60, IMPORTS),
         import_wait_seconds=_number(env, "IMPORT_WAIT_SECONDS", 20.0, 0, wait, IMPORTS),
         import_deadline_seconds=_number(env, "IMPORT_DEADLINE_SECONDS", 7200.0, 1, MAX_QUEUE_DELAY_SECONDS, IMPORTS),
+        arm_request_limits=_arm_request_limits(env),
         registry_endpoints=_endpoints(env),
         tracked_images=_location(env, "TRACKED_IMAGES", DEFAULT_TRACKED_IMAGES, REFRESH),
         refresh_concurrency=int(_number(env, "REFRESH_CONCURRENCY", 16, 1, 256, REFRESH, integer=True)),

@@ -8,6 +8,7 @@ shared/imports/recorder.py. Whether a queue message is a request at all is decid
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from shared.app_context import Worker
 from shared.azure.arm import OperationStatus, OperationUrlRejected
+from shared.azure.arm_budget import Budget, kind_of
 from shared.azure.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
 from shared.azure.status import StatusRecord, StatusStore, request_fields
 from shared.core.failures import classify_error, configuration_failure, retry_after_of
@@ -92,6 +94,8 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
     progress = _drive_import(worker, claim, request, first_attempt_at)
     if isinstance(progress, HandOver):
         return _hand_over(worker, claim, request, progress, attempt, started)
+    if isinstance(progress, Throttled):
+        return _throttled_retry(worker, claim, request, progress, attempt, first_attempt_at, started)
     failure = progress
     if failure is None:
         return _finish(worker, claim, request, State.SUCCEEDED, f"imported{note}", attempt, started,
@@ -353,61 +357,91 @@ def _superseded(worker: Worker, request: ImportRequest, started: float) -> Outco
 
 
 def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
-                  first_attempt_at: datetime) -> Failure | HandOver | None:
-    """Start the import (or pick up the one the row says ARM runs) and watch it: at once, then as
-    Retry-After says, until it ends (None, or a Failure) or this invocation's wait budget is spent."""
-    settings = worker.settings
+                  first_attempt_at: datetime) -> Failure | HandOver | Throttled | None:
+    """Start the import (or pick up the one the row says ARM runs) and watch it: at once, then sooner at
+    first and as the read budget and Retry-After allow (`poll_delay`), until it ends (None, or a Failure) or
+    this invocation's wait budget is spent (HandOver). ARM throttling is never a Failure: Throttled.
+
+    The row learns the operation only when there is something to watch: the look right after the POST comes
+    first, and when it already says done the caller writes the final row directly (a quick import writes its
+    row twice: claimed, then done). When it says "still running" (or when reads run short and the first look
+    itself waits, `first_look_delay`), the row is written RUNNING with the operation URL before the first
+    sleep or hand-over: that row is what a later delivery (a hand-over, or a redelivery after a crash) watches.
+    A crash between the POST and that write (one GET long) leaves the row
+    RUNNING without an operation, so the redelivered message POSTs again, which importImage tolerates: `Force`
+    copies the same digest again; `NoForce` meets "tag already exists", which `_run` turns into "already
+    present" when the target holds the source's digest (and fails, as it should, when it holds another)."""
+    settings, arm = worker.settings, worker.arm
     began = time.monotonic()
     try:
         row = claim.record
-        if _watching(row):
+        recorded = _watching(row)
+        if recorded:
             url, checks = row.operation, max(row.checks, 1)
             operation_started = _time(row.operation_started_at) or worker.clock()
         else:
-            source_registry = resolve_source_registry(request, worker.arm.registry_by_login_server,
+            source_registry = resolve_source_registry(request, arm.registry_by_login_server,
                                                       suffix=settings.acr_login_server_suffix)
-            started_url, _ = worker.arm.start_import(request.target, import_parameters(request, source_registry))
+            if (held := _wait_for_write_budget(worker, request)) is not None:
+                return held
+            started_url, _ = arm.start_import(request.target, import_parameters(request, source_registry))
             if started_url is None:
                 return None
             url = started_url
             operation_started, checks = worker.clock(), 0
-            claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(), checks=0,
-                        poll_failures="")
-        failures = [f for f in row.poll_failures.split(",") if f] if _watching(row) else []
-        while True:
-            status = _look(worker, request, url)
-            if status.done:
-                return None
-            checks += 1
-            if status.failed_with is not None:
-                failures.append(status.failed_with)
-                if len(failures) >= MAX_POLL_FAILURES:
-                    return Failure(Kind.TRANSIENT, "OperationPollFailed",
-                                   f"ARM answered {len(failures)} looks in a row at the import's operation "
-                                   f"{_operation_name(url)} with {', '.join(failures)}; the import may still "
-                                   "finish in ACR: it is started again (a NoForce retry that finds the source's "
-                                   "digest already in the target succeeds)", status.retry_after)
-                claim.write(State.RUNNING, poll_failures=",".join(failures))
-            elif failures:
-                failures = []
-                claim.write(State.RUNNING, poll_failures="")
-            running_for = (worker.clock() - operation_started).total_seconds()
-            delay = poll_delay(running_for, status.retry_after, settings)
-            if status.failed_with is not None:  # ARM throttled or failed the look: never sooner than it asked
-                delay = max(delay, status.retry_after or 0.0)
-            if running_for + delay > settings.import_deadline_seconds:
-                return Failure(Kind.PERMANENT, "ImportTimedOut",
-                               f"ACR still reported the import running after {running_for:.0f} s "
-                               f"(IMPORT_DEADLINE_SECONDS={settings.import_deadline_seconds:.0f}); it may still "
-                               "finish: check the target before importing again")
-            if time.monotonic() - began + delay > settings.import_wait_seconds:
-                return HandOver(url, operation_started, checks, delay, status.pending)
-            time.sleep(delay)
+        failures = [f for f in row.poll_failures.split(",") if f] if recorded else []
+        with arm.watching(request.target):
+            pause = 0.0 if recorded else first_look_delay(arm.budget(request.target, "reads"))
+            if pause > 0:  # reads run short: the first look waits too, the row naming the operation first
+                claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
+                            checks=0, poll_failures="")
+                recorded = True
+                time.sleep(min(pause, settings.import_wait_seconds))
+            while True:
+                status = _look(worker, request, url)
+                if status.done:
+                    return None
+                checks += 1
+                failures_changed = False
+                if status.throttled:  # no news, and not a failure: wait its Retry-After (poll_delay's budget)
+                    pass
+                elif status.failed_with is not None:
+                    failures.append(status.failed_with)
+                    failures_changed = True
+                    if len(failures) >= MAX_POLL_FAILURES:
+                        return Failure(Kind.TRANSIENT, "OperationPollFailed",
+                                       f"ARM answered {len(failures)} looks in a row at the import's operation "
+                                       f"{_operation_name(url)} with {', '.join(failures)}; the import may still "
+                                       "finish in ACR: it is started again (a NoForce retry that finds the "
+                                       "source's digest already in the target succeeds)", status.retry_after)
+                elif failures:
+                    failures, failures_changed = [], True
+                running_for = (worker.clock() - operation_started).total_seconds()
+                delay = poll_delay(running_for, status.retry_after, settings, checks=checks,
+                                   budget=arm.budget(request.target, "reads"))
+                if status.failed_with is not None:  # ARM throttled or failed the look: never sooner than it asked
+                    delay = max(delay, status.retry_after or 0.0)
+                if not recorded:  # still running: the row names the operation before anything waits
+                    claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
+                                checks=checks, poll_failures=",".join(failures))
+                    recorded = True
+                elif failures_changed:
+                    claim.write(State.RUNNING, poll_failures=",".join(failures))
+                if running_for + delay > settings.import_deadline_seconds:
+                    return Failure(Kind.PERMANENT, "ImportTimedOut",
+                                   f"ACR still reported the import running after {running_for:.0f} s "
+                                   f"(IMPORT_DEADLINE_SECONDS={settings.import_deadline_seconds:.0f}); it may "
+                                   "still finish: check the target before importing again")
+                if time.monotonic() - began + delay > settings.import_wait_seconds:
+                    return HandOver(url, operation_started, checks, delay, status.pending)
+                time.sleep(delay)
     except ClaimLost:
         raise
     except OperationUrlRejected as err:
         return Failure(Kind.PERMANENT, "OperationUrlRejected", str(err))
     except Exception as exc:
+        if (throttled := _throttled_by(worker, request, exc)) is not None:
+            return throttled
         elapsed = (worker.clock() - first_attempt_at).total_seconds()
         failure = classify_error(exc, seconds_since_first_attempt=elapsed,
                                  authorization_grace_seconds=settings.authorization_grace_seconds,
@@ -417,17 +451,124 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
         return failure
 
 
+@dataclass(frozen=True)
+class Throttled:
+    """ARM throttled a request of this attempt before the import started (the POST, or a registry look-up),
+    or the write budget this process last saw holds no token for the POST: the request goes on after `delay`
+    through a delayed message, and the attempt is not counted (nothing was tried)."""
+
+    bucket: str  # as ARM's headers name it: "subscription writes", "subscription-global reads"
+    delay: float
+    code: str
+
+
+THROTTLED_DEFAULT_SECONDS = 5.0  # a 429 without Retry-After (ARM always sends one; a proxy might not)
+SHORT_WRITE_WAIT_SECONDS = 0.5   # a wait for the next write token this short is slept; longer: a delayed message
+MAX_WRITE_WAITS = 4
+
+
+def _wait_for_write_budget(worker: Worker, request: ImportRequest) -> Throttled | None:
+    """Before the POST: when the writes ARM last said were left (estimated now, shared by this process's
+    threads) hold no token, wait for one instead of spending a 429: a short wait here, a longer one through
+    a delayed message (no thread sleeps long). None: go ahead (a token of the estimate is taken)."""
+    waited = 0
+    while True:
+        budget = worker.arm.budget(request.target, "writes", take=True)
+        wait = max(budget.token_wait, budget.throttled_wait)
+        if wait <= 0:
+            return None
+        if wait > SHORT_WRITE_WAIT_SECONDS or waited >= MAX_WRITE_WAITS:
+            return Throttled(budget.bucket, write_wait_delay(wait, worker.jitter()), "ArmWriteBudgetSpent")
+        time.sleep(wait)
+        waited += 1
+
+
+def write_wait_delay(wait: float, jitter: float) -> float:
+    """How long a POST held back for the write budget waits on the queue: at least until the token (and
+    any Retry-After) and at least a second (the queue's granularity), spread by up to as much again so the
+    requests held back together do not come back together."""
+    base = max(1.0, wait)
+    return base + jitter * base
+
+
+def _throttled_by(worker: Worker, request: ImportRequest, exc: BaseException) -> Throttled | None:
+    """ARM answering 429 to a request of this attempt as Throttled, to wait exactly its Retry-After (never
+    sooner), spread by up to a second; None for any other error. (A source registry's own rate limit, Docker
+    Hub's "toomanyrequests", reaches the app as the import operation's error, not as a 429 answer: it stays
+    an ordinary transient failure, shared/core/failures.py.)"""
+    from azure.core.exceptions import HttpResponseError
+
+    if not isinstance(exc, HttpResponseError) or exc.status_code != 429:
+        return None
+    sent = getattr(getattr(exc, "response", None), "request", None)
+    if not str(getattr(sent, "url", "")).lower().startswith(worker.settings.arm_endpoint.lower().rstrip("/")):
+        return None  # not an answer of ARM's (the status table's service, say): not ARM's budget
+    method = getattr(sent, "method", None) or "POST"
+    kind = kind_of(method)
+    retry_after = retry_after_of(exc)
+    delay = (THROTTLED_DEFAULT_SECONDS if retry_after is None else retry_after) + worker.jitter()
+    code = getattr(getattr(exc, "error", None), "code", None) or "TooManyRequests"
+    return Throttled(worker.arm.budget(request.target, kind).bucket, delay, code)
+
+
 FAST_POLL_SECONDS = 60.0
+FIRST_LOOKS = (0.1, 0.2, 0.4)
+"""Waits after the first, second and third look at a new import (then IMPORT_POLL_INTERVAL_SECONDS): most
+copies end within seconds, so the first looks come sooner; a look is one ARM read (docs/benchmarks.md)."""
+LOW_WATER = 0.5          # below this fraction of the read bucket left, looks slow down as it drains
+MIN_FRACTION = 0.004     # 1 token of 250: the floor of the fraction the slow-down divides by
+MAX_PACED_POLL_SECONDS = 10.0  # the slowest pace the budget asks for: ACR's own Retry-After, the SDK's pace
 
 
-def poll_delay(running_for: float, retry_after: float | None, settings: Settings) -> float:
-    """When to look again. ACR answers `Retry-After: 10`, but most imports end within seconds: for the first
-    minute we look every IMPORT_POLL_INTERVAL_SECONDS (a GET is a cheap ARM read; the bucket holds 250 and
-    refills 25/s per principal, and a throttled look just waits its Retry-After), then as Retry-After says."""
+def poll_delay(running_for: float, retry_after: float | None, settings: Settings, *, checks: int = 0,
+               budget: Budget | None = None) -> float:
+    """When to look again. ACR answers `Retry-After: 10`, but most imports end within seconds: in the first
+    minute we look after 0.1, 0.2 and 0.4 s (FIRST_LOOKS, by `checks`, the looks so far), then every
+    IMPORT_POLL_INTERVAL_SECONDS, then as Retry-After says; all of it as ARM's read budget allows
+    (`paced_delay`)."""
     interval = settings.poll_interval_seconds
     if running_for < FAST_POLL_SECONDS:
-        return max(0.05, min(interval, retry_after or interval))
-    return max(0.05, retry_after or interval)
+        scheduled = FIRST_LOOKS[checks - 1] if 1 <= checks <= len(FIRST_LOOKS) else interval
+        base = max(0.05, min(scheduled, interval, retry_after or interval))
+    else:
+        base = max(0.05, retry_after or interval)
+    return paced_delay(base, budget)
+
+
+def first_look_delay(budget: Budget | None) -> float:
+    """The wait before the look right after the POST: none while half the read bucket or more is left (a quick
+    copy is then seen at once, and its row written once more: done). Below that, the first scheduled wait
+    stretched as every other (`paced_delay`): when many imports share the reads, most copies take longer than
+    an instant, so the look at once would only say "running", and skipping it leaves a read for another. A
+    Retry-After the process holds is waited out either way."""
+    if budget is None:
+        return 0.0
+    if budget.fraction is not None and budget.fraction < LOW_WATER:
+        return paced_delay(FIRST_LOOKS[0], budget)
+    return budget.throttled_wait
+
+
+def paced_delay(base: float, budget: Budget | None) -> float:
+    """`base` stretched to ARM's read budget, which every instance of the app spends (one identity) and
+    which ARM's answers report to each: no coordinator needed.
+
+    - This process's own watchers together stay within the refill: each looks at most every
+      watchers / refill seconds (25 per second: 12 watchers every 0.5 s are the most that fit).
+    - Below LOW_WATER of the bucket left, the delay grows as low_water / fraction: at half the bucket as
+      planned, at a tenth 5x, near empty up to MAX_PACED_POLL_SECONDS. With W watchers in all instances
+      looking every d(f) seconds, the bucket settles where W / d(f) equals the refill, above empty for
+      W up to refill x MAX_PACED_POLL_SECONDS (250 watchers), so they share the refill without 429s.
+    - A 429's Retry-After seen by any thread of the process is waited out by all (never sooner).
+    No budget seen (ARM sent no headers): `base`."""
+    if budget is None:
+        return base
+    delay = base
+    if budget.fraction is not None:
+        delay = max(delay, budget.watchers / budget.refill)
+        if budget.fraction < LOW_WATER:
+            delay *= LOW_WATER / max(budget.fraction, MIN_FRACTION)
+        delay = min(delay, max(base, MAX_PACED_POLL_SECONDS))
+    return max(delay, budget.throttled_wait)
 
 
 MAX_POLL_FAILURES = 4
@@ -436,13 +577,14 @@ own poller sends every status GET through, retries a 5xx (and 408/429) at most `
 Retry-After, and then `LROBasePolling` fails the poller (`_raise_if_bad_http_status_and_method`: only 200, 201,
 202 and 204 are valid), so `az acr import` gives up after 4 failed answers in a row. ARM's async-operation
 guidance (azure-resource-manager-rpc, async-api-reference) gives no number and asks clients to honour
-Retry-After; it is honoured here too, as the delay before the next look."""
+Retry-After; it is honoured here too, as the delay before the next look. A throttled look (429) is not
+counted: it is ARM's budget, not the operation, and it is waited out for as long as the deadline allows."""
 
 
 def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
-    """One look at the operation. ARM failing to answer (throttling, 5xx, network) is not the import failing,
-    but it is not "still running" either: the status says it failed (and with what), and the caller ends
-    the watch after MAX_POLL_FAILURES in a row."""
+    """One look at the operation. ARM failing to answer (5xx, network) is not the import failing, but it is
+    not "still running" either: the status says it failed (and with what), and the caller ends the watch
+    after MAX_POLL_FAILURES in a row. ARM throttling the look (429) comes back `throttled`, never counted."""
     from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
     try:
@@ -450,7 +592,9 @@ def _look(worker: Worker, request: ImportRequest, url: str) -> OperationStatus:
     except (ServiceRequestError, ServiceResponseError) as exc:
         return OperationStatus(False, failed_with=f"no answer ({type(exc).__name__})")
     except HttpResponseError as exc:
-        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+        if exc.status_code == 429:
+            return OperationStatus(False, retry_after_of(exc), failed_with="HTTP 429", throttled=True)
+        if (exc.status_code or 0) >= 500:
             return OperationStatus(False, retry_after_of(exc), failed_with=f"HTTP {exc.status_code}")
         raise
 
@@ -490,6 +634,34 @@ def _schedule_retry(worker: Worker, claim: Claim, request: ImportRequest, failur
                                                            f"could not be queued: {err}")
         return _finish(worker, claim, request, State.FAILED, str(final), attempt, started, failure=final)
     outcome = Outcome(request.id, State.RETRYING, reason, attempt, failure, delay)
+    log_outcome(worker, outcome, request, started)
+    return outcome
+
+
+def _throttled_retry(worker: Worker, claim: Claim, request: ImportRequest, throttled: Throttled, attempt: int,
+                     first_attempt_at: datetime, started: float) -> Outcome:
+    """ARM's budget, not the import, stopped this attempt before it started: the request waits on the queue
+    (never sooner than Retry-After: the queue counts whole seconds, so the delay is rounded up) and the attempt
+    is given back, so throttling never uses up IMPORT_MAX_ATTEMPTS. It is bounded by time instead: a request
+    still throttled IMPORT_DEADLINE_SECONDS after its first attempt ends `failed`."""
+    settings = worker.settings
+    delay = float(math.ceil(throttled.delay))
+    waited = (worker.clock() - first_attempt_at).total_seconds()
+    if waited + delay > settings.import_deadline_seconds:
+        failure = Failure(Kind.TRANSIENT, throttled.code,
+                          f"throttled by ARM ({throttled.bucket} bucket) {waited:.0f} s after the first attempt, "
+                          f"past IMPORT_DEADLINE_SECONDS={settings.import_deadline_seconds:.0f}; nothing was "
+                          "imported: send the request again when the app's ARM requests have calmed down")
+        return _finish(worker, claim, request, State.FAILED, str(failure), attempt - 1, started, failure=failure)
+    reason = (f"throttled by ARM ({throttled.bucket} bucket), retrying in {delay:.0f} s "
+              "(not counted as an attempt)")
+    try:
+        _pass_on(worker, claim, request, delay, State.RETRYING, reason=reason, kind=str(Kind.TRANSIENT),
+                 code=throttled.code, attempts=attempt - 1, first_attempt_at=first_attempt_at.isoformat())
+    except MessageTooLarge as err:
+        final = Failure(Kind.PERMANENT, "MessageTooLarge", f"{reason}, but the retry could not be queued: {err}")
+        return _finish(worker, claim, request, State.FAILED, str(final), attempt - 1, started, failure=final)
+    outcome = Outcome(request.id, State.RETRYING, reason, attempt - 1, retry_in_seconds=delay)
     log_outcome(worker, outcome, request, started)
     return outcome
 

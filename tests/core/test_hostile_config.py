@@ -124,6 +124,10 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
         add({"IMPORT_QUEUE": value}, "IMPORT_QUEUE", STORAGE)
     for value in ["import-status", "1status", "ab", "tables", "t" * 64, "st\u00e1tus", "status table"]:
         add({"IMPORT_STATUS_TABLE": value}, "IMPORT_STATUS_TABLE", STORAGE)
+    for value in ["reads=250", "reads=0/25", "reads=250/0", "reads=250/25,reads=250/25", "lists=1/1", "reads=-1/5",
+                  "reads=250/25;writes=200/10", "reads = 250/25", "reads=1e3/25", "reads=\uff12/1", "writes=200/10,"
+                  "x"]:
+        add({"ARM_REQUEST_LIMITS": value}, "ARM_REQUEST_LIMITS", IMPORTS)
     for value in ["docker.io=http://10.0.0.5", "docker.io", "docker.io=10.0.0.5:443", "=https://x.example",
                   "bad host=https://x.example", f"docker.io=https://user:{PLANTED}@x.example", "docker.io=https://x/path?query",
                   "docker.io=https://x.example?y=1", "*.io=https://x.example", "docker.io=ftp://x.example"]:
