@@ -513,6 +513,8 @@ def _throttled_by(worker: Worker, request: ImportRequest, exc: BaseException) ->
 
 FAST_POLL_SECONDS = 60.0
 FIRST_LOOKS = (0.1, 0.2, 0.4)
+LOOK_SHARE = 0.1
+MIN_LATER_LOOK_SECONDS = 0.15
 """Waits after the first, second and third look at a new import (then IMPORT_POLL_INTERVAL_SECONDS): most
 copies end within seconds, so the first looks come sooner; a look is one ARM read (docs/benchmarks.md)."""
 LOW_WATER = 0.5          # below this fraction of the read bucket left, looks slow down as it drains
@@ -523,12 +525,15 @@ MAX_PACED_POLL_SECONDS = 10.0  # the slowest pace the budget asks for: ACR's own
 def poll_delay(running_for: float, retry_after: float | None, settings: Settings, *, checks: int = 0,
                budget: Budget | None = None) -> float:
     """When to look again. ACR answers `Retry-After: 10`, but most imports end within seconds: in the first
-    minute we look after 0.1, 0.2 and 0.4 s (FIRST_LOOKS, by `checks`, the looks so far), then every
-    IMPORT_POLL_INTERVAL_SECONDS, then as Retry-After says; all of it as ARM's read budget allows
-    (`paced_delay`)."""
+    minute we look after 0.1, 0.2 and 0.4 s (FIRST_LOOKS, by `checks`, the looks so far), then after
+    LOOK_SHARE of the time the import has run so far (at least MIN_LATER_LOOK_SECONDS, at most
+    IMPORT_POLL_INTERVAL_SECONDS), then as Retry-After says; all of it as ARM's read budget allows
+    (`paced_delay`). The share keeps the wait for a copy's end in proportion to the copy (on average half
+    the last wait: about 5% of its time), at a number of looks that grows with the logarithm of it."""
     interval = settings.poll_interval_seconds
     if running_for < FAST_POLL_SECONDS:
-        scheduled = FIRST_LOOKS[checks - 1] if 1 <= checks <= len(FIRST_LOOKS) else interval
+        scheduled = FIRST_LOOKS[checks - 1] if 1 <= checks <= len(FIRST_LOOKS) else \
+            max(MIN_LATER_LOOK_SECONDS, LOOK_SHARE * running_for)
         base = max(0.05, min(scheduled, interval, retry_after or interval))
     else:
         base = max(0.05, retry_after or interval)

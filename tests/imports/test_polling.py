@@ -30,9 +30,24 @@ def reads(fraction: float | None, *, watchers: int = 1, throttled_wait: float = 
 
 # --- the schedule ------------------------------------------------------------------------------------------
 
-def test_a_new_import_is_looked_at_sooner_at_first_then_every_interval():
-    delays = [poll_delay(1.0, 10.0, SETTINGS, checks=n) for n in range(1, 7)]
-    assert delays == pytest.approx([*FIRST_LOOKS, 0.5, 0.5, 0.5])
+def test_a_new_import_is_looked_at_sooner_at_first_then_in_proportion_then_every_interval():
+    assert [poll_delay(0.3, 10.0, SETTINGS, checks=n) for n in range(1, 4)] == pytest.approx(FIRST_LOOKS)
+    assert poll_delay(0.7, 10.0, SETTINGS, checks=4) == pytest.approx(0.15), "never sooner than 0.15 s"
+    assert poll_delay(2.0, 10.0, SETTINGS, checks=8) == pytest.approx(0.2), "10% of the time so far"
+    assert poll_delay(5.0, 10.0, SETTINGS, checks=15) == pytest.approx(0.5), "never later than the interval"
+
+
+def test_the_wait_for_a_copys_end_stays_in_proportion_to_the_copy():
+    """Simulated copies of 1 to 50 s (no budget pressure): the look that sees the end comes at most 15% of
+    the copy's time (or 0.15 s) after it, and a 2 s copy costs about a dozen looks, not one per 0.1 s."""
+    for copy in (1.0, 2.0, 2.17, 3.5, 10.0, 50.0):
+        now, checks = 0.0, 0
+        while now < copy:
+            checks += 1
+            now += poll_delay(now, 10.0, SETTINGS, checks=checks)
+        assert now - copy <= max(0.15, 0.1 * copy, 0.5 if copy > 4.9 else 0) + 1e-9, copy
+        if copy == 2.0:
+            assert checks <= 13
 
 
 def test_the_first_looks_never_wait_longer_than_the_interval_or_a_shorter_retry_after():
