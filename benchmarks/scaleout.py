@@ -131,7 +131,10 @@ class Instances:
                     if text.startswith('{"event": "import"') and '"state": "retrying"' in text:
                         with contextlib.suppress(ValueError):
                             reason = str(json.loads(text).get("reason", ""))
-                            found[reason.split("failed (", 1)[-1].split(":", 1)[0].split(")", 1)[0][:60]] += 1
+                            if reason.startswith("throttled by ARM"):  # held back before the POST, or a 429
+                                found[reason.split(", retrying", 1)[0][:80]] += 1
+                            else:
+                                found[reason.split("failed (", 1)[-1].split(":", 1)[0].split(")", 1)[0][:60]] += 1
         return found
 
     def log_problems(self) -> Counter[str]:
