@@ -23,7 +23,8 @@ def test_retry_delay_is_exponential_with_jitter_and_honours_retry_after(attempt,
 
 
 @pytest.mark.parametrize(("running_for", "retry_after", "expected"), [
-    (0, 10.0, 0.5),     # a young import is looked at often, whatever ACR's Retry-After says
+    (0, 10.0, 0.15),    # a young import is looked at soon, whatever ACR's Retry-After says
+    (2, 10.0, 0.2),     # then after a tenth of the time it has run
     (30, None, 0.5),
     (30, 0.2, 0.2),     # but never later than ARM asks
     (61, 10.0, 10.0),   # after a minute, Retry-After rules
