@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-KINDS = ("reads", "writes", "deletes")
 LIMITS: dict[str, tuple[float, float]] = {"reads": (250.0, 25.0), "writes": (200.0, 10.0), "deletes": (200.0, 10.0)}
 GLOBAL_FACTOR = 15
 _SCOPES = (("subscription", 1), ("subscription-global", GLOBAL_FACTOR))

@@ -156,13 +156,18 @@ class StatusStore:
 
     def create(self, record: StatusRecord) -> StatusRecord | None:
         """Insert the row if no row has its id; None when one does (the id is taken)."""
+        return self._insert(record).written
+
+    def _insert(self, record: StatusRecord) -> Opened:
+        """Insert-if-absent: the row written, or the row that has the id (read once, for the caller too)."""
         from azure.core.exceptions import ResourceExistsError
 
         try:
             answer = self._client().create_entity(record.to_entity())
         except ResourceExistsError:
-            return self._landed(record)
-        return copy_with(record, etag=answer.get("etag"))
+            found = self.get(record.id)
+            return Opened(found) if _is_this_write(found, record) else Opened(None, found)
+        return Opened(copy_with(record, etag=answer.get("etag")))
 
     def replace(self, record: StatusRecord) -> StatusRecord | None:
         """Write the row only if it is still as read (`If-Match` its ETag); None when it changed or went."""
@@ -179,22 +184,10 @@ class StatusStore:
             return None
         except HttpResponseError as exc:  # 412 Precondition Failed (ResourceModifiedError)
             if exc.status_code == 412:
-                return self._landed(record)
+                found = self.get(record.id)
+                return found if _is_this_write(found, record) else None
             raise
         return copy_with(record, etag=answer.get("etag"))
-
-    def _landed(self, record: StatusRecord) -> StatusRecord | None:
-        """The row as read when it holds exactly `record` (this write landed, but its answer was lost and the
-        SDK's retry of the same conditional write was refused: 409 for an insert, 412 for an If-Match), else None.
-
-        Seen under load: a write that timed out at the client after Azurite applied it, retried by azure-core
-        with the old ETag. Without this check the delivery takes its own write for another's and stops, and the
-        request is stranded `running` with no message to carry it. Exactly the same entity means this write:
-        `updated_at` and the transition times are this call's, `carrier` names this delivery's message."""
-        found = self.get(record.id)
-        if found is None or found.to_entity() != record.to_entity():
-            return None
-        return found
 
     def open(self, request: ImportRequest, reason: str) -> Opened:
         """A row for a request about to be put on the queue by the app (HTTP API, CLI, refresh, replication):
@@ -202,10 +195,7 @@ class StatusStore:
         the new row, or the row that already has this id (then nothing is written)."""
         row = StatusRecord(id=request.id, state=State.RECEIVED).moved(
             State.RECEIVED, reason=reason, fingerprint=fingerprint(request), **request_fields(request))
-        created = self.create(row)
-        if created is not None:
-            return Opened(created)
-        return Opened(None, self.get(request.id))
+        return self._insert(row)
 
     def reopen(self, row: StatusRecord, request: ImportRequest, reason: str) -> StatusRecord | None:
         """Start a request again on a row that ended (failed or rejected): `received`, open, attempts 0, with
@@ -278,6 +268,17 @@ class StatusStore:
             except ResourceNotFoundError:
                 pass
         return deleted
+
+
+def _is_this_write(found: StatusRecord | None, record: StatusRecord) -> bool:
+    """Whether the row as read holds exactly `record`: a conditional write that landed but whose answer was
+    lost, so the SDK's retry of it was refused (409 for an insert, 412 for an If-Match).
+
+    Seen under load: a write that timed out at the client after Azurite applied it, retried by azure-core
+    with the old ETag. Without this check the delivery takes its own write for another's and stops, and the
+    request is stranded `running` with no message to carry it. Exactly the same entity means this write:
+    `updated_at` and the transition times are this call's, `carrier` names this delivery's message."""
+    return found is not None and found.to_entity() == record.to_entity()
 
 
 def prune_expired(store: StatusStore, retention_days: float, now: datetime | None = None) -> int:

@@ -378,8 +378,9 @@ def _endpoints(env: _Env) -> dict[str, str]:
     return endpoints
 
 
-ARM_LIMIT_KINDS = ("reads", "writes", "deletes")
-_ARM_LIMIT = re.compile(r"(reads|writes|deletes)=([0-9]{1,6}(?:\.[0-9]{1,3})?)/([0-9]{1,6}(?:\.[0-9]{1,3})?)")
+ARM_LIMIT_KINDS = ("reads", "writes", "deletes")  # ARM's kinds of request, each with its own bucket
+_ARM_LIMIT_NUMBER = r"([0-9]{1,6}(?:\.[0-9]{1,3})?)"
+_ARM_LIMIT = re.compile(f"({'|'.join(ARM_LIMIT_KINDS)})={_ARM_LIMIT_NUMBER}/{_ARM_LIMIT_NUMBER}")
 
 
 def _arm_request_limits(env: _Env) -> dict[str, tuple[float, float]]:

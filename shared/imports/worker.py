@@ -69,7 +69,6 @@ def handle_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Proble
         return _superseded(worker, request, started)
 
 
-
 def _admitted(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], message_id: str,
               started: float) -> tuple[ImportRequest, Any] | Outcome:
     """The request and its document, or the outcome that ends it first: settings that cannot serve it, or a
@@ -80,6 +79,7 @@ def _admitted(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | N
     if isinstance(parsed, Rejected):
         return _reject_message(worker, parsed, body, started)
     return parsed, decoded[0]
+
 
 def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -> Outcome:
     """The claimed request from where its row says it is: watching ARM's operation, or one attempt."""
@@ -390,11 +390,15 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
             url = started_url
             operation_started, checks = worker.clock(), 0
         failures = [f for f in row.poll_failures.split(",") if f] if recorded else []
+
+        def name_the_operation() -> None:  # the row a hand-over or a redelivery watches, before anything waits
+            claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
+                        checks=checks, poll_failures=",".join(failures))
+
         with arm.watching(request.target):
             pause = 0.0 if recorded else first_look_delay(arm.budget(request.target, "reads"))
             if pause > 0:  # reads run short: the first look waits too, the row naming the operation first
-                claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
-                            checks=0, poll_failures="")
+                name_the_operation()
                 recorded = True
                 time.sleep(min(pause, settings.import_wait_seconds))
             while True:
@@ -422,8 +426,7 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
                 if status.failed_with is not None:  # ARM throttled or failed the look: never sooner than it asked
                     delay = max(delay, status.retry_after or 0.0)
                 if not recorded:  # still running: the row names the operation before anything waits
-                    claim.write(State.RUNNING, operation=url, operation_started_at=operation_started.isoformat(),
-                                checks=checks, poll_failures=",".join(failures))
+                    name_the_operation()
                     recorded = True
                 elif failures_changed:
                     claim.write(State.RUNNING, poll_failures=",".join(failures))
@@ -515,8 +518,9 @@ FAST_POLL_SECONDS = 60.0
 FIRST_LOOKS = (0.1, 0.2, 0.4)
 LOOK_SHARE = 0.1
 MIN_LATER_LOOK_SECONDS = 0.15
-"""Waits after the first, second and third look at a new import (then IMPORT_POLL_INTERVAL_SECONDS): most
-copies end within seconds, so the first looks come sooner; a look is one ARM read (docs/benchmarks.md)."""
+"""Waits after the first, second and third look at a new import, then LOOK_SHARE of the time it has run (at
+least MIN_LATER_LOOK_SECONDS, at most IMPORT_POLL_INTERVAL_SECONDS): most copies end within seconds, so the
+first looks come sooner; a look is one ARM read (docs/benchmarks.md)."""
 LOW_WATER = 0.5          # below this fraction of the read bucket left, looks slow down as it drains
 MIN_FRACTION = 0.004     # 1 token of 250: the floor of the fraction the slow-down divides by
 MAX_PACED_POLL_SECONDS = 10.0  # the slowest pace the budget asks for: ACR's own Retry-After, the SDK's pace
