@@ -243,6 +243,13 @@ def _negative_length(h: _Handler) -> None:
     h.raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: -1\r\n\r\n{tags}")
 
 
+@_kind("tags-content-length-not-ascii", "tags", "Content-Length: '²' (a digit to str.isdigit, not to int()); "
+       "the body read to its end", expect="ok")
+def _superscript_length(h: _Handler) -> None:
+    h.raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\n"
+          + json.dumps({"tags": [TAG]}).encode())
+
+
 _static("tags-errors-string", "tags", '500 with {"errors": "x"}', 500, {"Content-Type": "application/json"},
         '{"errors": "x"}')
 _static("tags-errors-garbage", "tags", "400 with errors of the wrong types", 400,

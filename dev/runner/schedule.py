@@ -110,6 +110,6 @@ def _number(text: str, names: dict[str, int], expression: str) -> int:
     upper = text.upper()
     if upper in names:
         return names[upper]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # '²' passes isdigit and breaks int()
         raise ScheduleError(f"{text!r} in {expression!r} is not a number")
     return int(text)

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from shared.core.failures import ascii_count
+
 LIMITS: dict[str, tuple[float, float]] = {"reads": (250.0, 25.0), "writes": (200.0, 10.0), "deletes": (200.0, 10.0)}
 GLOBAL_FACTOR = 15
 _SCOPES = (("subscription", 1), ("subscription-global", GLOBAL_FACTOR))
@@ -214,7 +216,7 @@ def _count(value: str | None) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 9:
+    if not ascii_count(text) or len(text) > 9:
         return None
     return float(text)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from shared.azure.arm import make_credential
+from shared.core.failures import ascii_count
 from shared.core.settings import Settings
 
 # `requests` is imported only when a blob is fetched: a cold start that reads a file never pays for it.
@@ -120,7 +121,7 @@ def fetch_blob(url: str, settings: Settings | None, *, setting: str = "") -> byt
             if answer.status_code != 200:
                 raise ConfigUnavailable(f"{name}: {shown} answered HTTP {answer.status_code}")
             declared = answer.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_CONFIG_BYTES:
+            if ascii_count(declared) and (len(declared) > 15 or int(declared) > MAX_CONFIG_BYTES):
                 raise ConfigUnavailable(f"{name}: {shown} is {declared} bytes; the limit is {MAX_CONFIG_BYTES}")
             chunks, size = [], 0
             while chunk := answer.raw.read1(65536, decode_content=False):  # one socket read each: the

@@ -158,6 +158,13 @@ def _service_error(exc: BaseException) -> tuple[str, str]:
     return code, message.strip()
 
 
+def ascii_count(text: str) -> bool:
+    """Whether a header's value is a plain count: ASCII digits only. `str.isdigit` alone also takes '²' (which
+    `int` then refuses with ValueError) and other scripts' digits ('٣', '５', which `int` reads): a server
+    choosing such a Content-Length or rate-limit header must meet a refusal, not a crash."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """`Retry-After` (RFC 9110: delta-seconds or an HTTP-date) as seconds from now, within
     [0, MAX_RETRY_AFTER_SECONDS]; None when absent or not either form. The one parser of it in the app

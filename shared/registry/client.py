@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from shared.azure.transport import NetworkSettings, read_network
-from shared.core.failures import parse_retry_after
+from shared.core.failures import ascii_count, parse_retry_after
 from shared.core.policy import USERNAME_RULE
 from shared.core.redact import Password
 from shared.core.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
@@ -612,7 +612,7 @@ class RegistryClient:
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         declared = (response.headers.get("Content-Length") or "").strip()
-        if declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
+        if ascii_count(declared) and (len(declared) > 15 or int(declared) > limit):
             raise RegistryError(host, response.status_code, "TOO_LARGE",
                                 f"{what}: declares {_clean(declared, 20)} bytes, the limit is {limit}")
         chunks, total = [], 0

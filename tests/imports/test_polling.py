@@ -217,3 +217,11 @@ def test_beside_other_instances_the_process_learns_its_share_of_the_refill():
     _answers(book, clock, [0] * 40, every=0.4)
     budget = book.budget(KEY, "writes")
     assert 1 / LIMITS["writes"][1] * 3 < budget.token_wait < 1 / LIMITS["writes"][1] * 5
+
+
+@pytest.mark.parametrize("value", ["²", "٣٣", "５", "1²", "-1", "1e9", "nan", "", " ", "9" * 10])
+def test_a_remaining_header_that_is_not_a_plain_ascii_count_is_ignored_not_a_crash(value):
+    """A server (or a proxy) choosing the header's digits: '²' is a digit to str.isdigit and breaks int()."""
+    book = BudgetBook(clock=lambda: 100.0)
+    book.observe(KEY, "GET", 200, {"x-ms-ratelimit-remaining-subscription-reads": value})
+    assert book.budget(KEY, "reads").fraction is None

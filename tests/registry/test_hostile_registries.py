@@ -371,3 +371,11 @@ def test_a_credential_set_goes_only_to_a_realm_on_the_registrys_site(registry, r
     from shared.registry.client import same_site
 
     assert same_site(registry, realm) is allowed
+
+
+@pytest.mark.parametrize(("text", "count"), [("12", True), ("0", True), ("²", False), ("٣", False), ("５", False),
+                                             ("", False), ("1 2", False), ("-1", False)])
+def test_only_ascii_digits_are_a_count_in_a_header(text, count):
+    from shared.core.failures import ascii_count
+
+    assert ascii_count(text) is count
