@@ -81,6 +81,11 @@ var tuningDefaults = {
   IMPORT_POLL_INTERVAL_SECONDS: '0.5'
   IMPORT_WAIT_SECONDS: '20'
   IMPORT_DEADLINE_SECONDS: '7200'
+  REFERRERS: 'all'
+  REFERRERS_REQUIRED: 'false'
+  REFERRERS_MAX_DEPTH: '4'
+  REFERRERS_MAX_COUNT: '64'
+  REFERRERS_COSIGN_TAGS: 'true'
   REFRESH_CONCURRENCY: '16'
   REFRESH_BACKOFF_SECONDS: '300'
   REFRESH_TIME_BUDGET_SECONDS: '420'
@@ -244,6 +249,11 @@ var appSettingsList = [
   { name: 'IMPORT_POLL_INTERVAL_SECONDS', value: string(tuned.IMPORT_POLL_INTERVAL_SECONDS) }
   { name: 'IMPORT_WAIT_SECONDS', value: string(tuned.IMPORT_WAIT_SECONDS) }
   { name: 'IMPORT_DEADLINE_SECONDS', value: string(tuned.IMPORT_DEADLINE_SECONDS) }
+  { name: 'REFERRERS', value: string(tuned.REFERRERS) }
+  { name: 'REFERRERS_REQUIRED', value: string(tuned.REFERRERS_REQUIRED) }
+  { name: 'REFERRERS_MAX_DEPTH', value: string(tuned.REFERRERS_MAX_DEPTH) }
+  { name: 'REFERRERS_MAX_COUNT', value: string(tuned.REFERRERS_MAX_COUNT) }
+  { name: 'REFERRERS_COSIGN_TAGS', value: string(tuned.REFERRERS_COSIGN_TAGS) }
   { name: 'REFRESH_SCHEDULE', value: refreshSchedule }
   { name: 'TRACKED_IMAGES', value: trackedImages }
   { name: 'REFRESH_CONCURRENCY', value: string(tuned.REFRESH_CONCURRENCY) }

@@ -52,6 +52,8 @@ class StatusRecord:
     attempts: int = 0
     digest: str = ""
     platforms: int | None = None
+    referrers: str = ""  # what came along, by artifact type ("application/spdx+json=1, …"; "none"), "" not asked
+    referrer_digests: str = ""  # their digests, comma-separated (bounded: shared/imports/referrers.py)
     checks: int = 0  # looks at a long-running import so far; a follow-up message with fewer is stale
     operation: str = ""  # ARM's operation URL of the running import, so a redelivery watches it, not a new one
     operation_started_at: str = ""
@@ -87,7 +89,7 @@ class StatusRecord:
             "Digest": self.digest, "Platforms": self.platforms if self.platforms is not None else -1,
             "Checks": self.checks, "Operation": self.operation, "OperationStartedAt": self.operation_started_at,
             "PollFailures": self.poll_failures, "FirstAttemptAt": self.first_attempt_at, "Carrier": self.carrier,
-            "Fingerprint": self.fingerprint,
+            "Fingerprint": self.fingerprint, "Referrers": self.referrers, "ReferrerDigests": self.referrer_digests,
             "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
         }
@@ -105,7 +107,8 @@ class StatusRecord:
             operation=entity.get("Operation", ""), operation_started_at=entity.get("OperationStartedAt", ""),
             poll_failures=entity.get("PollFailures", ""), first_attempt_at=entity.get("FirstAttemptAt", ""),
             carrier=entity.get("Carrier", ""),
-            fingerprint=entity.get("Fingerprint", ""), created_at=entity.get("CreatedAt", ""),
+            fingerprint=entity.get("Fingerprint", ""), referrers=entity.get("Referrers", ""),
+            referrer_digests=entity.get("ReferrerDigests", ""), created_at=entity.get("CreatedAt", ""),
             updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),

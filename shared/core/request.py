@@ -32,6 +32,7 @@ from shared.core.reference import (
     parse_repository,
     parse_target_tag,
 )
+from shared.core.referrers import DEFAULT_CHOICE, ReferrerChoice, parse_choice
 from shared.core.request_ids import ID_RULE, fallback_request_id, is_safe_request_id
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import Settings
@@ -73,6 +74,7 @@ class ImportRequest:
     app_fields: tuple[str, ...]
     # as received (secrets included): what a retry re-enqueues, minus app_fields; not in the repr (a traceback)
     document: dict[str, Any] = field(repr=False)
+    referrers: ReferrerChoice = DEFAULT_CHOICE  # the request's `referrers`, else the REFERRERS settings
 
     @property
     def inline_credentials(self) -> bool:
@@ -92,6 +94,8 @@ def fingerprint(request: ImportRequest) -> str:
         "untaggedTargetRepositories": sorted(request.untagged_target_repositories),
         "mode": request.mode,
     }
+    if "referrers" in request.document:  # left out when absent: the fingerprints of older rows still match
+        canonical["referrers"] = str(request.referrers)
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -387,7 +391,11 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
         problems.append(Problem("id", "contains the request's password; choose an id that holds no secret"))
         bad_fields.add("id")
     checked = _check_fields(doc, settings, bad_fields, problems)
-    if problems or checked is None:
+    choice = parse_choice(doc["referrers"], "referrers") \
+        if "referrers" in doc and "referrers" not in bad_fields else settings.referrers
+    if isinstance(choice, Problem):
+        problems.append(choice)
+    if problems or checked is None or isinstance(choice, Problem):
         return Rejected(request_id, tuple(dict.fromkeys(problems)), doc)
     source, source_registry, target, tags, untagged, credentials = checked
     return ImportRequest(
@@ -395,7 +403,7 @@ def validate_document(doc: Any, settings: Settings, *, fallback_id: str | None =
         credential_name=doc.get("credential"), credentials=credentials, target=target,
         target_tags=tags, untagged_target_repositories=untagged, mode=doc.get("mode", "NoForce"),
         app_fields=tuple(name for name in APP_FIELDS if name in doc),
-        document={k: v for k, v in doc.items() if k not in APP_FIELDS},
+        document={k: v for k, v in doc.items() if k not in APP_FIELDS}, referrers=choice,
     )
 
 

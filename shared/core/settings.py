@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from shared.core.allowlist import PatternError, RegistryPattern, parse_registry_pattern
 from shared.core.redact import Password
 from shared.core.reference import DOCKER_HUB, InvalidReference, canonical_registry_host
+from shared.core.referrers import DEFAULT_CHOICE, ReferrerChoice, parse_setting
 from shared.core.resource_ids import RegistryId, parse_registry_id
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -123,6 +124,10 @@ class Settings:
     refresh_time_budget_seconds: float = 420.0  # well inside the 10-minute Consumption limit
     status_retention_days: float = 30.0
     replication_rules: str = DEFAULT_REPLICATION_RULES
+    referrers: ReferrerChoice = DEFAULT_CHOICE  # REFERRERS + REFERRERS_REQUIRED: a request's default
+    referrers_max_depth: int = 4
+    referrers_max_count: int = 64
+    referrers_cosign_tags: bool = True
     default_target: RegistryId | None = None  # TARGET_REGISTRY parsed
     allowed_targets: tuple[RegistryId, ...] = ()  # ALLOWED_TARGET_REGISTRIES parsed
     source_allowlist: tuple[RegistryPattern, ...] = ()  # ALLOWED_SOURCE_REGISTRIES parsed
@@ -211,12 +216,21 @@ def _number(env: _Env, name: str, default: float, minimum: float, maximum: float
     return value
 
 
-def _flag(env: _Env, name: str, needed_by: str) -> bool:
-    raw = (env.get(name) or "false").strip().lower()
+def _flag(env: _Env, name: str, needed_by: str, default: bool = False) -> bool:
+    raw = (env.get(name) or "").strip().lower() or ("true" if default else "false")
     if raw not in ("true", "false", "1", "0", "yes", "no"):
         env.problem(name, f"{name} must be true or false, got {_shown(raw)}", needed_by)
-        return False
+        return default
     return raw in ("true", "1", "yes")
+
+
+def _referrers(env: _Env) -> ReferrerChoice:
+    required = _flag(env, "REFERRERS_REQUIRED", IMPORTS)
+    choice = parse_setting(_text(env, "REFERRERS", "all"), required)
+    if isinstance(choice, str):
+        env.problem("REFERRERS", choice, IMPORTS)
+        return ReferrerChoice(required=required)
+    return choice
 
 
 def _https_url(env: _Env, name: str, default: str, needed_by: str) -> str:
@@ -484,6 +498,10 @@ def _read_settings(env: _Env,
         refresh_time_budget_seconds=_number(env, "REFRESH_TIME_BUDGET_SECONDS", 420.0, 1, wait, REFRESH),
         status_retention_days=_number(env, "STATUS_RETENTION_DAYS", 30.0, 0, 36500, PRUNE),
         replication_rules=_location(env, "REPLICATION_RULES", DEFAULT_REPLICATION_RULES, REPLICATION),
+        referrers=_referrers(env),
+        referrers_max_depth=int(_number(env, "REFERRERS_MAX_DEPTH", 4, 1, 16, IMPORTS, integer=True)),
+        referrers_max_count=int(_number(env, "REFERRERS_MAX_COUNT", 64, 1, 1000, IMPORTS, integer=True)),
+        referrers_cosign_tags=_flag(env, "REFERRERS_COSIGN_TAGS", IMPORTS, default=True),
         default_target=default_target,
         allowed_targets=allowed_targets,
         source_allowlist=source_allowlist,

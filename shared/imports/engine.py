@@ -7,6 +7,7 @@ dry run all end here, so what a dry run prints is what the worker sends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from shared.core.request import ImportRequest
@@ -30,10 +31,26 @@ def resolve_source_registry(request: ImportRequest, lookup: RegistryLookup, *, s
     return lookup(request.target.subscription, request.source.registry)
 
 
+def referrer_parameters(request: ImportRequest, source_registry: RegistryId | None, digest: str, repository: str,
+                        tag: str = "") -> dict[str, Any]:
+    """The body that imports one referrer of the request's image: from the same source (the same identity or
+    credentials), by digest, into `repository`: untagged, or under cosign's `tag` (which moves as signatures
+    are added: Force)."""
+    body = import_parameters(request, source_registry, force=bool(tag),
+                             source_image=replace(request.source, tag=None, digest=digest).source_image)
+    body.pop("targetTags", None)
+    body.pop("untaggedTargetRepositories", None)
+    if tag:
+        body["targetTags"] = [f"{repository}:{tag}"]
+    else:
+        body["untaggedTargetRepositories"] = [repository]
+    return body
+
+
 def import_parameters(request: ImportRequest, source_registry: RegistryId | None, *,
-                      force: bool | None = None) -> dict[str, Any]:
+                      force: bool | None = None, source_image: str | None = None) -> dict[str, Any]:
     """The ImportImageParameters body (ARM JSON names). `force` overrides the request's mode."""
-    source: dict[str, Any] = {"sourceImage": request.source.source_image}
+    source: dict[str, Any] = {"sourceImage": source_image or request.source.source_image}
     if source_registry:
         source["resourceId"] = str(source_registry)
     else:

@@ -36,6 +36,7 @@ from shared.imports.recorder import (
     settings_refusal,
     summary_of,
 )
+from shared.imports.referrers import LookDelay, carry_referrers
 from shared.registry.client import RegistryError, source_auth
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
@@ -90,7 +91,8 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
     if not _watching(row) and request.mode == "IfChanged":
         same, note = unchanged_digest(worker, request)
         if same:
-            return _finish(worker, claim, request, State.SKIPPED, f"unchanged: {same}", attempt, started)
+            return _with_referrers(worker, claim, request, f"unchanged: {same}", attempt, first_attempt_at,
+                                   started, {"digest": same}, unchanged=True)
     progress = _drive_import(worker, claim, request, first_attempt_at)
     if isinstance(progress, HandOver):
         return _hand_over(worker, claim, request, progress, attempt, started)
@@ -98,18 +100,54 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
         return _throttled_retry(worker, claim, request, progress, attempt, first_attempt_at, started)
     failure = progress
     if failure is None:
-        return _finish(worker, claim, request, State.SUCCEEDED, f"imported{note}", attempt, started,
-                       **imported_image(worker, request))
+        return _with_referrers(worker, claim, request, f"imported{note}", attempt, first_attempt_at, started,
+                               imported_image(worker, request))
     if request.mode == "NoForce" and _is_tag_conflict(failure):
         same, _ = unchanged_digest(worker, request)
         if same:
-            return _finish(worker, claim, request, State.SUCCEEDED, f"already present: the target holds the "
-                                                                    f"source digest {same}", attempt, started)
+            return _with_referrers(worker, claim, request, f"already present: the target holds the source digest "
+                                                           f"{same}", attempt, first_attempt_at, started,
+                                   {"digest": same})
+    return _failed_attempt(worker, claim, request, failure, attempt, first_attempt_at, started)
+
+
+def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason: str, attempt: int,
+                    first_attempt_at: datetime, started: float, found: dict[str, Any], *,
+                    unchanged: bool = False) -> Outcome:
+    """The image is in the target: bring its referrers (shared/imports/referrers.py), then end the request.
+    An unchanged image whose referrers were all there is `skipped`; one that gained referrers `succeeded`.
+    Referrers that could not be imported warn in the reason, or fail the request when it said `required`."""
+    digest = found.get("digest", "")
+    carried = carry_referrers(worker, request, digest, _look_delay(worker, request)) if digest else None
+    if carried is None:
+        state = State.SKIPPED if unchanged else State.SUCCEEDED
+        return _finish(worker, claim, request, state, reason, attempt, started, **found)
+    found = {**found, **carried.row_fields()}
+    if carried.incomplete and request.referrers.required:
+        failure = Failure(Kind.TRANSIENT if carried.retryable else Kind.PERMANENT, "ReferrersMissing",
+                          f"{reason}, but not every referrer: {carried.note()} (the request asked for referrers: "
+                          "required)")
+        return _failed_attempt(worker, claim, request, failure, attempt, first_attempt_at, started, found)
+    state = State.SKIPPED if unchanged and not carried.imported else State.SUCCEEDED
+    if unchanged and carried.imported:
+        reason = f"image unchanged ({reason.removeprefix('unchanged: ')}); new referrers imported"
+    return _finish(worker, claim, request, state, f"{reason}; {carried.note()}", attempt, started, **found)
+
+
+def _look_delay(worker: Worker, request: ImportRequest) -> LookDelay:
+    """The wait between looks at referrers' imports: the main import's schedule and ARM's read budget."""
+    return lambda running_for, retry_after, looks: poll_delay(
+        running_for, retry_after, worker.settings, checks=looks, budget=worker.arm.budget(request.target, "reads"))
+
+
+def _failed_attempt(worker: Worker, claim: Claim, request: ImportRequest, failure: Failure, attempt: int,
+                    first_attempt_at: datetime, started: float, found: dict[str, Any] | None = None) -> Outcome:
+    """A transient failure with attempts left is retried; any other ends the request `failed`."""
     if failure.kind is Kind.TRANSIENT and attempt < worker.settings.max_attempts:
         return _schedule_retry(worker, claim, request, failure, attempt, first_attempt_at, started)
     reason = str(failure) if failure.kind is not Kind.TRANSIENT else \
         f"gave up after {attempt} attempts; last error: {failure}"
-    return _finish(worker, claim, request, State.FAILED, reason, attempt, started, failure=failure)
+    return _finish(worker, claim, request, State.FAILED, reason, attempt, started, failure=failure, **(found or {}))
 
 
 def handle_poisoned_request(worker: Worker, body: bytes | str, decoded: tuple[Any, Problem | None], *,

@@ -69,6 +69,9 @@ MAX_REDIRECTS = 5               # same-origin hops; a cross-origin redirect is n
 MAX_TAG_PAGES = 500             # one tag listing: pages ...
 MAX_TAGS = 50_000               # ... tags ...
 MAX_LISTING_BYTES = 16 << 20    # ... and bytes, over all its pages
+MAX_REFERRER_PAGES = 20        # one referrers listing: pages ...
+MAX_DESCRIPTORS = 10_000        # ... and entries of an index (a referrers listing over all its pages)
+NO_REFERRERS_API = (404, 405, 501)  # the OCI 1.1 spec: a registry without the API answers 404 (others 405/501)
 MAX_TOKEN_SECONDS = 3 * 3600    # a token is reused at most this long, whatever `expires_in` says
 MAX_TOKEN_LENGTH = 16 << 10
 CONNECT_TIMEOUT = 10.0
@@ -106,6 +109,15 @@ class ManifestHead:
     digest: str
     media_type: str
     size: int
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One entry of an image index (a platform of an image, or a referrer), as read and checked."""
+
+    digest: str
+    media_type: str
+    artifact_type: str  # "" when the entry names none
 
 
 @dataclass(frozen=True)
@@ -412,6 +424,49 @@ class RegistryClient:
             if (parts[0] or "unknown") != "unknown":
                 found.append(_clean("/".join(p for p in parts if p), 80))
         return head, found
+
+    def manifest(self, host: str, repository: str, reference: str,
+                 auth: Auth = None) -> tuple[ManifestHead, dict[str, Any]] | None:
+        """A manifest's head and its JSON object in one GET; None when it does not exist. Docker Hub counts a
+        GET as a pull: read an image's own manifest from the target where it is there too."""
+        what = f"GET {repository}:{reference}"
+        answer = self._manifest("GET", host, repository, reference, auth, what)
+        if answer is None:
+            return None
+        head = self._head_of(host, answer, what)
+        document = self._json(host, answer, what)
+        if not isinstance(document, dict):
+            raise RegistryError(host, answer.status, "MALFORMED", f"{what}: not a manifest or an index")
+        return head, document
+
+    def referrers(self, host: str, repository: str, digest: str, auth: Auth = None) -> list[Descriptor] | None:
+        """What refers to `digest`, by the OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`, `Link`
+        pages on the same origin), unfiltered; None when the registry has no such API (404, 405, 501 on the
+        first page: the caller then reads the referrers tag schema)."""
+        what = f"referrers of {repository}@{digest[:19]}…"
+        first = f"{self._base(host)}/v2/{repository}/referrers/{digest}"
+        url: str | None = first
+        seen: set[str] = set()
+        found: list[Descriptor] = []
+        with self._call(host, self.timeout):
+            while url:
+                if url in seen:
+                    raise RegistryError(host, 0, "PAGINATION", f"{what}: a Link header leads back to a page "
+                                                               "already read")
+                if len(seen) >= MAX_REFERRER_PAGES:
+                    raise RegistryError(host, 0, "TOO_LARGE", f"{what}: more than {MAX_REFERRER_PAGES} pages")
+                seen.add(url)
+                answer = self._send("GET", host, url, repository, auth, {"Accept": OCI_INDEX}, kind="referrers")
+                if answer.status in NO_REFERRERS_API and url == first:
+                    return None
+                self._expect_ok(host, answer, what)
+                document = self._json(host, answer, what)
+                found.extend(index_entries(host, document, what, status=answer.status))
+                if len(found) > MAX_DESCRIPTORS:
+                    raise RegistryError(host, answer.status, "TOO_LARGE", f"{what}: more than {MAX_DESCRIPTORS} "
+                                                                          "referrers")
+                url = self._next_link(host, answer, first, what)
+        return found
 
     @staticmethod
     def _head_of(host: str, answer: _Answer, what: str) -> ManifestHead:
@@ -823,6 +878,37 @@ class RegistryClient:
                                                         "a number of seconds")
         until = now + float(expires_in) if expires_in else jwt_expiry(token) or now + default
         return min(until, now + MAX_TOKEN_SECONDS)
+
+
+def index_entries(host: str, document: Any, what: str, *, status: int = 200) -> list[Descriptor]:
+    """The `manifests` of an image index, each checked: an object with a digest, text where the spec has
+    text. A registry answering anything else is a RegistryError naming the first wrong entry."""
+    entries = document.get("manifests", "missing") if isinstance(document, dict) else "not an object"
+    entries = [] if entries is None else entries
+    if not isinstance(entries, list):
+        raise RegistryError(host, status, "MALFORMED", f"{what}: not an image index (no manifests list)")
+    if len(entries) > MAX_DESCRIPTORS:
+        raise RegistryError(host, status, "TOO_LARGE", f"{what}: more than {MAX_DESCRIPTORS} entries")
+    found = []
+    for index, entry in enumerate(entries):
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}] has no digest")
+        media_type, artifact_type = entry.get("mediaType", ""), entry.get("artifactType", "")
+        if not isinstance(media_type, str) or not isinstance(artifact_type, str):
+            raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}]: a media type is not text")
+        found.append(Descriptor(digest, media_type if _MEDIA_TYPE.fullmatch(media_type) else "",
+                                artifact_type if _MEDIA_TYPE.fullmatch(artifact_type) else ""))
+    return found
+
+
+def artifact_type_of(document: dict[str, Any]) -> str:
+    """A manifest's artifact type as the OCI 1.1 spec defines it: `artifactType`, else its config's media type."""
+    declared = document.get("artifactType")
+    if not isinstance(declared, str) or not declared:
+        config = document.get("config")
+        declared = config.get("mediaType") if isinstance(config, dict) else ""
+    return declared if isinstance(declared, str) and _MEDIA_TYPE.fullmatch(declared) else ""
 
 
 class LazyCredential:

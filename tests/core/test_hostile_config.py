@@ -71,6 +71,8 @@ NUMBERS = {  # name: (feature, integer, a value below the minimum, a value above
     "REFRESH_BACKOFF_SECONDS": (REFRESH, False, "-1", "604801"),
     "REFRESH_TIME_BUDGET_SECONDS": (REFRESH, False, "0", "600"),
     "STATUS_RETENTION_DAYS": (PRUNE, False, "-1", "36501"),
+    "REFERRERS_MAX_DEPTH": (IMPORTS, True, "0", "17"),
+    "REFERRERS_MAX_COUNT": (IMPORTS, True, "0", "1001"),
 }
 BAD_HOST_PATTERNS = ["*.io", "a.*.io", "**.azurecr.io", "*.*.io", "*azurecr.io", "*.", "docker.io/library",
                      "https://docker.io", "bad host", "d\u00f3cker.io", "docker.io\x00", "reg.io:99999", "reg.io:",
@@ -103,6 +105,12 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
             add({name: value}, name, feature)
     for value in ["maybe", "on", "\uff54rue", "1.0", "tru e"]:
         add({"ALLOW_INLINE_CREDENTIALS": value}, "ALLOW_INLINE_CREDENTIALS", IMPORTS)
+        add({"REFERRERS_REQUIRED": value}, "REFERRERS_REQUIRED", IMPORTS)
+        add({"REFERRERS_COSIGN_TAGS": value}, "REFERRERS_COSIGN_TAGS", IMPORTS)
+    for value in ["some", "signatures", "application/", "/json", "application/spdx+json,all", "all,none",
+                  "application/spdx json", "application/vnd.cncf.notary.signature;required", "\u00e1pp/x",
+                  ",".join(f"application/t{i}" for i in range(21)), "NONE"]:
+        add({"REFERRERS": value}, "REFERRERS", IMPORTS)
     for value in BAD_HOST_PATTERNS:
         add({"ALLOWED_SOURCE_REGISTRIES": f"docker.io,{value}"}, "ALLOWED_SOURCE_REGISTRIES", IMPORTS)
         add({"SOURCE_CREDENTIALS__CONTOSO__REGISTRIES": value}, "SOURCE_CREDENTIALS__CONTOSO__REGISTRIES",

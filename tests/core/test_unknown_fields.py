@@ -11,7 +11,7 @@ import pytest
 from shared.core.request import APP_FIELDS, Rejected, parse_request
 from tests.refresh.test_tracked import SETTINGS
 
-PRODUCER_FIELDS = ("credential, id, mode, password, source, sourceRegistry, target, targetTags, "
+PRODUCER_FIELDS = ("credential, id, mode, password, referrers, source, sourceRegistry, target, targetTags, "
                    "untaggedTargetRepositories, username, version")
 
 
