@@ -205,8 +205,8 @@ class StatusStore:
         the new request's fingerprint; the history is kept. None when the row changed meanwhile."""
         return self.replace(row.moved(
             State.RECEIVED, reason=reason, attempts=0, kind="", code="", checks=0, poll_failures="", operation="",
-            operation_started_at="", first_attempt_at="", carrier="", digest="", fingerprint=fingerprint(request),
-            **request_fields(request)))
+            operation_started_at="", first_attempt_at="", carrier="", digest="", referrers="", referrer_digests="",
+            fingerprint=fingerprint(request), **request_fields(request)))
 
     def pin(self, row: StatusRecord, message_id: str) -> None:
         """Name the message just sent as the request's carrier, unless the row moved on meanwhile (then that

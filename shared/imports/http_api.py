@@ -67,6 +67,8 @@ def status_body(record: StatusRecord) -> dict[str, Any]:
         "untaggedTargetRepositories": record.untagged_target_repositories, "mode": record.mode,
         "reason": record.reason, "kind": record.kind, "code": record.code, "attempts": record.attempts,
         "digest": record.digest or None, "platforms": record.platforms, "checks": record.checks,
+        "referrers": record.referrers or None,
+        "referrerDigests": [d for d in record.referrer_digests.split(",") if d] if record.referrer_digests else [],
         "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
     }
 
