@@ -794,7 +794,7 @@ def _tag_schema(h: _Handler) -> None:
 
 
 @_kind("referrers-tag-plain-image", "referrers-tag", "no referrers API; the `sha256-<hex>` tag is a plain image "
-       "manifest, not an index")
+       "manifest, not an index (the spec: the client SHOULD then assume no referrers; the app says so)")
 def _tag_plain_image(h: _Handler) -> None:
     image = _canonical({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -1063,6 +1063,7 @@ def main() -> None:
     print(f"hostile registry on {registry.base} ({len(KINDS)} kinds); recorders {registry.recorder_https} "
           f"and {registry.recorder_http}")
     print(f"REGISTRY_ENDPOINTS entries:\n{registry.endpoints_setting()}")
+    print(f"and for the {len(REFERRER_KINDS)} referrer kinds:\n{registry.endpoints_setting(REFERRER_KINDS)}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -18,9 +18,11 @@ What one signed image holds (`seed_signed`):
 Where the registry has no referrers API (the private registry and MCR: plain docker-registry 2.8) the referrers
 tag schema is written too, as an OCI 1.1 client does on such a registry: per subject, a tag `sha256-<hex>`
 holding an OCI index of its referrers' descriptors (with artifactType and annotations), merged with what the
-tag already lists (OCI distribution-spec v1.1, "Pushing Manifests with Subject": "if the referrers API
-returns a 404, the client MUST fall back to pulling the referrers tag schema ... update ... push the updated
-index"). Docker Hub (through dev/hub_front.py) and the ACR stand-in serve the API from what is stored.
+tag already lists, no duplicates (OCI distribution-spec v1.1, "Pushing Manifests with Subject": on a registry
+without the API the pushing client pulls the tag's index, appends the new descriptor unless it is there, and
+pushes the index back; on the reading side, "If the referrers API returns a 404, the client MUST fallback to
+pulling the referrers tag schema"; notation's `--force-referrers-tag` and go-containerregistry do the same).
+Docker Hub (through dev/hub_front.py) and the ACR stand-in serve the API from what is stored.
 
 The signatures are well-formed but not verifiable: no trust policy runs here and the app copies bytes; what
 matters is that every artifact is deterministic (re-seeding adds nothing) and distinct per image.
