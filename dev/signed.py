@@ -13,7 +13,8 @@ What one signed image holds (`seed_signed`):
 - an in-toto attestation on the amd64 manifest (artifactType `application/vnd.in-toto+json`);
 - cosign's tag convention: `sha256-<index hex>.sig` holding a simple-signing manifest (layer
   `application/vnd.dev.cosign.simplesigning.v1+json`, annotation `dev.cosignproject.cosign/signature`);
-  no `subject`: cosign finds it by the tag name alone.
+  and cosign's attestation under `sha256-<index hex>.att` (a DSSE envelope, layer
+  `application/vnd.dsse.envelope.v1+json`); no `subject`: cosign finds them by the tag name alone.
 
 Where the registry has no referrers API (the private registry and MCR: plain docker-registry 2.8) the referrers
 tag schema is written too, as an OCI 1.1 client does on such a registry: per subject, a tag `sha256-<hex>`
@@ -58,6 +59,8 @@ SPDX = "application/spdx+json"
 IN_TOTO = "application/vnd.in-toto+json"
 COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_ATTESTATION = "application/vnd.dsse.envelope.v1+json"
+COSIGN_PREDICATE_ANNOTATION = "predicateType"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -98,7 +101,12 @@ class SignedImage:
 
     @property
     def cosign_tag(self) -> str:
+        """cosign's signature tag, `sha256-<index hex>.sig` (its attestation: `.att`)."""
         return cosign_tag(self.digest)
+
+    @property
+    def cosign_tags(self) -> list[str]:
+        return [r.tag for r in self.referrers if r.tag]
 
     def referrers_of(self, subject: str) -> list[Referrer]:
         """What the referrers API (or the tag schema) lists for `subject`: artifacts with a `subject` only."""
@@ -289,6 +297,26 @@ def _cosign(pusher: _Pusher, image: str, index: dict[str, Any]) -> Referrer:
     return Referrer(digest, COSIGN_SIMPLESIGNING, index["digest"], size, tag=tag, has_subject=False)
 
 
+def _cosign_attestation(pusher: _Pusher, image: str, index: dict[str, Any]) -> Referrer:
+    """cosign's `attest`: an in-toto statement in a DSSE envelope under `sha256-<hex>.att` (no subject)."""
+    statement = seed._canonical({
+        "_type": "https://in-toto.io/Statement/v1", "predicateType": "https://slsa.dev/provenance/v1",
+        "subject": [{"name": image, "digest": {"sha256": index["digest"].partition(":")[2]}}],
+        "predicate": {"buildDefinition": {"buildType": "https://acr-importer.local/seed"}}})
+    envelope = seed._canonical({"payloadType": "application/vnd.in-toto+json", "payload": _b64(statement),
+                                "signatures": [{"keyid": "", "sig": _b64(hashlib.sha256(statement).digest())}]})
+    config = pusher.blob(seed._canonical({
+        "architecture": "", "os": "", "created": "0001-01-01T00:00:00Z", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [oci.sha256_digest(envelope)]},
+        "history": [{"created": "0001-01-01T00:00:00Z"}]}), OCI_CONFIG)
+    layer = pusher.blob(envelope, COSIGN_ATTESTATION,
+                        {COSIGN_PREDICATE_ANNOTATION: "https://slsa.dev/provenance/v1"})
+    tag = cosign_tag(index["digest"], "att")
+    digest, size = pusher.manifest({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": config,
+                                    "layers": [layer]}, tag=tag)
+    return Referrer(digest, COSIGN_ATTESTATION, index["digest"], size, tag=tag, has_subject=False)
+
+
 def _descriptor(pusher: _Pusher, referrer: Referrer) -> dict[str, Any]:
     """A referrer as the referrers API and the tag schema list it: with artifactType and its annotations."""
     manifest = json.loads(pusher.oci.get_manifest(pusher.repo, referrer.digest).body)
@@ -322,7 +350,8 @@ def seed_signed(spec: SignedSpec) -> SignedImage:
     sbom_signature = _signature(pusher, _subject(sbom.digest, sbom.size, oci.OCI_MANIFEST))
     attestation = _attestation(pusher, reference, _subject(amd64.digest, len(amd64.body), amd64.media_type))
     cosigned = _cosign(pusher, reference, index)
-    referrers = [signature, sbom, sbom_signature, attestation, cosigned]
+    cosign_attested = _cosign_attestation(pusher, reference, index)
+    referrers = [signature, sbom, sbom_signature, attestation, cosigned, cosign_attested]
     tag_schema = not has_referrers_api(pusher.spec)
     if tag_schema:
         _write_tag_schema(pusher, referrers)

@@ -36,7 +36,7 @@ def test_the_seeded_names_are_the_documented_ones(seeded):
 
 
 @pytest.mark.parametrize("repo", ["acme/signed", "team/signed", "signed", "acme/signed-broken"])
-def test_a_signed_image_is_a_two_platform_index_with_five_artifacts(seeded, repo):
+def test_a_signed_image_is_a_two_platform_index_with_six_artifacts(seeded, repo):
     image = seeded[repo]
     index = manifest(image, image.tag)
     assert oci.sha256_digest(seed.admin_client(image.registry).get_manifest(image.repo, image.tag).body) \
@@ -47,6 +47,8 @@ def test_a_signed_image_is_a_two_platform_index_with_five_artifacts(seeded, repo
     assert [r.artifact_type for r in image.referrers_of(sbom.digest)] == [signed.NOTARY_SIGNATURE]
     assert [r.artifact_type for r in image.referrers_of(image.platforms["linux/amd64"])] == [signed.IN_TOTO]
     assert image.referrers_of(image.platforms["linux/arm64"]) == []
+    assert image.cosign_tags == [image.cosign_tag, image.cosign_tag.removesuffix(".sig") + ".att"]
+    assert len(image.referrers) == 6
 
 
 @pytest.mark.parametrize("repo", ["acme/signed", "team/signed", "signed"])
@@ -80,6 +82,8 @@ def test_cosign_finds_its_signature_by_tag(seeded, repo):
     assert signed.COSIGN_SIGNATURE_ANNOTATION in layer["annotations"]
     payload = json.loads(seed.admin_client(image.registry).get_blob(image.repo, layer["digest"]))
     assert payload["critical"]["image"]["docker-manifest-digest"] == image.digest
+    [attestation] = manifest(image, image.cosign_tags[1])["layers"]
+    assert attestation["mediaType"] == signed.COSIGN_ATTESTATION and "predicateType" in attestation["annotations"]
 
 
 def test_the_private_registry_lists_referrers_in_the_tag_schema(seeded):
@@ -98,7 +102,7 @@ def test_the_private_registry_lists_referrers_in_the_tag_schema(seeded):
 def test_registries_with_the_referrers_api_get_no_tag_schema(seeded, repo):
     image = seeded[repo]
     tags = seed.admin_client(image.registry).list_tags(image.repo)
-    assert sorted(tags) == sorted([image.tag, image.cosign_tag])
+    assert sorted(tags) == sorted([image.tag, *image.cosign_tags])
 
 
 def test_the_broken_image_lacks_its_sbom_layer_only(seeded):
