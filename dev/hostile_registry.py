@@ -14,6 +14,15 @@ whatever reaches them is kept, and `credentials_received()` lists the requests t
 (Authorization, Cookie, a password or a token in the query or body). A client that keeps its credentials
 with their registry leaves that list empty.
 
+Referrers (issue 16): REFERRER_KINDS, kept apart from KINDS (whose cases run through the refresh, which reads no
+referrers), attack the OCI 1.1 referrers API (`GET /v2/<repo>/referrers/<digest>`, spoils `referrers`) and the
+referrers tag schema fallback (`GET /v2/<repo>/manifests/sha256-<hex>`, spoils `referrers-tag`; those kinds
+answer the referrers API with 404, as docker-registry 2.8 does, so a client falls back). Both reads are
+challenged first, so a client carries its token when a kind redirects or links elsewhere. Otherwise a kind
+is a registry whose image (the empty index, DIGEST) has one referrer, a Notary signature (SIGNATURE_DIGEST),
+served with its blobs. `expect` for them: `problem`, the image's referrers end with a warning naming the
+host (the image itself imports); `ok`, a lie the client copes with: it imports each referrer once and ends.
+
 `python -m dev.hostile_registry` serves it in the foreground and prints REGISTRY_ENDPOINTS entries. Tests
 start it in-process (`HostileRegistry().start()`), on free ports. dev/ never imports shared/.
 """
@@ -51,11 +60,59 @@ DRIP_SECONDS = 0.2     # one byte every DRIP_SECONDS: well inside any per-read t
 DOMAIN = "hostile.example"
 
 
+def _canonical(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# The image's one well-formed referrer: a Notary signature with the empty config and a JWS-shaped layer.
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+NOTARY_SIGNATURE = "application/vnd.cncf.notary.signature"
+EMPTY_CONFIG = b"{}"
+ENVELOPE = _canonical({"payload": "e30", "protected": "e30", "signature": "AAAA"})
+
+
+def _signature_on(subject: str) -> bytes:
+    return _canonical({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": NOTARY_SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _sha256(EMPTY_CONFIG), "size": 2},
+        "layers": [{"mediaType": "application/jose+json", "digest": _sha256(ENVELOPE), "size": len(ENVELOPE)}],
+        "subject": {"mediaType": OCI_INDEX, "digest": subject, "size": len(INDEX) if subject == DIGEST else 2}})
+
+
+SIGNATURE = _signature_on(DIGEST)
+SIGNATURE_DIGEST = _sha256(SIGNATURE)
+ELSEWHERE_SIGNATURE = _signature_on("sha256:" + "b" * 64)  # a signature whose subject is another image
+ELSEWHERE_DIGEST = _sha256(ELSEWHERE_SIGNATURE)
+ARTIFACTS = {SIGNATURE_DIGEST: SIGNATURE, ELSEWHERE_DIGEST: ELSEWHERE_SIGNATURE}
+BLOBS = {_sha256(EMPTY_CONFIG): EMPTY_CONFIG, _sha256(ENVELOPE): ENVELOPE}
+HUGE_REFERRERS = 100_000
+
+
+def referrer_descriptor(digest: str, body: bytes, media_type: str = OCI_MANIFEST,
+                        artifact_type: Any = NOTARY_SIGNATURE) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": digest, "size": len(body), "artifactType": artifact_type}
+
+
+def referrers_index(manifests: Any) -> bytes:
+    """A referrers API answer (or a tag-schema index) whose `manifests` is whatever it is given."""
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
+
+
+SIGNATURE_DESCRIPTOR = referrer_descriptor(SIGNATURE_DIGEST, SIGNATURE)
+TAG_SCHEMA_TAG = "sha256-" + DIGEST.removeprefix("sha256:")
+
+
 @dataclass(frozen=True)
 class Kind:
     """One hostile behaviour. `spoils`: which read goes wrong (base | tags | manifest | token | exchange |
-    acr-token | tls). `expect`: what a client that fails closed ends with: a `problem` recorded for the
-    image, a `backoff` (HTTP 429), or `ok` (a lie the client must tolerate: the image refreshes)."""
+    acr-token | tls | referrers | referrers-tag). `expect`: what a client that fails closed ends with: a
+    `problem` recorded for the image, a `backoff` (HTTP 429), or `ok` (a lie the client must tolerate: the
+    image refreshes); for referrer kinds see the module docstring."""
 
     name: str
     spoils: str
@@ -75,11 +132,14 @@ class Kind:
 
 
 KINDS: list[Kind] = []
+REFERRER_KINDS: list[Kind] = []
+REFERRER_SPOILS = ("referrers", "referrers-tag")
 
 
 def _kind(name: str, spoils: str, behaviour: str, *, identity: bool = False, expect: str = "problem"):
     def register(answer: Callable[[_Handler], None] | None) -> Callable[[_Handler], None] | None:
-        KINDS.append(Kind(name, spoils, behaviour, answer, identity, expect))
+        (REFERRER_KINDS if spoils in REFERRER_SPOILS else KINDS).append(
+            Kind(name, spoils, behaviour, answer, identity, expect))
         return answer
 
     return register
@@ -165,8 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
             return "base"
         if rest.startswith("/v2/") and "/tags/list" in rest:
             return "tags"
+        if rest.startswith("/v2/") and "/referrers/" in rest:
+            return "referrers"
+        if rest.startswith("/v2/") and "/manifests/" in rest and _is_tag_schema_tag(rest.rsplit("/", 1)[-1]):
+            return "referrers-tag"
         if rest.startswith("/v2/") and "/manifests/" in rest:
             return "manifest"
+        if rest.startswith("/v2/") and "/blobs/" in rest:
+            return "blob"
         if rest.startswith("/oauth2/exchange"):
             return "exchange"
         if rest.startswith("/oauth2/token"):
@@ -174,6 +240,14 @@ class _Handler(BaseHTTPRequestHandler):
         if rest.startswith("/token"):
             return "token"
         return "other"
+
+    @property
+    def reference(self) -> str:
+        """The last path segment: a manifest's tag or digest, a blob's digest, the referrers' subject."""
+        return self.rest.rsplit("/", 1)[-1]
+
+    def index(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.reply(200, body, {"Content-Type": OCI_INDEX, **(headers or {})})
 
     # well-behaved registry
     def normal(self, operation: str) -> None:
@@ -189,9 +263,19 @@ class _Handler(BaseHTTPRequestHandler):
                       self.challenge())
         elif operation == "tags":
             self.json(200, {"name": REPOSITORY, "tags": [TAG]})
+        elif operation == "manifest" and self.reference in ARTIFACTS:
+            body = ARTIFACTS[self.reference]
+            self.reply(200, body, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": self.reference})
         elif operation == "manifest":
             self.reply(200, INDEX, {"Content-Type": "application/vnd.oci.image.index.v1+json",
                                     "Docker-Content-Digest": DIGEST})
+        elif operation == "blob" and self.reference in BLOBS:
+            self.reply(200, BLOBS[self.reference], {"Content-Type": "application/octet-stream",
+                                                    "Docker-Content-Digest": self.reference})
+        elif operation == "referrers":
+            self.index(referrers_index([SIGNATURE_DESCRIPTOR] if self.reference == DIGEST else []))
+        elif operation == "referrers-tag":
+            self.json(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
         else:
             self.json(404, {"errors": [{"code": "NOT_FOUND", "message": "no such thing"}]})
 
@@ -204,8 +288,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.kind = self.server.kinds.get(name)
         self.rest = "/" + (rest[0] if rest else "")
         operation = self.operation()
-        if self.kind is not None and self.kind.answer is not None and self.kind.spoils == operation:
+        spoiled = self.kind is not None and self.kind.answer is not None and self.kind.spoils == operation
+        if spoiled and operation in REFERRER_SPOILS and not self.authorised():
+            self.normal(operation)  # the challenge: the client then holds a token when it is led astray
+        elif spoiled:
+            assert self.kind is not None and self.kind.answer is not None
             self.kind.answer(self)
+        elif self.kind is not None and self.kind.spoils == "referrers-tag" and operation == "referrers":
+            self.reply(404, b"404 page not found\n", {"Content-Type": "text/plain; charset=utf-8"})
         else:
             self.normal(operation)
 
@@ -580,7 +670,168 @@ for _name, _why in [
 ]:
     _kind(_name, "tls", _why)(None)
 
-KINDS_BY_NAME = {k.name: k for k in KINDS}
+# Referrers (REFERRER_KINDS): the OCI 1.1 referrers API, then the tag schema fallback.
+def _is_tag_schema_tag(ref: str) -> bool:
+    """`sha256-<64 hex>`: the referrers tag schema's tag for a subject (not cosign's `.sig` and friends)."""
+    hexpart = ref.removeprefix("sha256-")
+    return ref.startswith("sha256-") and len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart)
+
+
+_HUGE: dict[str, bytes] = {}
+
+
+def huge_referrers_index() -> bytes:
+    """HUGE_REFERRERS well-formed descriptors, each of a different (absent) signature: about 17 MB."""
+    if "index" not in _HUGE:
+        _HUGE["index"] = referrers_index([
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
+             "size": 700, "artifactType": NOTARY_SIGNATURE} for i in range(HUGE_REFERRERS)])
+    return _HUGE["index"]
+
+
+for _name, _manifests, _why in [
+    ("referrers-manifests-object", SIGNATURE_DESCRIPTOR, '"manifests" is an object, not a list'),
+    ("referrers-manifests-string", SIGNATURE_DIGEST, '"manifests" is a string (a digest)'),
+    ("referrers-manifests-null", None, '"manifests" is null'),
+    ("referrers-descriptor-not-object", [SIGNATURE_DIGEST, 7, None, [SIGNATURE_DESCRIPTOR]],
+     "descriptors that are a string, a number, null and a list"),
+    ("referrers-digest-number", [{**SIGNATURE_DESCRIPTOR, "digest": 12345}], "a descriptor whose digest is a number"),
+    ("referrers-digest-not-digest",
+     [{**SIGNATURE_DESCRIPTOR, "digest": d} for d in ("latest", "sha256:../../../etc/passwd", "md5:" + "a" * 32,
+                                                       "sha256:" + "A" * 64, "sha256:" + "a" * 50_000)],
+     "digests that are not digests: a tag, a path, md5, upper-case hex, 50,000 characters"),
+    ("referrers-artifact-type-number", [{**SIGNATURE_DESCRIPTOR, "artifactType": 42}], "artifactType is a number"),
+    ("referrers-size-lies", [{**SIGNATURE_DESCRIPTOR, "size": -1}, {**SIGNATURE_DESCRIPTOR, "size": 10**30}],
+     "the signature listed with size -1 and 10^30"),
+]:
+    _static(_name, "referrers", _why, 200, {"Content-Type": OCI_INDEX}, referrers_index(_manifests))
+
+_static("referrers-top-level-array", "referrers", "the answer is a JSON array of descriptors", 200,
+        {"Content-Type": OCI_INDEX}, json.dumps([SIGNATURE_DESCRIPTOR]))
+_static("referrers-not-json", "referrers", "200 with an HTML page", 200, {"Content-Type": "text/html"},
+        "<html><body>Welcome to nginx!</body></html>")
+_static("referrers-media-type-manifest", "referrers", "200 with an image manifest (Content-Type and body), not an "
+        "index", 200, {"Content-Type": OCI_MANIFEST}, SIGNATURE)
+_static("referrers-media-type-html", "referrers", "200 with a well-formed referrers index served as text/html", 200,
+        {"Content-Type": "text/html"}, referrers_index([SIGNATURE_DESCRIPTOR]))
+_static("referrers-wrong-subject", "referrers", "lists a signature whose manifest names another subject", 200,
+        {"Content-Type": OCI_INDEX}, referrers_index([referrer_descriptor(ELSEWHERE_DIGEST, ELSEWHERE_SIGNATURE)]))
+
+
+@_kind("referrers-huge-index", "referrers", f"one index of {HUGE_REFERRERS:,} descriptors")
+def _referrers_huge(h: _Handler) -> None:
+    h.index(huge_referrers_index())
+
+
+@_kind("referrers-self-subject", "referrers", "every subject is listed as its own referrer (beside the signature)",
+       expect="ok")
+def _referrers_self(h: _Handler) -> None:
+    itself = referrer_descriptor(h.reference, INDEX, OCI_INDEX)
+    h.index(referrers_index([itself, SIGNATURE_DESCRIPTOR] if h.reference == DIGEST else [itself]))
+
+
+@_kind("referrers-cycle", "referrers", "a cycle: the image's referrer is the signature, the signature's referrer "
+       "is the image (A -> B -> A)", expect="ok")
+def _referrers_cycle(h: _Handler) -> None:
+    if h.reference == DIGEST:
+        h.index(referrers_index([SIGNATURE_DESCRIPTOR]))
+    elif h.reference == SIGNATURE_DIGEST:
+        h.index(referrers_index([referrer_descriptor(DIGEST, INDEX, OCI_INDEX)]))
+    else:
+        h.index(referrers_index([]))
+
+
+def _referrers_page(h: _Handler, link: str) -> None:
+    h.index(referrers_index([SIGNATURE_DESCRIPTOR] if h.reference == DIGEST else []), {"Link": f'<{link}>; rel="next"'})
+
+
+@_kind("referrers-link-loop", "referrers", "the next page (Link header) is the page itself")
+def _referrers_loop(h: _Handler) -> None:
+    _referrers_page(h, f"/{h.kind.name}{h.rest}")
+
+
+@_kind("referrers-link-cycle", "referrers", "page A links to B, B links back to A")
+def _referrers_link_cycle(h: _Handler) -> None:
+    other = "b" if "page=b" not in h.path else "a"
+    _referrers_page(h, f"/{h.kind.name}{h.rest}?page={other}")
+
+
+@_kind("referrers-endless-pages", "referrers", "every page links to a new next page")
+def _referrers_endless(h: _Handler) -> None:
+    page = int((parse_qs(urlsplit(h.path).query).get("page") or ["0"])[0] or 0)
+    _referrers_page(h, f"/{h.kind.name}{h.rest}?page={page + 1}")
+
+
+@_kind("referrers-link-other-host", "referrers", "the next page is on another host (the recorder): cross-origin")
+def _referrers_link_away(h: _Handler) -> None:
+    _referrers_page(h, f"{h.server.recorder_https}/v2/{REPOSITORY}/referrers/{h.reference}?page=2")
+
+
+@_kind("referrers-redirect-other-host", "referrers", "redirects to another host (the recorder)")
+def _referrers_away(h: _Handler) -> None:
+    h.reply(307, b"", {"Location": f"{h.server.recorder_https}/steal{h.rest}"})
+
+
+@_kind("referrers-stall-mid-body", "referrers", "sends the headers and half the index, then never the rest")
+def _referrers_stall(h: _Handler) -> None:
+    body = referrers_index([SIGNATURE_DESCRIPTOR])
+    h.raw(f"HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+          + body[: len(body) // 2])
+    h.stall()
+
+
+@_kind("referrers-drip-body", "referrers", "the index dripped one byte every 0.2 s")
+def _referrers_drip(h: _Handler) -> None:
+    h.drip(f"HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: 1000000\r\n\r\n".encode()
+           + b'{"manifests": [', b" ")
+
+
+# The tag schema: no referrers API (404), a `sha256-<hex>` tag instead.
+@_kind("referrers-tag-schema", "referrers-tag", "no referrers API; the tag schema's index lists the signature "
+       "(well-formed: the fallback's control case)", expect="ok")
+def _tag_schema(h: _Handler) -> None:
+    h.index(referrers_index([SIGNATURE_DESCRIPTOR] if h.reference == TAG_SCHEMA_TAG else []))
+
+
+@_kind("referrers-tag-plain-image", "referrers-tag", "no referrers API; the `sha256-<hex>` tag is a plain image "
+       "manifest, not an index (the spec: the client SHOULD then assume no referrers; the app says so)")
+def _tag_plain_image(h: _Handler) -> None:
+    image = _canonical({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": _sha256(EMPTY_CONFIG), "size": 2},
+                        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                    "digest": _sha256(ENVELOPE), "size": len(ENVELOPE)}]})
+    h.reply(200, image, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": _sha256(image)})
+
+
+@_kind("referrers-tag-manifests-object", "referrers-tag", 'no referrers API; the tag\'s index has "manifests" as '
+       "an object")
+def _tag_manifests_object(h: _Handler) -> None:
+    h.index(referrers_index(SIGNATURE_DESCRIPTOR))
+
+
+@_kind("referrers-tag-huge-index", "referrers-tag", f"no referrers API; the tag's index lists {HUGE_REFERRERS:,} "
+       "descriptors")
+def _tag_huge(h: _Handler) -> None:
+    h.index(huge_referrers_index())
+
+
+@_kind("referrers-tag-redirect-other-host", "referrers-tag", "no referrers API; the tag redirects to another host "
+       "(the recorder)")
+def _tag_away(h: _Handler) -> None:
+    h.reply(307, b"", {"Location": f"{h.server.recorder_https}/steal{h.rest}"})
+
+
+@_kind("referrers-tag-stall-mid-body", "referrers-tag", "no referrers API; the tag's index stops half-way and "
+       "stalls")
+def _tag_stall(h: _Handler) -> None:
+    body = referrers_index([SIGNATURE_DESCRIPTOR])
+    h.raw(f"HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+          + body[: len(body) // 2])
+    h.stall()
+
+
+KINDS_BY_NAME = {k.name: k for k in (*KINDS, *REFERRER_KINDS)}
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -812,6 +1063,7 @@ def main() -> None:
     print(f"hostile registry on {registry.base} ({len(KINDS)} kinds); recorders {registry.recorder_https} "
           f"and {registry.recorder_http}")
     print(f"REGISTRY_ENDPOINTS entries:\n{registry.endpoints_setting()}")
+    print(f"and for the {len(REFERRER_KINDS)} referrer kinds:\n{registry.endpoints_setting(REFERRER_KINDS)}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -321,6 +321,11 @@ class RegistryClient:
                       headers={"Content-Type": "application/octet-stream"})
         return digest
 
+    def delete_blob(self, repo: str, digest: str) -> None:
+        """Unlink a blob from a repository (docker-registry with delete enabled): the manifests naming it stay."""
+        self._request("DELETE", f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:delete",
+                      f"DELETE blob {repo}@{digest}", ok=(202,))
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Link a blob from another repository of this registry without copying; False when refused."""
         scope = f"{push_scope(repo)} {pull_scope(from_repo)}"

@@ -230,8 +230,14 @@ def seed_image(item: SeedImage, *, version: int = 1) -> list[Seeded]:
 
 
 def seed_world() -> list[Seeded]:
-    """Push every seed scenario (idempotent: the content is deterministic)."""
-    return [seeded for item in SEED_IMAGES for seeded in seed_image(item)]
+    """Push every seed scenario and the signed images with their referrers (dev/signed.py), idempotent: the
+    content is deterministic. A signed image appears here by its tag and index digest; `signed.seed_signed`
+    returns its referrers too."""
+    from dev import signed  # it builds on this module
+
+    plain = [seeded for item in SEED_IMAGES for seeded in seed_image(item)]
+    return plain + [Seeded(image.registry, image.repo, image.tag, image.digest, oci.OCI_INDEX,
+                           list(image.platforms)) for image in signed.seed_signed_world()]
 
 
 def main() -> int:
