@@ -24,6 +24,7 @@ Docker-Content-Digest, so following would only let a registry point the app's re
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import math
@@ -433,6 +434,9 @@ class RegistryClient:
         answer = self._manifest("GET", host, repository, reference, auth, what)
         if answer is None:
             return None
+        if not answer.headers.get("Docker-Content-Digest", "").strip():  # optional: the body names itself
+            answer = _Answer(answer.status, answer.reason, {**answer.headers, "Docker-Content-Digest":
+                             "sha256:" + hashlib.sha256(answer.body).hexdigest()}, answer.body, answer.url)
         head = self._head_of(host, answer, what)
         document = self._json(host, answer, what)
         if not isinstance(document, dict):
@@ -460,6 +464,11 @@ class RegistryClient:
                 if answer.status in NO_REFERRERS_API and url == first:
                     return None
                 self._expect_ok(host, answer, what)
+                media_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if media_type != OCI_INDEX:
+                    raise RegistryError(host, answer.status, "MALFORMED", f"{what}: answered "
+                                                                          f"{_clean(media_type, 60)!r}, not an "
+                                                                          "OCI image index")
                 document = self._json(host, answer, what)
                 found.extend(index_entries(host, document, what, status=answer.status))
                 if len(found) > MAX_DESCRIPTORS:
@@ -884,7 +893,6 @@ def index_entries(host: str, document: Any, what: str, *, status: int = 200) -> 
     """The `manifests` of an image index, each checked: an object with a digest, text where the spec has
     text. A registry answering anything else is a RegistryError naming the first wrong entry."""
     entries = document.get("manifests", "missing") if isinstance(document, dict) else "not an object"
-    entries = [] if entries is None else entries
     if not isinstance(entries, list):
         raise RegistryError(host, status, "MALFORMED", f"{what}: not an image index (no manifests list)")
     if len(entries) > MAX_DESCRIPTORS:
@@ -894,6 +902,10 @@ def index_entries(host: str, document: Any, what: str, *, status: int = 200) -> 
         digest = entry.get("digest") if isinstance(entry, dict) else None
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}] has no digest")
+        size = entry.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BODY_BYTES:
+            raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}] has a size that is not a "
+                                                           f"manifest's (0 to {MAX_BODY_BYTES} bytes)")
         media_type, artifact_type = entry.get("mediaType", ""), entry.get("artifactType", "")
         if not isinstance(media_type, str) or not isinstance(artifact_type, str):
             raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}]: a media type is not text")

@@ -126,8 +126,8 @@ def _referrers_of(client: RegistryClient, host: str, repository: str, subject: s
 
 
 def _admitted(state: _State, referrer: Referrer) -> list[Referrer]:
-    if referrer.digest in state.seen and not referrer.tag:
-        return []
+    if referrer.digest == referrer.subject or (referrer.digest in state.seen and not referrer.tag):
+        return []  # a manifest naming itself, or one found before (a cycle, or listed twice)
     if not state.choice.admits(referrer.artifact_type):
         state.skipped += 1
         return []
