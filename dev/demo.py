@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from dev import layout, oci, seed, stack
+from dev import layout, oci, seed, signed, stack
 from dev.app_settings import create_app_queues, local_app_settings
 
 WAIT_SECONDS = 180
@@ -27,6 +27,7 @@ class Scenario:
     request: dict
     source: tuple[str, str, str]           # (registry host, repository, tag) of what should arrive
     target: tuple[str, str]                # (repository, tag or digest) in the target ACR
+    signed: signed.SignedSpec | None = None  # a signed image: its referrers must arrive too
 
 
 def scenarios(seeded: list[seed.Seeded]) -> list[Scenario]:
@@ -67,6 +68,10 @@ def scenarios(seeded: list[seed.Seeded]) -> list[Scenario]:
                  {"source": f"{layout.OTHER_SUB_ACR.login_server}/sourcerepo/image:tag", "targetTags": ["image:tag"],
                   "credential": "sp", **mode},
                  (layout.OTHER_SUB_ACR.login_server, "sourcerepo/image", "tag"), ("image", "tag")),
+        Scenario("signed multi-arch image with referrers",
+                 {"source": "docker.io/acme/signed:1.0", "targetTags": ["signed:1.0"], "credential": "dockerhub",
+                  **mode},
+                 ("docker.io", "acme/signed", "1.0"), ("signed", "1.0"), signed.SignedSpec("docker.io", "acme/signed")),
         Scenario("digest import (untagged)",
                  {"source": f"{layout.SOURCE_ACR.login_server}/aci-helloworld@{aci.digest}"},
                  (layout.SOURCE_ACR.login_server, "aci-helloworld", "latest"), ("aci-helloworld", aci.digest)),
@@ -144,6 +149,9 @@ def main() -> int:
             rows.append((scenario.name, record.state.value if record else "missing", target,
                          digest[:19] + "…" if digest else "-", platforms or problem))
         print_table(("request", "state", "target", "digest", "platforms copied"), rows)
+        for request_id, scenario in sent.items():
+            if scenario.signed is not None:
+                ok_all &= show_referrers(scenario, records.get(request_id))
         print("\nAll imports verified against the target registry." if ok_all else
               "\nSome imports did not arrive as expected (see above).")
         return 0 if ok_all else 1
@@ -151,6 +159,29 @@ def main() -> int:
         if runner is not None:
             runner.stop()
         stack.down(started)
+
+
+def show_referrers(scenario: Scenario, record) -> bool:
+    """The referrers that came along with a signed image, read back from the target; True when all did."""
+    assert scenario.signed is not None
+    image = signed.seed_signed(scenario.signed)  # already there: describes what the source holds
+    target = seed.admin_client(layout.TARGET_ACR.login_server)
+    repository = scenario.target[0]
+    names = {image.digest: "the index", **{d: p for p, d in image.platforms.items()},
+             **{r.digest: f"the {r.artifact_type.rsplit('/', 1)[-1]}" for r in image.referrers}}
+    rows, arrived = [], True
+    for referrer in image.referrers:
+        head = target.head_manifest(repository, referrer.tag or referrer.digest)
+        here = head is not None and head.digest == referrer.digest
+        arrived &= here
+        rows.append((referrer.artifact_type, referrer.digest[:19] + "…", names.get(referrer.subject, "?"),
+                     referrer.tag[:19] + "…" if referrer.tag else "(untagged)", "yes" if here else "MISSING"))
+    print(f"\nReferrers that came along with {scenario.request['source']} "
+          f"(the ACR import API copies none of them; the app imported each):")
+    print_table(("artifact type", "digest", "refers to", "tag", "in target"), rows)
+    if record is not None:
+        print(f"status row: referrers: {record.referrers or '-'}")
+    return arrived
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
