@@ -361,3 +361,36 @@ def test_az_acr_manifest_list_referrers_shows_what_the_target_holds(az):
     recursive = json.loads(az("acr", "manifest", "list-referrers", "-r", TARGET.name, "-n", spec, "--recursive",
                               "--output", "json", proxied=True).stdout)
     assert {m["digest"] for m in recursive["manifests"]} == {signature.digest, sbom.digest, on_sbom.digest}
+
+
+def _store(root, repo: str, body: bytes) -> str:
+    """A manifest as docker-registry's filesystem driver keeps it: the blob, and the repository's link."""
+    digest = oci.sha256_digest(body)
+    hexdigest = digest.partition(":")[2]
+    blob = root / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(body)
+    link = root / "repositories" / repo / "_manifests" / "revisions" / "sha256" / hexdigest / "link"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.write_text(digest)
+    return digest
+
+
+def test_the_index_reads_hundreds_of_manifests_and_forgets_deleted_ones(tmp_path):
+    subject = oci.ManifestInfo("sha256:" + "3" * 64, oci.OCI_MANIFEST, 100)
+    mine = [_store(tmp_path, "app", artifacts.build_artifact(artifacts.SPDX_SBOM, subject, [
+        (artifacts.SPDX_SBOM, str(i).encode())]).manifest) for i in range(150)]
+    for i in range(150):  # images and other subjects' referrers beside them
+        _store(tmp_path, "app", seed.build_image(f"img{i}", ["linux/amd64"]).manifest)
+    _store(tmp_path, "other", artifacts.build_artifact(artifacts.SPDX_SBOM, subject, [
+        (artifacts.SPDX_SBOM, b"elsewhere")]).manifest)
+
+    found = referrers_index.referrers(tmp_path, "app", subject.digest)
+    assert {d["digest"] for d in found} == set(mine)
+    assert referrers_index.referrers(tmp_path, "app", subject.digest, artifacts.NOTARY_SIGNATURE) == []
+
+    deleted = mine[0].partition(":")[2]
+    (tmp_path / "repositories" / "app" / "_manifests" / "revisions" / "sha256" / deleted / "link").unlink()
+    assert len(referrers_index.referrers(tmp_path, "app", subject.digest)) == 149
+    assert referrers_index.answer(tmp_path, "nope", subject.digest, None).status == 404
+    assert referrers_index.answer(tmp_path, "App", subject.digest, None).status == 400
