@@ -14,7 +14,8 @@ The app reads Docker Hub through it (REGISTRY_ENDPOINTS on the stack); ACR impor
 directly, so the counts are the app's own reads.
 
 Control (loopback only): `GET|DELETE /_front/stats`, `POST /_front/faults` `{"status": 429,
-"retry_after": 30, "count": 1}` (count null: until cleared), `DELETE /_front/faults`, `GET /_front/health`.
+"retry_after": 30, "count": 1}` (count null: until cleared), `DELETE /_front/faults`, `POST /_front/referrers`
+`{"page_size": 2}` (null: one page), `GET /_front/health`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class FrontServer(ThreadingHTTPServer):
         self.stats: Counter[str] = Counter()
         self.pulls = 0
         self.fault: dict[str, Any] | None = None
+        self.referrers_page_size: int | None = None  # None: the referrers API answers in one page
         self.session = requests.Session()
         self.session.mount("https://", HTTPAdapter(pool_maxsize=64))
         self.session.verify = str(layout.CA_CERT)
@@ -132,6 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
                 server.fault = {"status": int(fault.get("status", 429)), "retry_after": fault.get("retry_after"),
                                 "count": fault.get("count")}
             self._json(200, server.fault)
+        elif path == "/_front/referrers" and self.command == "POST":
+            page_size = json.loads(self._body() or b"{}").get("page_size")
+            if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+                self._json(400, {"details": "page_size must be a positive integer or null"})
+                return
+            with server.lock:
+                server.referrers_page_size = page_size
+            self._json(200, {"page_size": page_size})
         elif path == "/_front/faults" and self.command == "DELETE":
             with server.lock:
                 server.fault = None
@@ -205,8 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
                         {"Content-Type": "application/json", "WWW-Authenticate": refusal})
             return
         artifact_type = (parse_qs(url.query).get("artifactType") or [""])[0] or None
+        with self.server.lock:
+            page_size = self.server.referrers_page_size
         found = referrers_index.answer(referrers_index.storage_root(layout.DOCKERHUB), repository, digest,
-                                       artifact_type)
+                                       artifact_type, page_size=page_size,
+                                       last=(parse_qs(url.query).get("last") or [""])[0] or None)
         self._reply(found.status, found.encoded(), found.headers)
 
     def _pull_refusal(self, repository: str) -> str | None:
@@ -275,6 +288,11 @@ class FrontControl:
     def reset(self) -> None:
         self._session.delete(f"{base_url()}/_front/stats", timeout=5).raise_for_status()
         self._session.delete(f"{base_url()}/_front/faults", timeout=5).raise_for_status()
+        self.referrers_page_size(None)
+
+    def referrers_page_size(self, size: int | None) -> None:
+        """Pages of `size` referrers with a `Link` to the next (None: one page, the default)."""
+        self._session.post(f"{base_url()}/_front/referrers", json={"page_size": size}, timeout=5).raise_for_status()
 
     def fail(self, status: int = 429, *, retry_after: float | None = None, count: int | None = None) -> None:
         self._session.post(f"{base_url()}/_front/faults", json={"status": status, "retry_after": retry_after,

@@ -14,8 +14,9 @@ manifest's `annotations`; an empty list when none match, also when the subject i
 listed); 400 for a digest of invalid syntax; `?artifactType=` filters and sets `OCI-Filters-Applied:
 artifactType`. A repository the registry does not know is 404 `NAME_UNKNOWN` (the spec's 200 is "assuming a
 repository is found"; a client reads the 404 as "no API", falls back to the referrers tag, finds nothing: the
-same outcome as an empty list). Every referrer comes in one page (no `Link`): the spec asks for a `Link` only
-when the list "cannot be returned in a single manifest".
+same outcome as an empty list). Every referrer comes in one page (no `Link`) unless a page size is set (a
+stand-in setting, for clients' paging paths): the spec asks for a `Link` only when the list "cannot be
+returned in a single manifest", and ACR's page size is not documented.
 
 Storage layout (distribution's `registry/storage/paths.go`, as dev/azure_standin/acr_listing.py reads it):
 `repositories/<name>/_manifests/revisions/sha256/<hex>/link` per manifest (removed on delete), content in
@@ -31,6 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from dev import registries
 
@@ -176,8 +178,14 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")  # distribution's reference grammar
 
 
-def answer(root: Path, repository: str, digest: str, artifact_type: str | None) -> ReferrersAnswer:
-    """The whole API for an authorized caller: 400 (bad name or digest), 404 (unknown repository), else 200."""
+def answer(root: Path, repository: str, digest: str, artifact_type: str | None, *, page_size: int | None = None,
+           last: str | None = None) -> ReferrersAnswer:
+    """The whole API for an authorized caller: 400 (bad name or digest), 404 (unknown repository), else 200.
+
+    `page_size` (a stand-in setting, None by default: one page) cuts the list and adds `Link: </v2/<repo>/
+    referrers/<digest>?last=<digest>&n=<size>[&artifactType=..]>; rel="next"`, the RFC 5988 link the spec asks
+    for when the list does not fit, with the query a client such as az replays as is; `last` (from such a link)
+    starts after that referrer (from the start when it is gone)."""
     if not REPOSITORY_NAME.fullmatch(repository):
         return _error(400, "NAME_INVALID", "invalid repository name", {"name": repository})
     if not valid_digest(digest):
@@ -187,7 +195,16 @@ def answer(root: Path, repository: str, digest: str, artifact_type: str | None) 
     headers = {"Content-Type": OCI_INDEX}
     if artifact_type:
         headers[FILTERS_HEADER] = "artifactType"
-    return ReferrersAnswer(200, referrers_index(referrers(root, repository, digest, artifact_type or None)), headers)
+    found = referrers(root, repository, digest, artifact_type or None)
+    if last:
+        position = next((i for i, d in enumerate(found) if d["digest"] == last), -1)
+        found = found[position + 1:]
+    if page_size is not None and len(found) > page_size:
+        found = found[:page_size]
+        query = {"last": found[-1]["digest"], "n": str(page_size)} | (
+            {"artifactType": artifact_type} if artifact_type else {})
+        headers["Link"] = f'</v2/{repository}/referrers/{digest}?{urlencode(query)}>; rel="next"'
+    return ReferrersAnswer(200, referrers_index(found), headers)
 
 
 def subject_of(body: bytes) -> str | None:

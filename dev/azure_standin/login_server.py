@@ -119,7 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             return refused
         artifact_type = request.param("artifactType") or None
         found = referrers_index.answer(referrers_index.storage_root(self.server.acr), repository, digest,
-                                       artifact_type)
+                                       artifact_type, page_size=self.server.world.setting("referrers_page_size"),
+                                       last=request.param("last"))
         return Response(found.status, found.encoded(), found.headers)
 
     def _answer(self, url: Any, serve: Any) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import uuid
+from urllib.parse import parse_qsl
 
 import oras.client
 import oras.oci
@@ -115,6 +116,56 @@ def test_the_acr_login_server_lists_what_refers_to_a_digest_with_filters(stack):
 
     head = get_referrers(base, repo, image.digest, token, method="HEAD")
     assert head.status_code == 200 and head.headers["Content-Type"] == INDEX_TYPE and head.content == b""
+
+
+def follow_links(base: str, repo: str, digest: str, token: str, **params: str) -> list[list[str]]:
+    """Pages as az reads them: the same path, the `Link`'s query replayed as parameters."""
+    pages: list[list[str]] = []
+    while True:
+        page = get_referrers(base, repo, digest, token, **params)
+        pages.append(list(listed(page)))
+        if "Link" not in page.headers:
+            return pages
+        link = page.headers["Link"]
+        assert link.startswith(f"</v2/{repo}/referrers/{digest}?") and link.endswith('>; rel="next"')
+        params = dict(parse_qsl(link[1:link.index(">")].split("?", 1)[1]))
+
+
+@pytest.fixture
+def standin_settings(stack):
+    control = StandinControl()
+    yield control
+    control.reset()
+
+
+def test_pages_when_a_page_size_is_set_follow_the_link(standin_settings):
+    repo, client = unique("refs"), login_server_client(TARGET)
+    image = pushed_image(client, repo)
+    kinds = [artifacts.NOTARY_SIGNATURE if i % 2 else artifacts.SPDX_SBOM for i in range(5)]
+    pushed = [artifacts.push_artifact(client, repo, artifacts.build_artifact(
+        kind, image, [("application/octet-stream", bytes([i]))])) for i, kind in enumerate(kinds)]
+    base, token = layout.acr_login_server_url(TARGET), acr_token(TARGET, layout.APP_IDENTITY, f"repository:{repo}:pull")
+    [everything] = follow_links(base, repo, image.digest, token)  # one page by default
+    assert sorted(everything) == sorted(pushed)
+
+    standin_settings.update_settings(referrers_page_size=2)
+    pages = follow_links(base, repo, image.digest, token)
+    assert [len(page) for page in pages] == [2, 2, 1] and [d for page in pages for d in page] == everything
+    signatures = follow_links(base, repo, image.digest, token, artifactType=artifacts.NOTARY_SIGNATURE)
+    assert [len(page) for page in signatures] == [2] and set(signatures[0]) == {pushed[1], pushed[3]}
+
+    front = hub_front.FrontControl()
+    hub_repo = unique("library/refs")
+    hub = seed.admin_client(layout.DOCKERHUB)
+    hub_image = pushed_image(hub, hub_repo)
+    on_hub = [artifacts.push_artifact(hub, hub_repo, artifacts.build_artifact(
+        artifacts.SPDX_SBOM, hub_image, [("application/octet-stream", bytes([i]))])) for i in range(3)]
+    front.referrers_page_size(1)
+    try:
+        hub_pages = follow_links(hub_front.base_url(), hub_repo, hub_image.digest, hub_token(hub_repo))
+    finally:
+        front.referrers_page_size(None)
+    assert [len(page) for page in hub_pages] == [1, 1, 1] and sorted(d for [d] in hub_pages) == sorted(on_hub)
 
 
 def test_a_referrer_is_listed_even_before_its_subject_is_pushed(stack):
@@ -361,6 +412,15 @@ def test_az_acr_manifest_list_referrers_shows_what_the_target_holds(az):
     recursive = json.loads(az("acr", "manifest", "list-referrers", "-r", TARGET.name, "-n", spec, "--recursive",
                               "--output", "json", proxied=True).stdout)
     assert {m["digest"] for m in recursive["manifests"]} == {signature.digest, sbom.digest, on_sbom.digest}
+
+    control = StandinControl()
+    control.update_settings(referrers_page_size=1)  # az follows the Link
+    try:
+        paged = json.loads(az("acr", "manifest", "list-referrers", "-r", TARGET.name, "-n", spec, "--output",
+                              "json", proxied=True).stdout)
+    finally:
+        control.reset()
+    assert [m["digest"] for m in paged["manifests"]] == [m["digest"] for m in shown["manifests"]]
 
 
 def _store(root, repo: str, body: bytes) -> str:
