@@ -2,12 +2,20 @@
 
 It forwards every `/v2/` request to the Docker Hub registry process and adds Docker Hub's
 `ratelimit-limit` / `ratelimit-remaining` headers (manifest GETs count as pulls, HEADs do not, as on
-Docker Hub). It counts requests per method and kind (`HEAD manifests`, `GET tags`, ...), and can be told
-to answer 429 with `Retry-After`. The app reads Docker Hub through it (REGISTRY_ENDPOINTS on the stack);
-ACR imports copy from the registry directly, so the counts are the app's own reads.
+Docker Hub). It counts requests per method and kind (`HEAD manifests`, `GET tags`, `GET referrers`, ...),
+and can be told to answer 429 with `Retry-After`. It serves the OCI 1.1 referrers API
+(`GET /v2/<repo>/referrers/<digest>`), which Docker Hub has served since 2025 (awslabs/soci-snapshotter issue
+#1828: "Docker Hub added support for Referrers API"; dotnet/docker-tools PR #2071 logs `HTTP 200 GET
+https://registry-1.docker.io/v2/.../referrers/sha256:...`) and docker-registry 2.8 does not, from the
+registry's storage (dev/referrers_index.py), authorized as a pull (a token from the Docker Hub token server
+granting `pull` on the repository, else 401 with the registry's Bearer challenge); and answers a manifest PUT
+carrying a `subject` with `OCI-Subject`, as a registry with the API does.
+The app reads Docker Hub through it (REGISTRY_ENDPOINTS on the stack); ACR imports copy from the registry
+directly, so the counts are the app's own reads.
 
 Control (loopback only): `GET|DELETE /_front/stats`, `POST /_front/faults` `{"status": 429,
-"retry_after": 30, "count": 1}` (count null: until cleared), `DELETE /_front/faults`, `GET /_front/health`.
+"retry_after": 30, "count": 1}` (count null: until cleared), `DELETE /_front/faults`, `POST /_front/referrers`
+`{"page_size": 2}` (null: one page), `GET /_front/health`.
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+import jwt
 import requests
 from requests.adapters import HTTPAdapter
 
-from dev import ca, layout
+from dev import ca, layout, referrers_index, tokens
 
 PULL_LIMIT = 100
 WINDOW = "w=21600"
@@ -31,10 +40,10 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 def request_kind(path: str) -> str:
-    """`manifests`, `tags`, `blobs`, `base` (/v2/) or `other`, from a registry API path."""
+    """`manifests`, `tags`, `blobs`, `referrers`, `base` (/v2/) or `other`, from a registry API path."""
     if path.rstrip("/") == "/v2":
         return "base"
-    for kind in ("manifests", "tags", "blobs"):
+    for kind in ("manifests", "tags", "blobs", "referrers"):
         if f"/{kind}/" in path:
             return kind
     return "other"
@@ -67,6 +76,7 @@ class FrontServer(ThreadingHTTPServer):
         self.stats: Counter[str] = Counter()
         self.pulls = 0
         self.fault: dict[str, Any] | None = None
+        self.referrers_page_size: int | None = None  # None: the referrers API answers in one page
         self.session = requests.Session()
         self.session.mount("https://", HTTPAdapter(pool_maxsize=64))
         self.session.verify = str(layout.CA_CERT)
@@ -124,6 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
                 server.fault = {"status": int(fault.get("status", 429)), "retry_after": fault.get("retry_after"),
                                 "count": fault.get("count")}
             self._json(200, server.fault)
+        elif path == "/_front/referrers" and self.command == "POST":
+            page_size = json.loads(self._body() or b"{}").get("page_size")
+            if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+                self._json(400, {"details": "page_size must be a positive integer or null"})
+                return
+            with server.lock:
+                server.referrers_page_size = page_size
+            self._json(200, {"page_size": page_size})
         elif path == "/_front/faults" and self.command == "DELETE":
             with server.lock:
                 server.fault = None
@@ -146,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(fault["status"], json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message":
                         "You have reached your pull rate limit."}]}).encode(), headers)
             return
+        if kind == "referrers" and self.command in ("GET", "HEAD"):
+            self._referrers()
+            return
         headers = {k: ", ".join(self.headers.get_all(k) or []) for k in set(self.headers.keys())
                    if k.lower() not in HOP_BY_HOP}  # Go clients send one Accept line per media type
         try:
@@ -160,6 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
         out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
         if kind == "manifests":
             out.update(self._limit_headers())
+            subject = referrers_index.subject_of(body) if self.command == "PUT" and answer.status_code == 201 else None
+            if subject is not None:
+                out[referrers_index.SUBJECT_HEADER] = subject
         if kind == "tags" and self.command == "GET" and answer.status_code == 200:
             self._reply(200, *paginate_tags(self.path, answer.json(), out))
             return
@@ -171,6 +195,49 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self._reply(answer.status_code, answer.content, out)
+
+    def _referrers(self) -> None:
+        url = urlsplit(self.path)
+        match = referrers_index.REFERRERS_PATH.fullmatch(unquote(url.path))
+        if match is None:
+            self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+            return
+        repository, digest = match.group("repo"), match.group("digest")
+        if not referrers_index.REPOSITORY_NAME.fullmatch(repository):
+            self._json(400, {"errors": [{"code": "NAME_INVALID", "message": "invalid repository name",
+                                         "detail": {"name": repository}}]})
+            return
+        refusal = self._pull_refusal(repository)
+        if refusal is not None:
+            self._reply(401, json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required",
+                                                     "detail": [{"Type": "repository", "Class": "",
+                                                                 "Name": repository, "Action": "pull"}]}]}).encode(),
+                        {"Content-Type": "application/json", "WWW-Authenticate": refusal})
+            return
+        artifact_type = (parse_qs(url.query).get("artifactType") or [""])[0] or None
+        with self.server.lock:
+            page_size = self.server.referrers_page_size
+        found = referrers_index.answer(referrers_index.storage_root(layout.DOCKERHUB), repository, digest,
+                                       artifact_type, page_size=page_size,
+                                       last=(parse_qs(url.query).get("last") or [""])[0] or None)
+        self._reply(found.status, found.encoded(), found.headers)
+
+    def _pull_refusal(self, repository: str) -> str | None:
+        """None when the bearer token grants `pull` on the repository, else the challenge to answer with."""
+        challenge = (f'Bearer realm="{layout.DOCKERHUB_TOKEN_REALM}",service="{layout.DOCKERHUB_SERVICE}",'
+                     f'scope="repository:{repository}:pull"')
+        header = self.headers.get("Authorization", "")
+        if header[:7].lower() != "bearer ":
+            return challenge
+        try:
+            claims = tokens.verify_registry_token(header[7:].strip(), service=layout.DOCKERHUB_SERVICE)
+        except jwt.PyJWTError:
+            return challenge
+        for grant in claims.get("access") or []:
+            if grant.get("type") == "repository" and grant.get("name") == repository and "pull" in (
+                    grant.get("actions") or []):
+                return None
+        return challenge + ',error="insufficient_scope"'
 
     def _limit_headers(self) -> dict[str, str]:
         with self.server.lock:
@@ -213,6 +280,7 @@ class FrontControl:
     def __init__(self) -> None:
         self._session = requests.Session()
         self._session.verify = str(layout.CA_CERT)
+        self._session.trust_env = False  # else REQUESTS_CA_BUNDLE (a system bundle) overrides the stack's CA
 
     def stats(self) -> dict[str, int]:
         return self._session.get(f"{base_url()}/_front/stats", timeout=5).json()["requests"]
@@ -220,6 +288,11 @@ class FrontControl:
     def reset(self) -> None:
         self._session.delete(f"{base_url()}/_front/stats", timeout=5).raise_for_status()
         self._session.delete(f"{base_url()}/_front/faults", timeout=5).raise_for_status()
+        self.referrers_page_size(None)
+
+    def referrers_page_size(self, size: int | None) -> None:
+        """Pages of `size` referrers with a `Link` to the next (None: one page, the default)."""
+        self._session.post(f"{base_url()}/_front/referrers", json={"page_size": size}, timeout=5).raise_for_status()
 
     def fail(self, status: int = 429, *, retry_after: float | None = None, count: int | None = None) -> None:
         self._session.post(f"{base_url()}/_front/faults", json={"status": status, "retry_after": retry_after,

@@ -375,6 +375,22 @@ class _Plan:
     platforms: list[str] = field(default_factory=list)
 
 
+IMAGE_CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
+                                "application/vnd.docker.container.image.v1+json"})
+
+
+def _config_platform(src: RegistryClient, repo: str, config: dict[str, Any]) -> dict[str, Any]:
+    """os/architecture from an image config; an artifact's config (the empty `{}` of OCI 1.1 artifacts, or
+    any media type a tool chose, JSON or not) names no platform and is not read."""
+    if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
+        return {}
+    try:
+        parsed = json.loads(src.get_blob(repo, config["digest"]))
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _plan_copy(src: RegistryClient, repo: str, top: Manifest, max_manifests: int | None) -> _Plan:
     plan = _Plan()
 
@@ -390,10 +406,9 @@ def _plan_copy(src: RegistryClient, repo: str, top: Manifest, max_manifests: int
             for layer in doc.get("layers", []):
                 plan.blobs.setdefault(layer["digest"], layer.get("mediaType", ""))
             if platform is None:
-                platform = json.loads(src.get_blob(repo, config["digest"]))
-            name = platform_name(platform)
-            if name != "unknown/unknown":  # attestation manifests carry no platform
-                plan.platforms.append(name)
+                platform = _config_platform(src, repo, config)
+            if platform.get("os") and platform.get("architecture"):  # attestations and artifacts carry none
+                plan.platforms.append(platform_name(platform))
         plan.manifests[manifest.digest] = manifest
         if max_manifests is not None and len(plan.manifests) > max_manifests:
             raise RegistryError(400, "TOO_MANY_MANIFESTS",

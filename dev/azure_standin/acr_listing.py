@@ -125,12 +125,13 @@ class Storage:
                 and isinstance(parsed.get(key), str)}
 
 
-def authorize(request: Request, acr: layout.AcrSpec, repository: str) -> Response | None:
-    """None when the bearer registry token grants `metadata_read` on the repository, else ACR's 401."""
-    scope = f"repository:{repository}:{METADATA_READ}"
+def authorize(request: Request, acr: layout.AcrSpec, repository: str, action: str = METADATA_READ) -> Response | None:
+    """None when the bearer registry token grants `action` (`metadata_read` for the listing, `pull` for the
+    referrers API) on the repository, else ACR's 401."""
+    scope = f"repository:{repository}:{action}"
     challenge = {"WWW-Authenticate": f'Bearer realm="{layout.acr_token_realm(acr)}",service="{acr.login_server}",'
                                      f'scope="{scope}"'}
-    detail = [{"Type": "repository", "Name": repository, "Action": METADATA_READ}]
+    detail = [{"Type": "repository", "Name": repository, "Action": action}]
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer ":
         return _error(401, "UNAUTHORIZED", "authentication required, visit https://aka.ms/acr/authorization for "
@@ -142,7 +143,7 @@ def authorize(request: Request, acr: layout.AcrSpec, repository: str) -> Respons
                       "more information.", detail, challenge)
     for grant in claims.get("access") or []:
         if (grant.get("type") == "repository" and grant.get("name") == repository
-                and METADATA_READ in (grant.get("actions") or [])):
+                and action in (grant.get("actions") or [])):
             return None
     challenge["WWW-Authenticate"] += ',error="insufficient_scope"'
     return _error(401, "UNAUTHORIZED", "authentication required, visit https://aka.ms/acr/authorization for "

@@ -71,7 +71,8 @@ class StandinControl:
 
     def update_settings(self, **changes: Any) -> dict:
         """retry_after (s), location, manifest_limit, azure_async_operation (bool), data_plane,
-        throttling (bool), throttle_limits ({"reads": [bucket, refill/s], ...})."""
+        throttling (bool), throttle_limits ({"reads": [bucket, refill/s], ...}), referrers_page_size (None: the
+        login servers' referrers API answers in one page; n: pages of n with a `Link`)."""
         return self._call("PUT", "settings", changes)
 
     def add_faults(self, on: str, *rules: dict) -> None:

@@ -7,7 +7,9 @@ and `/oauth2/token` on the registry's `{url}`; azure-cli 2.91's `acr/_docker_uti
 `_get_aad_token_after_challenge` takes the realm's scheme and host and posts to `/oauth2/exchange` there, then
 `/oauth2/token`, so a realm below a path, as the old `/acr/<name>/oauth2/token` on the ARM host, breaks
 `az acr login`). Here the
-`/oauth2/*` paths are answered in-process (roles come from the stand-in's world) and everything else is
+`/oauth2/*` paths, ACR's `/acr/v1` listing and the OCI 1.1 referrers API (`/v2/<repo>/referrers/<digest>`,
+which ACR serves and docker-registry 2.8 does not) are answered in-process (roles come from the stand-in's
+world) and everything else is
 passed, streamed, to the registry's storage: the docker-registry on `AcrSpec.storage_port`, whose token
 auth names this listener's `/oauth2/token` as realm. Nothing of ACR's token service is on the ARM host.
 """
@@ -20,17 +22,18 @@ import re
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from dev import layout
+from dev import layout, referrers_index
 from dev.azure_standin.acr_auth import serve_acr_auth
-from dev.azure_standin.acr_listing import serve_listing
-from dev.azure_standin.http_base import Request
+from dev.azure_standin.acr_listing import authorize, serve_listing
+from dev.azure_standin.http_base import Request, Response
 from dev.azure_standin.world import World
 from dev.ca import serve_tls
 
 log = logging.getLogger("azure_standin.login_server")
 OAUTH = re.compile(r"/oauth2/(exchange|token)/?")
+MANIFEST_PUT = re.compile(r"/v2/.+/manifests/[^/]+")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 _CHUNK = 64 << 10
 
@@ -62,6 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._token_service(url, match.group(1))
         elif url.path.startswith("/acr/"):
             self._acr_api(url)
+        elif self.command in ("GET", "HEAD") and referrers_index.REFERRERS_PATH.fullmatch(unquote(url.path)):
+            self._answer(url, self._referrers)
         else:
             self._pass_to_storage()
 
@@ -93,6 +98,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _acr_api(self, url: Any) -> None:
         """ACR's own listing API (`/acr/v1/<repo>/_tags`, `_manifests`), which docker-registry lacks."""
         self._answer(url, lambda request: serve_listing(request, self.server.acr))
+
+    def _referrers(self, request: Request) -> Response:
+        """The OCI 1.1 referrers API, which ACR serves (ACR passed the OCI 1.1 conformance tests, the ACR
+        team's "Announcing support of OCI v1.1 specification in Azure Container Registry", 2024; azure-cli
+        2.91 `acr/manifest.py` `acr_manifest_list_referrers` GETs `/v2/<repo>/referrers/<digest>` with
+        `params={'artifactType': ...}`, a token asked with `pull` permission, and follows a `Link`) and
+        docker-registry lacks. Built by dev/referrers_index.py from the registry's storage; authorized as a
+        pull (a registry token granting `pull` on the repository), refused with ACR's 401 as the listing is.
+        HEAD answers the GET's status and headers (the spec defines only GET; served rather than passed to
+        docker-registry, which would say 404 "no API")."""
+        match = referrers_index.REFERRERS_PATH.fullmatch(unquote(request.path))
+        assert match is not None
+        repository, digest = match.group("repo"), match.group("digest")
+        if not referrers_index.REPOSITORY_NAME.fullmatch(repository):
+            return Response(400, {"errors": [{"code": "NAME_INVALID", "message": "invalid repository name",
+                                              "detail": {"name": repository}}]})
+        refused = authorize(request, self.server.acr, repository, "pull")
+        if refused is not None:
+            return refused
+        artifact_type = request.param("artifactType") or None
+        found = referrers_index.answer(referrers_index.storage_root(self.server.acr), repository, digest,
+                                       artifact_type, page_size=self.server.world.setting("referrers_page_size"),
+                                       last=request.param("last"))
+        return Response(found.status, found.encoded(), found.headers)
 
     def _answer(self, url: Any, serve: Any) -> None:
         try:
@@ -144,6 +173,10 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in answer.getheaders():
                 if name.lower() not in HOP_BY_HOP:
                     self.send_header(name, value)
+            subject = (referrers_index.subject_of(body) if self.command == "PUT" and answer.status == 201
+                       and MANIFEST_PUT.fullmatch(urlsplit(self.path).path) else None)
+            if subject is not None:  # the registry has the referrers API: clients need not push the tag schema
+                self.send_header(referrers_index.SUBJECT_HEADER, subject)
             chunked = length is None and self.command != "HEAD" and answer.status not in (204, 304)
             if chunked:
                 self.send_header("Transfer-Encoding", "chunked")

@@ -23,6 +23,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "data_plane": "registry",  # or "memory": the in-memory catalog, for tests without registries
     "throttling": True,        # ARM's per-principal token buckets (dev/azure_standin/throttling.py)
     "throttle_limits": DEFAULT_LIMITS,  # {"reads"|"writes"|"deletes": [bucket size, refill per second]}
+    "referrers_page_size": None,  # the login servers' referrers API: None, one page; n, pages of n with `Link`
 }
 
 
@@ -144,6 +145,9 @@ class World:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         if changes.get("data_plane", "registry") not in ("registry", "memory"):
             raise ValueError("data_plane must be 'registry' or 'memory'")
+        page = changes.get("referrers_page_size")
+        if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
+            raise ValueError("referrers_page_size must be a positive integer or null")
         if "throttle_limits" in changes:
             changes = {**changes, "throttle_limits": check_limits(changes["throttle_limits"])}
         with self._lock:
