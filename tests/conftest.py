@@ -157,6 +157,40 @@ def stack():
             local_stack.down(started)
 
 
+@pytest.fixture(scope="session")
+def az(stack, tmp_path_factory):
+    """The real Azure CLI (`.venv-az`, `make az-cli`), logged in with the stack's managed-identity endpoint to a
+    custom cloud whose Resource Manager is the stand-in. `proxied=True` sends it through the stack's CONNECT
+    proxy, which maps `<acr>.azurecr.io:443` to that ACR's login server (the data-plane commands)."""
+    import subprocess
+
+    from dev import layout
+
+    cli = layout.REPO_ROOT / ".venv-az" / "bin" / "az"
+    if not cli.exists():
+        pytest.fail(f"the Azure CLI is not installed at {cli}: run `make az-cli`")
+    config = tmp_path_factory.mktemp("az-config")
+    env = {**os.environ, **layout.stack_env(), "AZURE_CONFIG_DIR": str(config), "AZURE_CORE_COLLECT_TELEMETRY": "no",
+           "AZURE_CORE_ONLY_SHOW_ERRORS": "true"}
+    env.pop("AZURE_CLIENT_ID", None)
+
+    def run(*args: str, check: bool = True, proxied: bool = False) -> subprocess.CompletedProcess:
+        extra = {"HTTPS_PROXY": layout.ACR_DNS_PROXY, "NO_PROXY": "127.0.0.1,localhost"} if proxied else {}
+        done = subprocess.run([str(cli), *args], env={**env, **extra}, capture_output=True, text=True, timeout=180)
+        if check and done.returncode != 0:
+            raise AssertionError(f"az {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
+        return done
+
+    run("cloud", "register", "-n", "LocalStack", "--endpoint-resource-manager", f"{layout.ARM_ENDPOINT}/",
+        "--endpoint-active-directory", layout.AAD_ENDPOINT,
+        "--endpoint-active-directory-resource-id", layout.ARM_RESOURCE,
+        "--suffix-acr-login-server-endpoint", ".azurecr.io")
+    run("cloud", "set", "-n", "LocalStack")
+    run("login", "--identity")
+    run("account", "set", "-s", layout.SUB_A)
+    return run
+
+
 @pytest.fixture
 def control(stack):
     from dev.azure_standin.control import StandinControl

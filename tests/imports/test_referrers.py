@@ -88,6 +88,29 @@ def test_a_signed_multi_arch_image_arrives_with_every_referrer(source, app_env, 
         assert all(t.startswith(f"{repository}:sha256-") for t in tagged)
 
 
+def test_az_acr_manifest_list_referrers_lists_what_the_app_brought(app_env, az):
+    """A client we did not write reads the target: `az acr manifest list-referrers`, plain and recursive."""
+    import json
+
+    spec, credential = SOURCES["hub-api"]
+    image = signed.seed_signed(spec)
+    repository = f"signed-{uuid.uuid4().hex[:8]}"
+    assert status(deliver(request_for(image, credential, repository))).state is State.SUCCEEDED
+
+    def listed(reference: str, *extra: str) -> dict[str, str]:
+        shown = json.loads(az("acr", "manifest", "list-referrers", "-r", layout.TARGET_ACR.name, "-n",
+                              f"{repository}@{reference}", *extra, "--output", "json", proxied=True).stdout)
+        return {m["digest"]: m.get("artifactType", "") for m in shown["manifests"]}
+
+    with_subject = [r for r in image.referrers if r.has_subject]  # cosign's tags have no subject field
+    on_index = {r.digest: r.artifact_type for r in with_subject if r.subject == image.digest}
+    assert listed(image.digest) == on_index
+    assert set(listed(image.digest, "--recursive")) >= {r.digest for r in with_subject
+                                                       if r.subject not in image.platforms.values()}
+    amd64 = image.platforms["linux/amd64"]
+    assert listed(amd64) == {r.digest: r.artifact_type for r in with_subject if r.subject == amd64}
+
+
 def test_importing_again_brings_nothing_twice(app_env, control):
     spec, credential = SOURCES["private-tag-schema"]
     image = signed.seed_signed(spec)
@@ -150,8 +173,8 @@ def test_a_referrer_that_cannot_be_imported_fails_a_request_that_requires_them(a
 
 
 def test_if_changed_imports_a_new_signature_on_an_unchanged_image(app_env, control):
-    spec, credential = SOURCES["private-tag-schema"]
-    image = signed.seed_signed(spec)
+    _, credential = SOURCES["private-tag-schema"]  # an image of its own: the seeded ones are shared by every test
+    image = signed.seed_signed(signed.SignedSpec("registry.contoso.com", f"team/resigned-{uuid.uuid4().hex[:8]}"))
     repository = f"signed-{uuid.uuid4().hex[:8]}"
     assert status(deliver(request_for(image, credential, repository))).state is State.SUCCEEDED
     again = status(deliver(request_for(image, credential, repository, mode="IfChanged")))

@@ -6,40 +6,9 @@ with the stack's managed-identity endpoint and talks to a custom cloud whose Res
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 
-import pytest
-
 from dev import layout, oci, seed
-
-AZ = layout.REPO_ROOT / ".venv-az" / "bin" / "az"
-
-
-@pytest.fixture(scope="module")
-def az(stack, tmp_path_factory):
-    if not AZ.exists():
-        pytest.fail(f"the Azure CLI is not installed at {AZ}: run `make az-cli`")
-    config = tmp_path_factory.mktemp("az-config")
-    env = {**os.environ, **layout.stack_env(), "AZURE_CONFIG_DIR": str(config), "AZURE_CORE_COLLECT_TELEMETRY": "no",
-           "AZURE_CORE_ONLY_SHOW_ERRORS": "true"}
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(AZ), *args], env=env, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise AssertionError(f"az {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
-        return done
-
-    arm = f"{layout.ARM_ENDPOINT}/"
-    run("cloud", "register", "-n", "LocalStack", "--endpoint-resource-manager", arm,
-        "--endpoint-active-directory", layout.AAD_ENDPOINT,
-        "--endpoint-active-directory-resource-id", layout.ARM_RESOURCE,
-        "--suffix-acr-login-server-endpoint", ".azurecr.io")
-    run("cloud", "set", "-n", "LocalStack")
-    run("login", "--identity")
-    run("account", "set", "-s", layout.SUB_A)
-    return run
 
 
 def test_az_acr_import_copies_every_platform_into_the_stand_in(az, stack):

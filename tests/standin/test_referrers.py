@@ -8,8 +8,6 @@ target ACR."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from urllib.parse import parse_qsl
 
@@ -26,7 +24,6 @@ from dev.azure_standin.control import StandinControl
 TARGET, SOURCE = layout.TARGET_ACR, layout.SOURCE_ACR
 CA = str(layout.CA_CERT)
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
-AZ = layout.REPO_ROOT / ".venv-az" / "bin" / "az"
 
 
 def unique(prefix: str) -> str:
@@ -365,30 +362,6 @@ def test_referrer_descriptors_follow_the_spec():
 
 
 # --- the Azure CLI --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def az(stack, tmp_path_factory):
-    if not AZ.exists():
-        pytest.fail(f"the Azure CLI is not installed at {AZ}: run `make az-cli`")
-    config = tmp_path_factory.mktemp("az-config")
-    env = {**os.environ, **layout.stack_env(), "AZURE_CONFIG_DIR": str(config), "AZURE_CORE_COLLECT_TELEMETRY": "no",
-           "AZURE_CORE_ONLY_SHOW_ERRORS": "true"}
-    env.pop("AZURE_CLIENT_ID", None)
-
-    def run(*args: str, proxied: bool = False) -> subprocess.CompletedProcess:
-        extra = {"HTTPS_PROXY": layout.ACR_DNS_PROXY, "NO_PROXY": "127.0.0.1,localhost"} if proxied else {}
-        done = subprocess.run([str(AZ), *args], env={**env, **extra}, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            raise AssertionError(f"az {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
-        return done
-
-    run("cloud", "register", "-n", "LocalStack", "--endpoint-resource-manager", f"{layout.ARM_ENDPOINT}/",
-        "--endpoint-active-directory", layout.AAD_ENDPOINT,
-        "--endpoint-active-directory-resource-id", layout.ARM_RESOURCE,
-        "--suffix-acr-login-server-endpoint", ".azurecr.io")
-    run("cloud", "set", "-n", "LocalStack")
-    run("login", "--identity")
-    run("account", "set", "-s", layout.SUB_A)
-    return run
 
 
 def test_az_acr_manifest_list_referrers_shows_what_the_target_holds(az):
