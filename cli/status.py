@@ -91,6 +91,8 @@ def _summary_lines(record: StatusRecord) -> list[str]:
              f"attempts:   {record.attempts}"]
     if record.digest:
         lines.append(f"digest:     {record.digest}" + (f" ({record.platforms} platforms)" if record.platforms else ""))
+    if record.backup_tags:
+        lines.append(f"backups:    {', '.join(record.backup_tags)}")
     if record.reason:
         lines.append(f"reason:     {record.reason}")
     if record.code:

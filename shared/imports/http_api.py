@@ -68,6 +68,7 @@ def status_body(record: StatusRecord) -> dict[str, Any]:
         "reason": record.reason, "kind": record.kind, "code": record.code, "attempts": record.attempts,
         "digest": record.digest or None, "platforms": record.platforms, "checks": record.checks,
         "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
+        "backupTags": record.backup_tags,
     }
 
 
