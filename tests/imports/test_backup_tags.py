@@ -5,6 +5,7 @@ and reason, and the importImage bodies ARM received."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -173,3 +174,33 @@ def test_a_broken_template_fails_force_and_ifchanged_naming_it_and_lets_no_force
     assert import_posts(control) == []
     record = status(deliver({"source": NGINX, "targetTags": [f"app:{tag}"]}))
     assert record.state is State.SUCCEEDED, record.reason
+
+
+def test_a_refresh_that_moves_a_tracked_tag_keeps_the_previous_image(app_env, runner_factory, tmp_path):
+    """The refresh enqueues IfChanged imports: a tag it moves gets its backup the same way."""
+    from shared.azure.status import StatusStore
+
+    uid = uuid.uuid4().hex[:8]
+    repo, prefix = f"library/bk-{uid}", f"bk{uid}/"
+    old = seed.push_image(seed.admin_client("docker.io"), repo, "1.0", seed.build_image(repo, ["linux/amd64"]))
+    path = tmp_path / "tracked.json"
+    path.write_text(json.dumps({"version": 1, "images": [{"source": f"docker.io/{repo}", "tags": ["1.0"],
+                                                          "targetPrefix": prefix}]}))
+    runner = runner_factory(TRACKED_IMAGES=str(path), BACKUP_TAG_TEMPLATE=TEMPLATE)
+    target_repo = f"{prefix}bk-{uid}"
+
+    def refresh() -> None:
+        invocation = runner.trigger_timer("refresh_tracked_images")
+        assert invocation.outcome == "ok", invocation.error
+        assert runner.wait_idle(timeout=120), "the imports did not drain"
+
+    refresh()
+    assert target_digest(target_repo, "1.0") == old
+    new = seed.push_image(seed.admin_client("docker.io"), repo, "1.0",
+                          seed.build_image(repo, ["linux/amd64"], version=2))
+    refresh()
+    assert target_digest(target_repo, "1.0") == new
+    [moved] = [r for r in StatusStore(app_env["IMPORT_STATUS_TABLE"]).list() if r.backup_tags]
+    backup = backup_name(moved, "1.0")
+    assert moved.backup_tags == [f"{target_repo}:{backup}={old}"] and moved.state is State.SUCCEEDED
+    assert target_digest(target_repo, backup) == old
