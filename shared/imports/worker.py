@@ -402,6 +402,8 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest, first_at
     """Start the import (or pick up the one the row says ARM runs) and watch it: at once, then sooner at
     first and as the read budget and Retry-After allow (`poll_delay`), until it ends (None, or a Failure) or
     this invocation's wait budget is spent (HandOver). ARM throttling is never a Failure: Throttled.
+    A new attempt of a Force or IfChanged import first keeps each tag it would move under its backup tag
+    (`keep_backups`, BACKUP_TAG_TEMPLATE; `read` is what IfChanged already read); watching never does.
 
     The row learns the operation only when there is something to watch: the look right after the POST comes
     first, and when it already says done the caller writes the final row directly (a quick import writes its
