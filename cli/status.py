@@ -93,6 +93,8 @@ def _summary_lines(record: StatusRecord) -> list[str]:
         lines.append(f"digest:     {record.digest}" + (f" ({record.platforms} platforms)" if record.platforms else ""))
     if record.referrers:
         lines.append(f"referrers:  {record.referrers}")
+    if record.backup_tags:
+        lines.append(f"backups:    {', '.join(record.backup_tags)}")
     if record.reason:
         lines.append(f"reason:     {record.reason}")
     if record.code:

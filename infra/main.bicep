@@ -57,6 +57,9 @@ param replicationRules string = 'replication-rules.json'
 @description('REGISTRY_ENDPOINTS: host=https://endpoint pairs for the app\'s own registry reads (private networking).')
 param registryEndpoints string = ''
 
+@description('BACKUP_TAG_TEMPLATE: keep a tag\'s previous image under this tag before a Force or IfChanged import moves it, e.g. {tag}-backup-{date}; empty: off.')
+param backupTagTemplate string = ''
+
 @description('Overrides of the tuning settings below (same names); unset keys keep their defaults.')
 param tuning object = {}
 
@@ -260,6 +263,7 @@ var appSettingsList = [
   { name: 'REFRESH_BACKOFF_SECONDS', value: string(tuned.REFRESH_BACKOFF_SECONDS) }
   { name: 'REFRESH_TIME_BUDGET_SECONDS', value: string(tuned.REFRESH_TIME_BUDGET_SECONDS) }
   { name: 'REGISTRY_ENDPOINTS', value: registryEndpoints }
+  { name: 'BACKUP_TAG_TEMPLATE', value: backupTagTemplate }
   { name: 'REPLICATION_RULES', value: replicationRules }
   { name: 'STATUS_RETENTION_DAYS', value: string(tuned.STATUS_RETENTION_DAYS) }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }

@@ -26,7 +26,7 @@ from shared.azure.queues import ImportQueues
 from shared.azure.status import StatusStore, utc_now
 from shared.azure.storage import settings_problem
 from shared.core.failures import NO_IDENTITY_HINT
-from shared.core.settings import FEATURE_NEEDS, Settings, read_settings
+from shared.core.settings import BACKUP, FEATURE_NEEDS, Settings, read_settings
 from shared.registry.client import IdentityAuth, LazyCredential, RegistryClient
 
 log = logging.getLogger("acr_importer")
@@ -112,7 +112,8 @@ def report_problems(settings: Settings) -> None:
     """One error line per unusable setting: which, why, and what it stops (never its value if secret)."""
     for problem in settings.problems:
         stops = sorted(f for f, needs in FEATURE_NEEDS.items() if problem.needed_by in needs) or \
-            [f"requests naming credential set {problem.needed_by.partition(':')[2]}"]
+            (["Force and IfChanged imports"] if problem.needed_by == BACKUP else
+             [f"requests naming credential set {problem.needed_by.partition(':')[2]}"])
         log.error(json.dumps({"event": "settings", "setting": problem.setting, "problem": problem.message,
                               "stops": stops}, ensure_ascii=False))
 

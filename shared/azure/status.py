@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
+MAX_BACKUP_TAGS = 10  # a row keeps the newest backups a request made (one per moved tag; a request has few)
 
 
 def utc_now() -> datetime:
@@ -64,6 +65,7 @@ class StatusRecord:
     created_at: str = ""
     updated_at: str = ""
     transitions: list[dict[str, str]] = field(default_factory=list)
+    backup_tags: list[str] = field(default_factory=list)  # "repo:backup-tag=sha256:..." kept before tags moved
     etag: str | None = field(default=None, repr=False, compare=False)  # as read; conditional writes use it
 
     def moved(self, state: State, **fields: Any) -> StatusRecord:
@@ -92,6 +94,7 @@ class StatusRecord:
             "Fingerprint": self.fingerprint, "Referrers": self.referrers, "ReferrerDigests": self.referrer_digests,
             "CreatedAt": self.created_at, "UpdatedAt": self.updated_at,
             "Transitions": json.dumps(self.transitions[-50:]),
+            "BackupTags": json.dumps(self.backup_tags[-MAX_BACKUP_TAGS:]),
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class StatusRecord:
             referrer_digests=entity.get("ReferrerDigests", ""), created_at=entity.get("CreatedAt", ""),
             updated_at=entity.get("UpdatedAt", ""),
             transitions=json.loads(entity.get("Transitions") or "[]"),
+            backup_tags=json.loads(entity.get("BackupTags") or "[]"),
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
 

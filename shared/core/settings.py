@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from shared.core.allowlist import PatternError, RegistryPattern, parse_registry_pattern
+from shared.core.backup import BackupTemplate, BackupTemplateError, parse_backup_template
 from shared.core.redact import Password
 from shared.core.reference import DOCKER_HUB, InvalidReference, canonical_registry_host
 from shared.core.referrers import DEFAULT_CHOICE, ReferrerChoice, parse_setting
@@ -44,6 +45,7 @@ REFRESH = "refresh"
 REPLICATION = "replication"
 PRUNE = "prune"  # the daily status clean-up
 STORAGE = "storage"  # the status table and the dead-letter queue: without them nothing can be recorded
+BACKUP = "backup"  # Force and IfChanged imports, which may move a tag (BACKUP_TAG_TEMPLATE); no feature needs it
 FEATURE_NEEDS = {
     IMPORTS: (STORAGE, IMPORTS),
     REFRESH: (STORAGE, IMPORTS, REFRESH),
@@ -132,6 +134,7 @@ class Settings:
     allowed_targets: tuple[RegistryId, ...] = ()  # ALLOWED_TARGET_REGISTRIES parsed
     source_allowlist: tuple[RegistryPattern, ...] = ()  # ALLOWED_SOURCE_REGISTRIES parsed
     problems: tuple[SettingProblem, ...] = ()
+    backup_tag_template: BackupTemplate | None = None  # BACKUP_TAG_TEMPLATE parsed; None: no backups
 
     @property
     def dead_letter_queue(self) -> str:
@@ -415,6 +418,19 @@ def _arm_request_limits(env: _Env) -> dict[str, tuple[float, float]]:
     return limits
 
 
+def _backup_tag_template(env: _Env) -> BackupTemplate | None:
+    """BACKUP_TAG_TEMPLATE: unset or empty, no backups. A broken one fails the requests that could move a tag
+    (Force, IfChanged: needed by BACKUP), never silently moving a tag without the backup that was asked for."""
+    raw = env.get("BACKUP_TAG_TEMPLATE")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return parse_backup_template(raw.strip())
+    except BackupTemplateError as err:
+        env.problem("BACKUP_TAG_TEMPLATE", f"BACKUP_TAG_TEMPLATE {err}, got {_shown(raw)}", BACKUP)
+        return None
+
+
 def _login_server_suffix(env: _Env) -> str:
     raw = _text(env, "ACR_LOGIN_SERVER_SUFFIX", "azurecr.io").lower()
     try:
@@ -505,6 +521,7 @@ def _read_settings(env: _Env,
         default_target=default_target,
         allowed_targets=allowed_targets,
         source_allowlist=source_allowlist,
+        backup_tag_template=_backup_tag_template(env),
     )
     return _with_problems(settings, tuple(env.problems))
 

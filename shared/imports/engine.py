@@ -69,3 +69,19 @@ def import_parameters(request: ImportRequest, source_registry: RegistryId | None
         force = request.mode in ("Force", "IfChanged")
     body["mode"] = "Force" if force else "NoForce"
     return body
+
+
+def backup_parameters(target: RegistryId, repository: str, old_digest: str, backup_tag: str) -> dict[str, Any]:
+    """The ImportImageParameters body that keeps `repository@old_digest` as `repository:backup_tag` inside the
+    target registry before a tag moves (BACKUP_TAG_TEMPLATE).
+
+    The source is the target itself by `resourceId`: the app's identity needs nothing beyond what its imports
+    already need (importImage, and read + pull on the source registry, here the target), no push rights.
+    By digest, so what is kept is the image the tag held when it was read, whatever moves it meanwhile.
+    `Force`: a backup tag that exists already is the same old image again (a redelivery) or one kept under
+    the same name earlier; the ACR REST API's ImportMode says Force overwrites existing target tags. The
+    copy is manifest-only: every blob is already in the registry.
+    (learn.microsoft.com/rest/api/containerregistry/registries/import-image: `sourceImage` may name a digest,
+    `repo@sha256:...`, and `resourceId` is the source ACR's resource id.)"""
+    return {"source": {"resourceId": str(target), "sourceImage": f"{repository}@{old_digest}"},
+            "targetTags": [f"{repository}:{backup_tag}"], "mode": "Force"}

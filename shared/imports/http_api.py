@@ -70,6 +70,7 @@ def status_body(record: StatusRecord) -> dict[str, Any]:
         "referrers": record.referrers or None,
         "referrerDigests": [d for d in record.referrer_digests.split(",") if d] if record.referrer_digests else [],
         "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
+        "backupTags": record.backup_tags,
     }
 
 

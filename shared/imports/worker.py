@@ -18,14 +18,15 @@ from shared.app_context import Worker
 from shared.azure.arm import OperationStatus, OperationUrlRejected
 from shared.azure.arm_budget import Budget, kind_of
 from shared.azure.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
-from shared.azure.status import StatusRecord, StatusStore, request_fields
+from shared.azure.status import MAX_BACKUP_TAGS, StatusRecord, StatusStore, request_fields
 from shared.core.failures import classify_error, configuration_failure, retry_after_of
 from shared.core.outcome import Failure, Kind, Outcome, Problem, State
 from shared.core.redact import redact_text, secret_values_of
+from shared.core.reference import TargetTag
 from shared.core.request import ImportRequest, Rejected, fingerprint, parse_decoded, validate_document
-from shared.core.settings import IMPORTS, Settings
+from shared.core.settings import BACKUP, IMPORTS, SettingProblem, Settings
 from shared.imports import claims
-from shared.imports.engine import import_parameters, resolve_source_registry
+from shared.imports.engine import backup_parameters, import_parameters, resolve_source_registry
 from shared.imports.recorder import (
     finish_rejected,
     inline_secrets,
@@ -88,20 +89,22 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
     attempt = max(row.attempts, 1)
     first_attempt_at = _time(row.first_attempt_at) or worker.clock()
     note = ""
+    read: DigestsRead | None = None
     if not _watching(row) and request.mode == "IfChanged":
-        same, note = unchanged_digest(worker, request)
+        read = read_digests(worker, request, every_tag=worker.settings.backup_tag_template is not None)
+        same, note = read.unchanged, read.note
         if same:
             return _with_referrers(worker, claim, request, f"unchanged: {same}", attempt, first_attempt_at,
                                    started, {"digest": same}, unchanged=True)
-    progress = _drive_import(worker, claim, request, first_attempt_at)
+    progress = _drive_import(worker, claim, request, first_attempt_at, read)
     if isinstance(progress, HandOver):
         return _hand_over(worker, claim, request, progress, attempt, started)
     if isinstance(progress, Throttled):
         return _throttled_retry(worker, claim, request, progress, attempt, first_attempt_at, started)
     failure = progress
     if failure is None:
-        return _with_referrers(worker, claim, request, f"imported{note}", attempt, first_attempt_at, started,
-                               imported_image(worker, request))
+        return _with_referrers(worker, claim, request, f"imported{note}{kept_note(claim.record)}", attempt,
+                               first_attempt_at, started, imported_image(worker, request))
     if request.mode == "NoForce" and _is_tag_conflict(failure):
         same, _ = unchanged_digest(worker, request)
         if same:
@@ -194,6 +197,8 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
         named = document.get("credential") if problem is None and isinstance(document, dict) else None
         broken = settings.credential_problem(named) if isinstance(named, str) and named else None
         problems = (broken,) if broken is not None else ()
+    if not problems and problem is None and isinstance(document, dict) and document.get("mode") in MOVES_TAGS:
+        problems = backup_problems(settings)
     if not problems:
         return None
     reason = settings_refusal(worker, problems, message_id=message_id)
@@ -217,6 +222,32 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
 def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None, str]:
     """The source's digest when every target already holds it, else None, with a note when the digests
     could not be read (the import then goes ahead: comparing is an optimisation, never a gate)."""
+    read = read_digests(worker, request)
+    return read.unchanged, read.note
+
+
+@dataclass(frozen=True)
+class DigestsRead:
+    """One comparison of the source with the target: the source's digest (None: not read) and each target
+    tag's as read (None: the tag does not exist; a tag not listed was not read)."""
+
+    source: str | None = None
+    targets: tuple[tuple[str, str | None], ...] = ()  # (str(target tag), digest or None)
+    unchanged: str | None = None  # the source's digest when every target already holds it
+    note: str = ""  # why the digests could not be compared, for the outcome's reason
+
+    def target(self, target_tag: str) -> tuple[bool, str | None]:
+        """(whether it was read, its digest)."""
+        for name, digest in self.targets:
+            if name == target_tag:
+                return True, digest
+        return False, None
+
+
+def read_digests(worker: Worker, request: ImportRequest, *, every_tag: bool = False) -> DigestsRead:
+    """The source's digest and the target tags' (stopping at the first that differs, unless `every_tag`: a
+    backup needs each moved tag's), and whether every target already holds the source's. A read that fails
+    leaves a note and what was read so far."""
     settings, registries, identity = worker.settings, worker.registries, worker.identity
     assert registries is not None and identity is not None, "Worker.__post_init__ sets both"
     suffix = settings.acr_login_server_suffix
@@ -226,24 +257,33 @@ def unchanged_digest(worker: Worker, request: ImportRequest) -> tuple[str | None
     auth = source_auth(host, credentials.username if credentials else None,
                        credentials.password if credentials else None, identity, suffix)
     target_host = request.target.login_server(suffix)
+    upstream_digest: str | None = None
+    targets: list[tuple[str, str | None]] = []
     try:
         upstream = registries.head_manifest(host, source.repository, source.digest or source.tag or "latest", auth)
         if upstream is None:
-            return None, ""
+            return DigestsRead()
+        upstream_digest = upstream.digest
+        same = True
         for target_tag in request.target_tags:
             current = registries.head_manifest(target_host, target_tag.repository, target_tag.tag, identity)
+            targets.append((str(target_tag), current.digest if current else None))
             if current is None or current.digest != upstream.digest:
-                return None, ""
+                same = False
+                if not every_tag:
+                    break
+        if not same:
+            return DigestsRead(upstream_digest, tuple(targets))
         for repository in request.untagged_target_repositories:
             if registries.head_manifest(target_host, repository, upstream.digest, identity) is None:
-                return None, ""
+                return DigestsRead(upstream_digest, tuple(targets))
     except RegistryError as err:
-        return None, f" (digests not compared: {err})"
+        return DigestsRead(upstream_digest, tuple(targets), note=f" (digests not compared: {err})")
     except Exception as exc:  # no identity, an untrusted certificate: the import itself then fails with the fix
         if (failure := configuration_failure(exc)) is None:
             raise
-        return None, f" (digests not compared: {failure.code})"
-    return upstream.digest, ""
+        return DigestsRead(upstream_digest, tuple(targets), note=f" (digests not compared: {failure.code})")
+    return DigestsRead(upstream_digest, tuple(targets), unchanged=upstream.digest)
 
 
 def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
@@ -345,7 +385,7 @@ def _claim(worker: Worker, request: ImportRequest, message_id: str, document: An
         if step is claims.Step.START:  # a new run: attempt 1, on a new row or over one that ended badly
             claim = Claim(worker.status, row or StatusRecord(id=request.id, state=State.RUNNING))
             fields = {"attempts": 1, "first_attempt_at": now, "reason": "", "kind": "", "code": "", "checks": 0,
-                      "operation": "", "operation_started_at": "", "poll_failures": "", **mine}
+                      "operation": "", "operation_started_at": "", "poll_failures": "", "backup_tags": [], **mine}
         elif row is None:
             raise AssertionError("claims.decide takes a request without a row only to START it")
         elif _watching(row):  # TAKE a handed-over import: watch the operation ARM already runs
@@ -394,11 +434,13 @@ def _superseded(worker: Worker, request: ImportRequest, started: float) -> Outco
     return outcome
 
 
-def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
-                  first_attempt_at: datetime) -> Failure | HandOver | Throttled | None:
+def _drive_import(worker: Worker, claim: Claim, request: ImportRequest, first_attempt_at: datetime,
+                  read: DigestsRead | None = None) -> Failure | HandOver | Throttled | None:
     """Start the import (or pick up the one the row says ARM runs) and watch it: at once, then sooner at
     first and as the read budget and Retry-After allow (`poll_delay`), until it ends (None, or a Failure) or
     this invocation's wait budget is spent (HandOver). ARM throttling is never a Failure: Throttled.
+    A new attempt of a Force or IfChanged import first keeps each tag it would move under its backup tag
+    (`keep_backups`, BACKUP_TAG_TEMPLATE; `read` is what IfChanged already read); watching never does.
 
     The row learns the operation only when there is something to watch: the look right after the POST comes
     first, and when it already says done the caller writes the final row directly (a quick import writes its
@@ -420,6 +462,8 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
         else:
             source_registry = resolve_source_registry(request, arm.registry_by_login_server,
                                                       suffix=settings.acr_login_server_suffix)
+            if (kept := keep_backups(worker, claim, request, read, first_attempt_at)) is not None:
+                return kept  # a backup could not be made (or waits for ARM's budget): no tag moves
             if (held := _wait_for_write_budget(worker, request)) is not None:
                 return held
             started_url, _ = arm.start_import(request.target, import_parameters(request, source_registry))
@@ -490,6 +534,137 @@ def _drive_import(worker: Worker, claim: Claim, request: ImportRequest,
         if failure is None:
             raise
         return failure
+
+
+MOVES_TAGS = ("Force", "IfChanged")  # the modes that may move an existing tag to another digest
+
+
+def backup_problems(settings: Settings) -> tuple[SettingProblem, ...]:
+    """A broken BACKUP_TAG_TEMPLATE: the Force and IfChanged requests it affects fail naming it."""
+    return tuple(p for p in settings.problems if p.needed_by == BACKUP)
+
+
+def kept_note(record: StatusRecord) -> str:
+    """The outcome's mention of the backups made before tags moved ("; kept the previous sha256:... as ...")."""
+    kept = [entry.partition("=") for entry in record.backup_tags]
+    return "".join(f"; kept the previous {digest[:19]}… as {name}" for name, _, digest in kept)
+
+
+def keep_backups(worker: Worker, claim: Claim, request: ImportRequest, read: DigestsRead | None,
+                 first_attempt_at: datetime) -> Failure | Throttled | None:
+    """Before a Force or IfChanged import starts: with BACKUP_TAG_TEMPLATE set, each target tag that exists
+    with a digest other than the source's is first kept under its backup tag (an import inside the target,
+    engine.py `backup_parameters`), watched to its end; the row then lists them (`backup_tags`). None: the
+    main import may start. A backup that cannot be made is a TRANSIENT failure (retried as usual): the tag is
+    never moved without the backup that was asked for.
+
+    The name is rendered at the run's first attempt (`first_attempt_at`), so a redelivery after the backup
+    but before the main import renders the same name and imports the same digest again under it (Force: the
+    same manifest again, harmless), never a second, different backup."""
+    template = worker.settings.backup_tag_template
+    if template is None or request.mode not in MOVES_TAGS or not request.target_tags:
+        return None
+    moving = _moving_tags(worker, request, read)
+    if isinstance(moving, Failure):
+        return moving
+    made: list[str] = []
+    names: dict[str, str] = {}
+    wanted = {str(t) for t in request.target_tags}
+    for target_tag, old in moving:
+        backup = f"{target_tag.repository}:{template.render(target_tag.tag, old, first_attempt_at)}"
+        if backup in wanted or names.get(backup, old) != old:
+            return Failure(Kind.PERMANENT, "BackupNameCollision",
+                           f"{target_tag} was left at {old}: BACKUP_TAG_TEMPLATE names its backup {backup}, which "
+                           "this request also moves or which another of its tags needs for another image; put "
+                           "{tag} in the template")
+        names[backup] = old
+        outcome = _make_backup(worker, request, target_tag, old, backup)
+        if outcome is not None:
+            return outcome
+        made.append(f"{backup}={old}")
+    if made:
+        kept = list(dict.fromkeys([*claim.record.backup_tags, *made]))[-MAX_BACKUP_TAGS:]
+        claim.write(State.RUNNING, backup_tags=kept)
+    return None
+
+
+def _moving_tags(worker: Worker, request: ImportRequest,
+                 read: DigestsRead | None) -> list[tuple[TargetTag, str]] | Failure:
+    """The target tags the import would move, each with the digest it holds now: those that exist with
+    another digest than the source's. What IfChanged already read is used; the rest is read here. A source
+    whose digest cannot be read backs up every existing tag (a backup of the same image costs one manifest);
+    a target tag that cannot be read fails the attempt (it might be moved without its backup)."""
+    registries, identity = worker.registries, worker.identity
+    assert registries is not None and identity is not None, "Worker.__post_init__ sets both"
+    if read is None or read.source is None:
+        read = read_digests(worker, request, every_tag=True)
+    source = read.source or request.source.digest
+    target_host = request.target.login_server(worker.settings.acr_login_server_suffix)
+    moving: list[tuple[TargetTag, str]] = []
+    for target_tag in request.target_tags:
+        known, current = read.target(str(target_tag))
+        if not known:
+            try:
+                head = registries.head_manifest(target_host, target_tag.repository, target_tag.tag, identity)
+            except RegistryError as err:
+                return _backup_failure(target_tag, None, "", f"its digest could not be read: {err}")
+            current = head.digest if head else None
+        if current is not None and current != source:
+            moving.append((target_tag, current))
+    return moving
+
+
+def _make_backup(worker: Worker, request: ImportRequest, target_tag: TargetTag, old: str,
+                 backup: str) -> Failure | Throttled | None:
+    """One backup import, watched to its end (it is manifest-only: within this invocation's wait budget)."""
+    from azure.core.exceptions import HttpResponseError
+
+    settings, arm = worker.settings, worker.arm
+    repository, _, tag = backup.rpartition(":")
+    try:
+        if (held := _wait_for_write_budget(worker, request)) is not None:
+            return held
+        url, _ = arm.start_import(request.target, backup_parameters(request.target, repository, old, tag))
+        if url is None:
+            return None
+        began, checks, failures = time.monotonic(), 0, 0
+        with arm.watching(request.target):
+            while True:
+                status = _look(worker, request, url)
+                if status.done:
+                    return None
+                checks += 1
+                if status.failed_with is not None and not status.throttled:
+                    failures += 1
+                    if failures >= MAX_POLL_FAILURES:
+                        return _backup_failure(target_tag, old, backup, f"ARM answered {failures} looks at its "
+                                                                        f"operation with {status.failed_with}")
+                delay = max(poll_delay(time.monotonic() - began, status.retry_after, settings, checks=checks,
+                                       budget=arm.budget(request.target, "reads")), status.retry_after or 0.0)
+                if time.monotonic() - began + delay > settings.import_wait_seconds:
+                    return _backup_failure(target_tag, old, backup, "it was still running after "
+                                                                    f"IMPORT_WAIT_SECONDS={settings.import_wait_seconds:g}")
+                time.sleep(delay)
+    except ClaimLost:
+        raise
+    except OperationUrlRejected as err:
+        return _backup_failure(target_tag, old, backup, str(err))
+    except Exception as exc:
+        if isinstance(exc, HttpResponseError) and (throttled := _throttled_by(worker, request, exc)) is not None:
+            return throttled
+        failure = classify_error(exc, seconds_since_first_attempt=0.0,
+                                 authorization_grace_seconds=settings.authorization_grace_seconds,
+                                 target=str(request.target))
+        if failure is None:
+            raise
+        return _backup_failure(target_tag, old, backup, str(failure))
+
+
+def _backup_failure(target_tag: TargetTag, old: str | None, backup: str, why: str) -> Failure:
+    held = f" at {old}" if old else ""
+    what = f"its backup {backup} could not be made" if backup else "its backup could not be made"
+    return Failure(Kind.TRANSIENT, "BackupFailed", f"{target_tag} was left where it was{held} (not moved): "
+                                                   f"{what}: {why}")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from shared.core import allowlist, policy
 from shared.core.outcome import State
 from shared.core.request import ImportRequest, parse_request
 from shared.core.settings import (
+    BACKUP,
     IMPORTS,
     PRUNE,
     REFRESH,
@@ -140,6 +141,9 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
                   "bad host=https://x.example", f"docker.io=https://user:{PLANTED}@x.example", "docker.io=https://x/path?query",
                   "docker.io=https://x.example?y=1", "*.io=https://x.example", "docker.io=ftp://x.example"]:
         add({"REGISTRY_ENDPOINTS": value}, "REGISTRY_ENDPOINTS", IMPORTS)
+    for value in ["{tag", "{tag}-{nope}", "-{tag}", "{tag}", "{tag}/x", "{{tag}}", "{tag:>5}", "x" * 129,
+                  "{tag}-b\u00e4ckup", "{tag}-{date}:x"]:
+        add({"BACKUP_TAG_TEMPLATE": value}, "BACKUP_TAG_TEMPLATE", BACKUP)
     for value in BAD_LOCATIONS:
         add({"TRACKED_IMAGES": value}, "TRACKED_IMAGES", REFRESH)
         add({"REPLICATION_RULES": value}, "REPLICATION_RULES", REPLICATION)
@@ -263,8 +267,9 @@ class TestDocumentedSettingsAreAccepted:
         {"AZURE_CLIENT_ID": layout.USER_ASSIGNED_IDENTITY.client_id.upper()},
         {"STATUS_RETENTION_DAYS": "0", "REFRESH_CONCURRENCY": "256"},
         {"REGISTRY_ENDPOINTS": "docker.io=https://mirror.example:8443/v2-proxy/hub,ghcr.io=https://10.0.0.5"},
+        {"BACKUP_TAG_TEMPLATE": " {tag}-backup-{date} "},
     ], ids=["spaced", "allowlist-spaced", "ids-any-case", "sovereign", "sas-url", "credential-by-id", "client-id",
-            "edges", "endpoint-prefix"])
+            "edges", "endpoint-prefix", "backup-template"])
     def test_good_values_in_every_documented_shape(self, env):
         assert read_settings({**BASE, **env}).problems == ()
 
