@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.app_context import Worker
+from shared.azure.arm import OperationStatus
 from shared.core.failures import classify_error
 from shared.core.outcome import Kind
 from shared.core.referrers import ReferrerChoice, count_by_type
@@ -28,8 +29,16 @@ from shared.registry.referrers import Referrer, Walk, find_referrers, missing_in
 MAX_DIGESTS_TEXT = 16000  # characters of the row's referrer digests (a table property holds 32K characters)
 MAX_NOTED = 3             # failures named in a reason; the rest are counted
 
-# (seconds the import has run, ARM's Retry-After, looks so far) -> seconds to wait before the next look
-LookDelay = Callable[[float, float | None, int], float]
+MAX_LOOK_FAILURES = 4     # looks in a row ARM may fail (5xx, no answer) before a referrer counts as missing
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How the worker looks at an import's operation (a 5xx or no answer comes back as `failed_with`, a 429 as
+    `throttled`), and how long it waits between looks (its schedule and ARM's read budget)."""
+
+    look: Callable[[str], OperationStatus]
+    delay: Callable[[float, float | None, int], float]  # (seconds running, Retry-After, looks so far)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class Carried:
         return text
 
 
-def carry_referrers(worker: Worker, request: ImportRequest, digest: str, look_delay: LookDelay) -> Carried | None:
+def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: Watch) -> Carried | None:
     """Find the image's referrers in the source and import those the target lacks. None when the request
     asks for none. Never raises for a registry or an import: what failed is in `Carried.failed`."""
     if not request.referrers.enabled or worker.registries is None or worker.identity is None:
@@ -106,17 +115,18 @@ def carry_referrers(worker: Worker, request: ImportRequest, digest: str, look_de
         walk = Walk(walk.found, (*walk.unread, f"target not read: {err}"), walk.cut, walk.skipped, walk.reads)
     if not missing:
         return Carried(request.referrers, walk)
-    imported, failed, retryable = _import_all(worker, request, missing, look_delay)
+    imported, failed, retryable = _import_all(worker, request, missing, watch)
     return Carried(request.referrers, walk, imported, failed, retryable or not walk.complete)
 
 
 def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Referrer, str]],
-                look_delay: LookDelay) -> tuple[tuple[Referrer, ...], tuple[str, ...], bool]:
+                watch: Watch) -> tuple[tuple[Referrer, ...], tuple[str, ...], bool]:
     """Start every import, then watch them together until each ended or IMPORT_WAIT_SECONDS ran out."""
     settings, arm = worker.settings, worker.arm
     began = time.monotonic()
     failed: dict[str, tuple[str, bool]] = {}  # digest -> why, and whether it may pass another time
     running: dict[str, tuple[Referrer, str]] = {}  # operation URL -> what it imports
+    look_failures: dict[str, int] = {}  # operation URL -> looks in a row ARM failed
     done: list[Referrer] = []
     try:
         source_registry = resolve_source_registry(request, arm.registry_by_login_server,
@@ -143,19 +153,29 @@ def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Refe
             retry_after = None
             for url, (referrer, _) in list(running.items()):
                 try:
-                    status = arm.operation_status(request.target, url)
-                except Exception as exc:
+                    status = watch.look(url)
+                except Exception as exc:  # the import failed (ARM's error), or the look met something unknown
                     failed[referrer.digest] = _why(worker, exc, request.target)
                     del running[url]
                     continue
                 if status.done:
                     done.append(referrer)
                     del running[url]
-                elif status.retry_after:
+                    continue
+                if status.failed_with is not None and not status.throttled:
+                    look_failures[url] = look_failures.get(url, 0) + 1
+                    if look_failures[url] >= MAX_LOOK_FAILURES:
+                        failed[referrer.digest] = (f"ARM answered {MAX_LOOK_FAILURES} looks at its import in a row "
+                                                   f"with {status.failed_with}", True)
+                        del running[url]
+                        continue
+                else:
+                    look_failures.pop(url, None)
+                if status.retry_after:
                     retry_after = max(retry_after or 0.0, status.retry_after)
             if not running:
                 break
-            delay = look_delay(time.monotonic() - began, retry_after, looks)
+            delay = max(watch.delay(time.monotonic() - began, retry_after, looks), retry_after or 0.0)
             if time.monotonic() - began + delay > settings.import_wait_seconds:
                 for referrer, _ in running.values():
                     failed[referrer.digest] = (f"still importing after {settings.import_wait_seconds:.0f} s "

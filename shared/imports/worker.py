@@ -37,7 +37,7 @@ from shared.imports.recorder import (
     settings_refusal,
     summary_of,
 )
-from shared.imports.referrers import LookDelay, carry_referrers
+from shared.imports.referrers import Watch, carry_referrers
 from shared.registry.client import RegistryError, source_auth
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
@@ -121,7 +121,7 @@ def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason
     An unchanged image whose referrers were all there is `skipped`; one that gained referrers `succeeded`.
     Referrers that could not be imported warn in the reason, or fail the request when it said `required`."""
     digest = found.get("digest", "")
-    carried = carry_referrers(worker, request, digest, _look_delay(worker, request)) if digest else None
+    carried = carry_referrers(worker, request, digest, _watch(worker, request)) if digest else None
     if carried is None:
         state = State.SKIPPED if unchanged else State.SUCCEEDED
         return _finish(worker, claim, request, state, reason, attempt, started, **found)
@@ -137,10 +137,12 @@ def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason
     return _finish(worker, claim, request, state, f"{reason}; {carried.note()}", attempt, started, **found)
 
 
-def _look_delay(worker: Worker, request: ImportRequest) -> LookDelay:
-    """The wait between looks at referrers' imports: the main import's schedule and ARM's read budget."""
-    return lambda running_for, retry_after, looks: poll_delay(
-        running_for, retry_after, worker.settings, checks=looks, budget=worker.arm.budget(request.target, "reads"))
+def _watch(worker: Worker, request: ImportRequest) -> Watch:
+    """How referrers' imports are watched: as the main import is (`_look`, `poll_delay` and ARM's read budget)."""
+    return Watch(look=lambda url: _look(worker, request, url),
+                 delay=lambda running_for, retry_after, looks: poll_delay(
+                     running_for, retry_after, worker.settings, checks=looks,
+                     budget=worker.arm.budget(request.target, "reads")))
 
 
 def _failed_attempt(worker: Worker, claim: Claim, request: ImportRequest, failure: Failure, attempt: int,
