@@ -27,6 +27,7 @@ from shared.core import policy
 from shared.core.outcome import Failure, Kind, Outcome, Problem, State
 from shared.core.patterns import UnsafePattern, compile_pattern
 from shared.core.reference import InvalidReference, parse_repository
+from shared.core.referrers import ReferrerChoice, parse_choice
 from shared.core.request import ImportRequest, Rejected, field_path, validate_document
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REPLICATION, Settings
@@ -75,6 +76,7 @@ class ReplicationRule:
     tags: NamePatterns
     target_prefix: str
     mode: str
+    referrers: ReferrerChoice | None = None  # the rule's `referrers`; None: the REFERRERS settings decide
 
     @property
     def label(self) -> str:
@@ -159,10 +161,13 @@ def _rule(index: int, entry: dict[str, Any], settings: Settings, problems: list[
             problems.append(Problem(f"{where}.targetPrefix", err.reason))
     repositories = _patterns(entry, "repositories", where, problems)
     tags = _patterns(entry, "tags", where, problems)
-    if len(problems) > before or source is None:
+    referrers = parse_choice(entry["referrers"], f"{where}.referrers") if "referrers" in entry else None
+    if isinstance(referrers, Problem):
+        problems.append(referrers)
+    if len(problems) > before or source is None or isinstance(referrers, Problem):
         return None
     return ReplicationRule(index, entry.get("name") or where, source, tuple(t for t in targets if t),
-                           repositories, tags, prefix, entry.get("mode", DEFAULT_MODE))
+                           repositories, tags, prefix, entry.get("mode", DEFAULT_MODE), referrers)
 
 
 def find_cycle(rules: Iterable[ReplicationRule]) -> list[tuple[RegistryId, ReplicationRule]] | None:
@@ -276,8 +281,11 @@ def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationR
         target_tag = f"{rule.target_prefix}{event.repository}:{event.tag}"
         for target in rule.targets:
             rid = request_id(event, target, target_tag)
-            documents.setdefault(rid, {"id": rid, "source": image, "sourceRegistry": str(topic),
-                                       "target": str(target), "targetTags": [target_tag], "mode": rule.mode})
+            document: dict[str, Any] = {"id": rid, "source": image, "sourceRegistry": str(topic), "target": str(target),
+                                        "targetTags": [target_tag], "mode": rule.mode}
+            if rule.referrers is not None:
+                document["referrers"] = rule.referrers.as_document()
+            documents.setdefault(rid, document)
     if not documents:
         names = ", ".join(r.label for r in selected)
         return EventPlan(event, State.SKIPPED, f"ignored: {event.repository}:{event.tag} from {topic.name!r} is "

@@ -218,6 +218,12 @@ class SlowReader:
     def rate_limit(self, host):
         return None
 
+    def manifest(self, host, repository, reference, auth=None):
+        return None
+
+    def referrers(self, host, repository, digest, auth=None):
+        return []
+
 
 def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
     from shared.core.settings import load_settings
@@ -226,7 +232,7 @@ def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
     from shared.registry.client import IdentityAuth
 
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
-                              "REFRESH_TIME_BUDGET_SECONDS": "1"})
+                              "REFRESH_TIME_BUDGET_SECONDS": "1", "REFERRERS": "none"})
     config = parse_config(json.dumps({"images": [{"source": "nginx", "tags": ["a", "b", "c"]}]}), settings)
     plan = plan_refresh(list(config.images), SlowReader(0.6), settings, IdentityAuth(None))
     assert [c.status for c in plan.checks] == [UNCHANGED, SKIPPED, SKIPPED]

@@ -145,3 +145,27 @@ def test_rules_must_respect_the_allowlists():
     assert "rules[0].targets[0]" in str(refused.value) and "ALLOWED_TARGET_REGISTRIES" in str(refused.value)
     by_id = load_settings({"TARGET_REGISTRY": B, "ALLOWED_SOURCE_REGISTRIES": A})
     assert len(rules({"source": A, "targets": [B]}, settings=by_id).rules) == 1
+
+
+@pytest.mark.parametrize(("value", "field"), [
+    ("signatures", "rules[1].referrers"), (True, "rules[1].referrers"),
+    ({"artifactTypes": "application/spdx+json"}, "rules[1].referrers.artifactTypes"),
+    ({"artifactTypes": ["spdx"]}, "rules[1].referrers.artifactTypes[0]"),
+    ({"required": 1}, "rules[1].referrers.required"),
+    ({"types": ["application/spdx+json"]}, "rules[1].referrers.types"),
+])
+def test_a_malformed_referrers_option_refuses_the_rules_naming_the_rule_and_field(value, field):
+    with pytest.raises(ReplicationConfigError) as raised:
+        rules({"source": A, "targets": [B]}, {"source": A, "targets": [C], "referrers": value})
+    assert f"{field}: " in str(raised.value)
+
+
+def test_the_rules_referrers_option_reaches_every_request_and_an_absent_one_leaves_it_to_the_setting():
+    choice = {"artifactTypes": ["application/vnd.cncf.notary.signature"], "required": True}
+    plain = plan_event(pushed(), rules({"source": A, "targets": [B]}))
+    chosen = plan_event(pushed(), rules({"source": A, "targets": [B, C], "referrers": choice}))
+    assert "referrers" not in plain.requests[0]
+    assert [d["referrers"] for d in chosen.requests] == [choice, choice]
+    request = validate_document(chosen.requests[0], SETTINGS)
+    assert isinstance(request, ImportRequest) and request.referrers.required
+    assert request.referrers.artifact_types == ("application/vnd.cncf.notary.signature",)
