@@ -170,9 +170,9 @@ def test_if_changed_skips_an_unchanged_image_and_a_matching_no_force_conflict_su
 
     tag = f"ifc-{uid}:a"
     first = run({"id": f"a-{uid}", "source": "nginx:1.27", "targetTags": [tag], "mode": "IfChanged"})
-    assert (first.state, first.reason) == (State.SUCCEEDED, "imported")
+    assert (first.state, first.reason) == (State.SUCCEEDED, "imported; no referrers")
     again = run({"id": f"b-{uid}", "source": "nginx:1.27", "targetTags": [tag], "mode": "IfChanged"})
-    assert (again.state, again.reason) == (State.SKIPPED, f"unchanged: {digest}")
+    assert (again.state, again.reason) == (State.SKIPPED, f"unchanged: {digest}; no referrers")
     same = run({"id": f"c-{uid}", "source": "nginx:1.27", "targetTags": [tag]})
     assert same.state is State.SUCCEEDED and digest in same.reason
     other = run({"id": f"d-{uid}", "source": "nginx:latest", "targetTags": [tag]})
