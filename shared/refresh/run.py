@@ -120,7 +120,7 @@ class RefreshSummary:
     rate_limit_remaining: dict[str, int | None]
     backoff_until: dict[str, str]
     problems: list[str]
-    referrers: int = 0  # unchanged digests whose target lacks referrers the source has (imported again)
+    referrers: int = 0  # tags whose digest is unchanged but whose referrers the target lacks (enqueued)
 
     def as_log(self) -> dict[str, Any]:
         fields = {"event": "refresh", **{_camel(k): v for k, v in asdict(self).items()}}
