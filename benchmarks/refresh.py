@@ -281,7 +281,7 @@ def run() -> str:
         _ensure_signature(digest)
         settings = load_settings()
         reader, identity = app_context.registry_client(settings), app_context.identity(settings)
-        _ours(tags[:100], reader, identity)  # warm: connections and tokens, which the timer's process keeps between runs
+        _ours(tags[:100], reader, identity)  # warm: connections and tokens (the timer's process keeps them)
         # with and without referrers, alternating, the faster of two runs each: the order of the runs and other
         # work on the machine move single runs by more than the referrer check costs
         runs = [_ours(tags, reader, identity, referrers=mode) for mode in ("none", "all", "none", "all")]
