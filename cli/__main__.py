@@ -64,7 +64,8 @@ def refresh(args: argparse.Namespace) -> int:
         print(f"{'problem':13} {problem}")
     s = result.summary
     limits = ", ".join(f"{h}: {r}" for h, r in s.rate_limit_remaining.items()) or "none reported"
-    print(f"checked {s.checked}, changed {s.changed}, missing {s.missing}, unchanged {s.unchanged}, "
+    print(f"checked {s.checked}, changed {s.changed}, missing {s.missing}, referrers {s.referrers}, "
+          f"unchanged {s.unchanged}, "
           f"skipped {s.skipped}, errors {s.errors}; rate limit remaining: {limits}"
           + (" (dry run: nothing enqueued)" if args.dry_run else f"; enqueued {s.enqueued}"))
     return 1 if s.errors else 0

@@ -31,6 +31,7 @@ from shared.core.reference import TargetTag
 from shared.core.request import Rejected, validate_document
 from shared.core.settings import Settings
 from shared.imports.claims import queue_once
+from shared.refresh.referrers import ReferrerChecks
 from shared.refresh.tracked import TrackedConfigError, TrackedImage, load_config_text, parse_config, select_tags
 from shared.registry.client import (
     Auth,
@@ -42,6 +43,7 @@ from shared.registry.client import (
     deadline_scope,
     source_auth,
 )
+from shared.registry.referrers import ReferrerReader
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
@@ -54,10 +56,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("acr_importer")
 
 MISSING, CHANGED, UNCHANGED, SKIPPED, ERROR = "missing", "changed", "unchanged", "skipped", "error"
+REFERRERS = "referrers"  # the digest is unchanged, but the target lacks some of the source's referrers
 MAX_SUMMARY_CHARS = 30_000  # one Azure Tables string property holds 32K UTF-16 characters
 
 
-class RegistryReader(Protocol):
+class RegistryReader(ReferrerReader, Protocol):
     def head_manifest(self, host: str, repository: str, reference: str, auth: Auth = None) -> ManifestHead | None:
         ...
 
@@ -94,6 +97,7 @@ class RefreshPlan:
     problems: list[str] = field(default_factory=list)  # configuration and listing problems
     rate_limits: dict[str, int | None] = field(default_factory=dict)  # upstream -> ratelimit-remaining
     backoff_until: dict[str, float] = field(default_factory=dict)  # upstream -> epoch seconds
+    referrer_checks: int = 0  # unchanged digests whose referrers were read (once per digest and target)
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.checks if c.status == status)
@@ -116,6 +120,7 @@ class RefreshSummary:
     rate_limit_remaining: dict[str, int | None]
     backoff_until: dict[str, str]
     problems: list[str]
+    referrers: int = 0  # tags whose digest is unchanged but whose referrers the target lacks (enqueued)
 
     def as_log(self) -> dict[str, Any]:
         fields = {"event": "refresh", **{_camel(k): v for k, v in asdict(self).items()}}
@@ -183,20 +188,28 @@ class _Backoff:
             return {h: u for h, u in self._until.items() if u > now}
 
 
-def request_id(target: str, target_tag: str, source_digest: str, target_digest: str) -> str:
-    """Stable for one change: a re-run before the worker got to it yields the same id (idempotent)."""
-    key = "|".join((target.lower(), target_tag, source_digest, target_digest))
-    return "refresh-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+def request_id(target: str, target_tag: str, source_digest: str, target_digest: str,
+               missing_referrers: tuple[str, ...] = ()) -> str:
+    """Stable for one change: a re-run before the worker got to it yields the same id (idempotent). An
+    unchanged image whose referrers the target lacks gets an id of its own per set of missing referrers, so
+    the earlier (finished) request for the same digests does not hide a signature added since."""
+    parts = [target.lower(), target_tag, source_digest, target_digest]
+    if missing_referrers:
+        parts.append(hashlib.sha256(",".join(sorted(missing_referrers)).encode()).hexdigest()[:16])
+    return "refresh-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def import_document(image: TrackedImage, tag: str, source_digest: str, target_digest: str) -> dict[str, Any]:
+def import_document(image: TrackedImage, tag: str, source_digest: str, target_digest: str,
+                    missing_referrers: tuple[str, ...] = ()) -> dict[str, Any]:
     target_tag = str(TargetTag(image.target_repository, tag))
     doc: dict[str, Any] = {
-        "id": request_id(str(image.target), target_tag, source_digest, target_digest),
+        "id": request_id(str(image.target), target_tag, source_digest, target_digest, missing_referrers),
         "source": f"{image.source.registry}/{image.source.repository}:{tag}",
         "target": str(image.target), "targetTags": [target_tag], "mode": "IfChanged"}
     if image.credential:
         doc["credential"] = image.credential
+    if image.referrers is not None:
+        doc["referrers"] = image.referrers.as_document()
     return doc
 
 
@@ -210,6 +223,7 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
     counted = _Progress(progress)
     backoff = _Backoff(backoff_until or {}, clock, settings.refresh_backoff_seconds)
     deadline = time.monotonic() + settings.refresh_time_budget_seconds
+    referrers = ReferrerChecks(reader, settings)
     with ThreadPoolExecutor(max_workers=settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
         tag_lists = list(pool.map(lambda i: _tags_of(i, reader, settings, identity, backoff, plan, deadline), images))
         work = [(image, tag) for image, tags in zip(images, tag_lists, strict=True) for tag in tags]
@@ -218,7 +232,7 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
         order = sorted(range(len(work)), key=_round_robin(work))
         counted.total = len(work)
         done = dict(zip(order, pool.map(lambda i: counted.after(
-            _check(*work[i], reader, settings, identity, backoff, deadline)), order), strict=True))
+            _check(*work[i], reader, settings, identity, backoff, deadline, referrers)), order), strict=True))
         results = [done[i] for i in range(len(work))]
     for check, planned in results:
         plan.checks.append(check)
@@ -229,6 +243,7 @@ def plan_refresh(images: list[TrackedImage], reader: RegistryReader, settings: S
         if limit is not None:
             plan.rate_limits[host] = limit.remaining
     plan.backoff_until = backoff.active()
+    plan.referrer_checks = referrers.checks
     return plan
 
 
@@ -302,7 +317,7 @@ def _tags_of(image: TrackedImage, reader: RegistryReader, settings: Settings, id
 
 
 def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
-           backoff: _Backoff, deadline: float) -> tuple[TagCheck, PlannedImport | None]:
+           backoff: _Backoff, deadline: float, referrers: ReferrerChecks) -> tuple[TagCheck, PlannedImport | None]:
     host = image.source.registry
     target_host = image.target.login_server(settings.acr_login_server_suffix)
     source = f"{host}/{image.source.repository}:{tag}"
@@ -322,7 +337,7 @@ def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Sett
             return verdict(ERROR, f"{side}: not read, {silent_host} did not answer in time earlier in this run"), None
     try:
         with deadline_scope(deadline):
-            return _compare(image, tag, reader, settings, identity, backoff, verdict, target_host)
+            return _compare(image, tag, reader, settings, identity, backoff, verdict, target_host, referrers)
     except Exception as exc:  # a bug must cost this tag, not the run (the trace is in the log)
         if (failure := configuration_failure(exc)) is not None:  # no identity, an untrusted CA: say the fix
             return verdict(ERROR, str(failure)), None
@@ -331,11 +346,12 @@ def _check(image: TrackedImage, tag: str, reader: RegistryReader, settings: Sett
 
 
 def _compare(image: TrackedImage, tag: str, reader: RegistryReader, settings: Settings, identity: IdentityAuth,
-             backoff: _Backoff, verdict: Callable[..., TagCheck],
-             target_host: str) -> tuple[TagCheck, PlannedImport | None]:
+             backoff: _Backoff, verdict: Callable[..., TagCheck], target_host: str,
+             referrers: ReferrerChecks) -> tuple[TagCheck, PlannedImport | None]:
     host = image.source.registry
+    auth = _auth(image, settings, identity)
     try:
-        upstream = reader.head_manifest(host, image.source.repository, tag, _auth(image, settings, identity))
+        upstream = reader.head_manifest(host, image.source.repository, tag, auth)
     except RateLimited as err:
         until = backoff.rest(host, err.retry_after)
         return verdict(SKIPPED, f"{host} answered 429; backing off until {_iso(until)}"), None
@@ -349,12 +365,32 @@ def _compare(image: TrackedImage, tag: str, reader: RegistryReader, settings: Se
     except RegistryError as err:
         backoff.went_silent(target_host, err)
         return verdict(ERROR, f"target: {err}", upstream.digest), None
+    missing_referrers: tuple[str, ...] = ()
     if current is not None and current.digest == upstream.digest:
-        return verdict(UNCHANGED, "target has the upstream digest", upstream.digest, current.digest), None
-    status = MISSING if current is None else CHANGED
-    reason = "not in the target" if current is None else f"upstream moved from {current.digest} to {upstream.digest}"
+        choice = image.referrers or settings.referrers
+        if not choice.enabled:
+            return verdict(UNCHANGED, "target has the upstream digest", upstream.digest, current.digest), None
+        state = referrers.check(host=host, repository=image.source.repository, auth=auth, digest=upstream.digest,
+                                target_host=target_host, target_repository=str(image.target_repository),
+                                identity=identity, choice=choice)
+        if not state.missing:
+            if state.rate_limited:
+                until = backoff.rest(host, None)
+                return verdict(SKIPPED, f"{host} answered 429 reading the referrers; backing off until "
+                                        f"{_iso(until)}", upstream.digest, current.digest), None
+            if state.problem:
+                return verdict(ERROR, f"referrers: {state.problem}", upstream.digest, current.digest), None
+            held = f" and its {state.found} referrer(s)" if state.found else " (no referrers upstream)"
+            return verdict(UNCHANGED, f"target has the upstream digest{held}", upstream.digest, current.digest), None
+        missing_referrers = state.missing
+        status, reason = REFERRERS, (f"digest unchanged; the target lacks {len(state.missing)} of its "
+                                     f"{state.found} referrer(s): {', '.join(d[:19] + '…' for d in state.missing[:3])}")
+    else:
+        status = MISSING if current is None else CHANGED
+        reason = ("not in the target" if current is None
+                  else f"upstream moved from {current.digest} to {upstream.digest}")
     check = verdict(status, reason, upstream.digest, current.digest if current else "")
-    document = import_document(image, tag, upstream.digest, check.target_digest)
+    document = import_document(image, tag, upstream.digest, check.target_digest, missing_referrers)
     checked = validate_document(document, settings)
     if isinstance(checked, Rejected):
         return verdict(ERROR, f"request rejected: {checked.reason}", upstream.digest, check.target_digest), None
@@ -421,7 +457,8 @@ class RefreshLog:
         for row in (f"run-{summary.started_at}", "latest"):
             self._client().upsert_entity({"PartitionKey": self.PARTITION, "RowKey": row, "Summary": text,
                                           "Checked": summary.checked, "Changed": summary.changed,
-                                          "Missing": summary.missing, "Errors": summary.errors,
+                                          "Missing": summary.missing, "Referrers": summary.referrers,
+                                          "Errors": summary.errors,
                                           "Enqueued": summary.enqueued}, mode=UpdateMode.REPLACE)
 
 
@@ -479,12 +516,14 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
         missing=plan.count(MISSING), unchanged=plan.count(UNCHANGED), skipped=plan.count(SKIPPED),
         errors=plan.count(ERROR) + len(plan.problems), enqueued=enqueued, rate_limit_remaining=plan.rate_limits,
         backoff_until={h: _iso(u) for h, u in plan.backoff_until.items()},
-        problems=plan.problems + [f"{c.image}: {c.source}: {c.reason}" for c in plan.checks if c.status == ERROR])
+        problems=plan.problems + [f"{c.image}: {c.source}: {c.reason}" for c in plan.checks if c.status == ERROR],
+        referrers=plan.count(REFERRERS))
     level = logging.WARNING if summary.errors or summary.skipped else logging.INFO
     log.log(level, json.dumps(summary.as_log(), ensure_ascii=False))
     if refresh_log is not None and not dry_run:
         refresh_log.record(summary)
-        telemetry.record_refresh(summary.checked, summary.changed + summary.missing, summary.rate_limit_remaining)
+        telemetry.record_refresh(summary.checked, summary.changed + summary.missing + summary.referrers,
+                                 summary.rate_limit_remaining)
     return RefreshResult(plan, summary)
 
 

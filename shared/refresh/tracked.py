@@ -27,6 +27,7 @@ from shared.core import policy
 from shared.core.outcome import Problem
 from shared.core.patterns import UnsafePattern, compile_pattern
 from shared.core.reference import ImageReference, InvalidReference, Repository, parse_reference, parse_repository
+from shared.core.referrers import ReferrerChoice, parse_choice
 from shared.core.request import field_path
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REFRESH, Settings
@@ -69,6 +70,7 @@ class TrackedImage:
     target_repository: Repository
     credential: str | None
     rule: TagRule
+    referrers: ReferrerChoice | None = None  # the entry's `referrers`; None: the REFERRERS settings decide
 
     @property
     def label(self) -> str:
@@ -149,15 +151,19 @@ def parse_entry(index: int, entry: Any, settings: Settings) -> TrackedImage | li
         refusal = policy.target_refusal(target, settings)
         if refusal:
             problems.append(Problem(f"{prefix}.target", refusal))
+    referrers = parse_choice(entry["referrers"], f"{prefix}.referrers") if "referrers" in entry else None
+    if isinstance(referrers, Problem):
+        problems.append(referrers)
     credential = entry.get("credential")
     if credential and source is not None:
         refusal = policy.credential_refusal(credential, source.registry, settings)
         if refusal:
             problems.append(Problem(f"{prefix}.credential", refusal))
-    if problems or source is None or target is None or rule is None or target_repository is None:
+    if problems or source is None or target is None or rule is None or target_repository is None \
+            or isinstance(referrers, Problem):
         return problems
     return TrackedImage(index, entry.get("name") or str(source).rsplit(":", 1)[0], source, target,
-                        target_repository, credential, rule)
+                        target_repository, credential, rule, referrers)
 
 
 def _entry_field(prefix: str, parts: list[str | int]) -> str:

@@ -17,11 +17,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from shared.core.referrers import COSIGN_TAG_TYPES, ReferrerChoice, cosign_tag, schema_tag
-from shared.registry.client import Auth, Descriptor, RateLimited, RegistryClient, RegistryError, index_entries
+from shared.registry.client import Auth, Descriptor, ManifestHead, RateLimited, RegistryError, index_entries
 
 MAX_NOTE = 160  # characters of one registry error kept per unread subject
+
+
+class ReferrerReader(Protocol):
+    """The reads a walk needs (RegistryClient has them; the refresh's planning tests give their own)."""
+
+    def head_manifest(self, host: str, repository: str, reference: str, auth: Auth = None) -> ManifestHead | None:
+        ...
+
+    def manifest(self, host: str, repository: str, reference: str,
+                 auth: Auth = None) -> tuple[ManifestHead, dict[str, Any]] | None:
+        ...
+
+    def referrers(self, host: str, repository: str, digest: str, auth: Auth = None) -> list[Descriptor] | None:
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Walk:
     cut: str = ""                  # "" when complete
     skipped: int = 0               # referrers the choice left out
     reads: int = 0                 # registry requests the walk sent
+    rate_limited: bool = False     # the registry answered 429 (the cut says so too)
 
     @property
     def complete(self) -> bool:
@@ -65,9 +81,10 @@ class _State:
     skipped: int = 0
     reads: int = 0
     api: bool | None = None  # whether the registry serves the referrers API; learned on the first subject
+    rate_limited: bool = False
 
 
-def find_referrers(client: RegistryClient, host: str, repository: str, subjects: Sequence[str], auth: Auth,
+def find_referrers(client: ReferrerReader, host: str, repository: str, subjects: Sequence[str], auth: Auth,
                    choice: ReferrerChoice, *, max_depth: int, max_count: int, cosign_tags: bool) -> Walk:
     """Every referrer of `subjects` (an image and its platform manifests) that `choice` admits, recursively."""
     if not choice.enabled:
@@ -91,15 +108,16 @@ def find_referrers(client: RegistryClient, host: str, repository: str, subjects:
             except RateLimited as err:
                 state.unread.append(f"{subject[:19]}…: {str(err)[:MAX_NOTE]}")
                 state.cut = "the source registry rate-limited the reads; the rest were not read"
+                state.rate_limited = True
             except RegistryError as err:
                 state.unread.append(f"{subject[:19]}…: {str(err)[:MAX_NOTE]}")
             if state.cut:
                 break
         level = following
-    return Walk(tuple(state.found), tuple(state.unread), state.cut, state.skipped, state.reads)
+    return Walk(tuple(state.found), tuple(state.unread), state.cut, state.skipped, state.reads, state.rate_limited)
 
 
-def _referrers_of(client: RegistryClient, host: str, repository: str, subject: str, auth: Auth, state: _State,
+def _referrers_of(client: ReferrerReader, host: str, repository: str, subject: str, auth: Auth, state: _State,
                   depth: int) -> Iterable[Referrer]:
     listed: list[Descriptor] | None = None
     if state.api is not False:
@@ -135,7 +153,7 @@ def _admitted(state: _State, referrer: Referrer) -> list[Referrer]:
     return [referrer]
 
 
-def missing_in(client: RegistryClient, host: str, repositories: Sequence[str], found: Iterable[Referrer],
+def missing_in(client: ReferrerReader, host: str, repositories: Sequence[str], found: Iterable[Referrer],
                auth: Auth) -> list[tuple[Referrer, str]]:
     """The (referrer, repository) pairs a target lacks: the digest absent, or cosign's tag on another digest.
     One HEAD each, on the app's own registry."""

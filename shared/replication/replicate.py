@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.app_context import Worker
 from shared.azure.config_source import ConfigUnavailable, read_config
@@ -27,6 +27,7 @@ from shared.core import policy
 from shared.core.outcome import Failure, Kind, Outcome, Problem, State
 from shared.core.patterns import UnsafePattern, compile_pattern
 from shared.core.reference import InvalidReference, parse_repository
+from shared.core.referrers import DEFAULT_CHOICE, ReferrerChoice, parse_choice
 from shared.core.request import ImportRequest, Rejected, field_path, validate_document
 from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REPLICATION, Settings
@@ -39,6 +40,7 @@ from shared.imports.recorder import (
     record_rejected,
     settings_refusal,
 )
+from shared.registry.client import RegistryError
 from shared.replication import events as ev
 from shared.schemas import validator
 
@@ -75,6 +77,7 @@ class ReplicationRule:
     tags: NamePatterns
     target_prefix: str
     mode: str
+    referrers: ReferrerChoice | None = None  # the rule's `referrers`; None: the REFERRERS settings decide
 
     @property
     def label(self) -> str:
@@ -159,10 +162,13 @@ def _rule(index: int, entry: dict[str, Any], settings: Settings, problems: list[
             problems.append(Problem(f"{where}.targetPrefix", err.reason))
     repositories = _patterns(entry, "repositories", where, problems)
     tags = _patterns(entry, "tags", where, problems)
-    if len(problems) > before or source is None:
+    referrers = parse_choice(entry["referrers"], f"{where}.referrers") if "referrers" in entry else None
+    if isinstance(referrers, Problem):
+        problems.append(referrers)
+    if len(problems) > before or source is None or isinstance(referrers, Problem):
         return None
     return ReplicationRule(index, entry.get("name") or where, source, tuple(t for t in targets if t),
-                           repositories, tags, prefix, entry.get("mode", DEFAULT_MODE))
+                           repositories, tags, prefix, entry.get("mode", DEFAULT_MODE), referrers)
 
 
 def find_cycle(rules: Iterable[ReplicationRule]) -> list[tuple[RegistryId, ReplicationRule]] | None:
@@ -244,7 +250,29 @@ def request_id(event: ev.RegistryEvent, target: RegistryId, target_tag: str) -> 
     return f"evt-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
-def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationRules) -> EventPlan:
+@dataclass(frozen=True)
+class PushedReferrer:
+    """An untagged manifest that names a subject: a signature, SBOM or attestation pushed by digest."""
+
+    subject: str
+    artifact_type: str
+
+
+class ReferrerLookup(Protocol):
+    """The reads that tell whether an untagged push is a referrer, and whether its subject was replicated.
+    Raises RegistryError when a registry cannot be read."""
+
+    def referrer(self, source: RegistryId, repository: str, digest: str) -> PushedReferrer | None:
+        ...
+
+    def holds(self, target: RegistryId, repository: str, digest: str) -> bool:
+        ...
+
+
+def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationRules,
+               lookup: ReferrerLookup | None = None, default_referrers: ReferrerChoice = DEFAULT_CHOICE) -> EventPlan:
+    """What an event asks for. `lookup` reads untagged pushes (None: they are ignored, as before referrers);
+    `default_referrers` is the REFERRERS setting, for rules without a `referrers` option."""
     if isinstance(event, ev.UnreadableEvent):
         return EventPlan(event, State.REJECTED, f"malformed event: {event.reason}")
     what = f"event {event.id[:128]!r} ({event.event_type})"
@@ -267,8 +295,7 @@ def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationR
         return EventPlan(event, State.REJECTED, f"malformed {what}: {'; '.join(reasons)}")
     image = f"{event.repository}@{event.digest}"
     if not event.tag:
-        return EventPlan(event, State.SKIPPED, f"ignored: untagged manifest {image} (a platform of a multi-arch "
-                                               "push, or a push by digest); the tagged push carries the image")
+        return _plan_untagged(event, topic, selected, lookup, default_referrers)
     documents: dict[str, dict[str, Any]] = {}
     for rule in selected:
         if not rule.selects(event.repository, event.tag):
@@ -276,14 +303,102 @@ def plan_event(event: ev.RegistryEvent | ev.UnreadableEvent, rules: ReplicationR
         target_tag = f"{rule.target_prefix}{event.repository}:{event.tag}"
         for target in rule.targets:
             rid = request_id(event, target, target_tag)
-            documents.setdefault(rid, {"id": rid, "source": image, "sourceRegistry": str(topic),
-                                       "target": str(target), "targetTags": [target_tag], "mode": rule.mode})
+            document: dict[str, Any] = {"id": rid, "source": image, "sourceRegistry": str(topic), "target": str(target),
+                                        "targetTags": [target_tag], "mode": rule.mode}
+            if rule.referrers is not None:
+                document["referrers"] = rule.referrers.as_document()
+            documents.setdefault(rid, document)
     if not documents:
         names = ", ".join(r.label for r in selected)
         return EventPlan(event, State.SKIPPED, f"ignored: {event.repository}:{event.tag} from {topic.name!r} is "
                                                f"not selected by {names}")
     return EventPlan(event, State.RECEIVED, f"{image} ({event.repository}:{event.tag}) -> "
                                             f"{len(documents)} import(s)", tuple(documents.values()))
+
+
+def _plan_untagged(event: ev.RegistryEvent, topic: RegistryId, selected: list[ReplicationRule],
+                   lookup: ReferrerLookup | None, default: ReferrerChoice) -> EventPlan:
+    """An untagged push: a platform of a multi-arch push or a push by digest (the tagged push carries those),
+    or a referrer (a signature, SBOM or attestation pushed with a `subject`, as notation, oras and cosign
+    in OCI 1.1 mode do on a registry with the referrers API, such as ACR).
+
+    Event Grid's `data.target` says only mediaType, size, digest, repository (no artifactType, no subject:
+    learn.microsoft.com event-schema-container-registry and the SDKs' ContainerRegistryEventTarget), and a
+    referrer's mediaType is the image manifest's, so the manifest is read from the source (one GET on the
+    source ACR). A referrer is imported by digest into each target whose rule admits its artifact type, when
+    that target holds its subject: there the subject was replicated earlier and its import is over, so it
+    would never see this referrer. Where the subject is not (yet) there, its import brings its referrers along
+    when it runs, or the rule's tag filters left it out."""
+    assert event.repository is not None and event.digest is not None
+    image = f"{event.repository}@{event.digest}"
+    untagged = f"ignored: untagged manifest {image} (a platform of a multi-arch push, or a push by digest); the " \
+               "tagged push carries the image"
+    selecting = [r for r in selected if r.repositories.selects(event.repository)]
+    wanting = [(r, r.referrers or default) for r in selecting if (r.referrers or default).enabled]
+    if lookup is None or not selecting:
+        return EventPlan(event, State.SKIPPED, untagged)
+    if not wanting:
+        return EventPlan(event, State.SKIPPED, f"{untagged}; the rules selecting it take no referrers")
+    try:
+        pushed = lookup.referrer(topic, event.repository, event.digest)
+    except RegistryError as err:
+        return EventPlan(event, State.SKIPPED, f"{untagged}; could not read whether it is a referrer: "
+                                               f"{str(err)[:300]}")
+    if pushed is None:
+        return EventPlan(event, State.SKIPPED, untagged)
+    what = f"referrer {image} ({pushed.artifact_type or 'no artifact type'}) of {pushed.subject}"
+    documents: dict[str, dict[str, Any]] = {}
+    waiting: list[str] = []
+    for rule, choice in wanting:
+        if not choice.admits(pushed.artifact_type):
+            continue
+        repository = f"{rule.target_prefix}{event.repository}"
+        for target in rule.targets:
+            try:
+                there = lookup.holds(target, repository, pushed.subject)
+            except RegistryError as err:
+                waiting.append(f"{target.name}: not read: {str(err)[:200]}")
+                continue
+            if not there:
+                waiting.append(f"{target.name}/{repository} lacks the subject")
+                continue
+            rid = request_id(event, target, f"{repository}@{event.digest}")
+            document: dict[str, Any] = {"id": rid, "source": image, "sourceRegistry": str(topic),
+                                        "target": str(target), "untaggedTargetRepositories": [repository],
+                                        "mode": "NoForce"}
+            if rule.referrers is not None:
+                document["referrers"] = rule.referrers.as_document()
+            documents.setdefault(rid, document)
+    if not documents:
+        why = "; ".join(waiting[:5]) if waiting else "no rule's referrers option admits its artifact type"
+        return EventPlan(event, State.SKIPPED, f"ignored: {what}: {why} (an import of the subject brings its "
+                                               "referrers along)")
+    return EventPlan(event, State.RECEIVED, f"{what} -> {len(documents)} import(s) by digest",
+                     tuple(documents.values()))
+
+
+class RegistryLookup:
+    """ReferrerLookup over the app's registry client and identity (the app reads both registries)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._registries, self._identity = worker.reader()
+        self._suffix = worker.settings.acr_login_server_suffix
+
+    def referrer(self, source: RegistryId, repository: str, digest: str) -> PushedReferrer | None:
+        found = self._registries.manifest(source.login_server(self._suffix), repository, digest, self._identity)
+        if found is None:
+            return None
+        document = found[1]
+        subject = document.get("subject")
+        if not isinstance(subject, dict) or not isinstance(subject.get("digest"), str):
+            return None
+        config = document.get("config")
+        artifact_type = document.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else "")
+        return PushedReferrer(subject["digest"], artifact_type if isinstance(artifact_type, str) else "")
+
+    def holds(self, target: RegistryId, repository: str, digest: str) -> bool:
+        return self._registries.head_manifest(target.login_server(self._suffix), repository, digest,
+                                              self._identity) is not None
 
 
 # --- the I/O ----------------------------------------------------------------------------------------
@@ -301,7 +416,8 @@ def replicate(worker: Worker, payload: Any) -> list[EventResult]:
     storage errors (so the host retries)."""
     found = ev.read_events(payload)
     rules = load_rules(worker.settings)
-    return [_handle(worker, plan_event(event, rules)) for event in found]
+    lookup = RegistryLookup(worker)
+    return [_handle(worker, plan_event(event, rules, lookup, worker.settings.referrers)) for event in found]
 
 
 def _handle(worker: Worker, plan: EventPlan) -> EventResult:

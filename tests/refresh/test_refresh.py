@@ -5,6 +5,7 @@ front (the app's Docker Hub reads) and in the target registry's access log."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import subprocess
@@ -34,10 +35,10 @@ def uid() -> str:
 @pytest.fixture
 def tracked(tmp_path, runner_factory):
     """Write a tracked-images file and start the runner with TRACKED_IMAGES pointing at it."""
-    def start(*images: dict):
+    def start(*images: dict, **settings: str):
         path = tmp_path / "tracked.json"
         path.write_text(json.dumps({"version": 1, "images": list(images)}))
-        return runner_factory(TRACKED_IMAGES=str(path))
+        return runner_factory(TRACKED_IMAGES=str(path), **settings)
 
     return start
 
@@ -86,7 +87,8 @@ def test_refresh_imports_what_is_missing_then_only_heads_then_exactly_the_change
         {"source": f"docker.io/{hub}", "tags": ["1.0", "2.0"], "targetPrefix": prefix},
         {"source": f"mcr.microsoft.com/{mcr}", "tags": ["ltsc"], "targetPrefix": prefix},
         {"source": f"registry.contoso.com/{contoso}", "tags": ["v1"], "credential": "contoso", "targetPrefix": prefix},
-        {"source": f"docker.io/{private}", "tags": ["v1"], "credential": "dockerhub", "targetPrefix": prefix})
+        {"source": f"docker.io/{private}", "tags": ["v1"], "credential": "dockerhub", "targetPrefix": prefix},
+        REFERRERS="none")  # the cost of a refresh without referrers: two HEADs a tag (see the referrers test below)
 
     first = refresh(runner, app_env)
     assert (first["missing"], first["enqueued"], first["errors"]) == (5, 5, 0), first
@@ -168,9 +170,9 @@ def test_if_changed_skips_an_unchanged_image_and_a_matching_no_force_conflict_su
 
     tag = f"ifc-{uid}:a"
     first = run({"id": f"a-{uid}", "source": "nginx:1.27", "targetTags": [tag], "mode": "IfChanged"})
-    assert (first.state, first.reason) == (State.SUCCEEDED, "imported")
+    assert (first.state, first.reason) == (State.SUCCEEDED, "imported; no referrers")
     again = run({"id": f"b-{uid}", "source": "nginx:1.27", "targetTags": [tag], "mode": "IfChanged"})
-    assert (again.state, again.reason) == (State.SKIPPED, f"unchanged: {digest}")
+    assert (again.state, again.reason) == (State.SKIPPED, f"unchanged: {digest}; no referrers")
     same = run({"id": f"c-{uid}", "source": "nginx:1.27", "targetTags": [tag]})
     assert same.state is State.SUCCEEDED and digest in same.reason
     other = run({"id": f"d-{uid}", "source": "nginx:latest", "targetTags": [tag]})
@@ -218,6 +220,12 @@ class SlowReader:
     def rate_limit(self, host):
         return None
 
+    def manifest(self, host, repository, reference, auth=None):
+        return None
+
+    def referrers(self, host, repository, digest, auth=None):
+        return []
+
 
 def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
     from shared.core.settings import load_settings
@@ -226,8 +234,55 @@ def test_tags_beyond_the_time_budget_are_skipped_for_the_next_run():
     from shared.registry.client import IdentityAuth
 
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
-                              "REFRESH_TIME_BUDGET_SECONDS": "1"})
+                              "REFRESH_TIME_BUDGET_SECONDS": "1", "REFERRERS": "none"})
     config = parse_config(json.dumps({"images": [{"source": "nginx", "tags": ["a", "b", "c"]}]}), settings)
     plan = plan_refresh(list(config.images), SlowReader(0.6), settings, IdentityAuth(None))
     assert [c.status for c in plan.checks] == [UNCHANGED, SKIPPED, SKIPPED]
     assert "time budget" in plan.checks[1].reason and plan.imports == []
+
+
+def attach_signature(host: str, repo: str, subject: str, *, name: str = "sig") -> str:
+    """What `notation sign` leaves on a registry without the referrers API (OCI 1.1's tag schema): a signature
+    manifest whose `subject` is the image, and an index under the tag `sha256-<hex>` listing it."""
+    client = seed.admin_client(host)
+    head = client.head_manifest(repo, subject)
+    assert head is not None
+    empty = client.put_blob(repo, b"{}")
+    envelope = json.dumps({"payload": name, "signatures": []}).encode()
+    layer = client.put_blob(repo, envelope)
+    signature = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "artifactType": "application/vnd.cncf.notary.signature",
+                 "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+                 "layers": [{"mediaType": "application/jose+json", "digest": layer, "size": len(envelope)}],
+                 "subject": {"mediaType": head.media_type, "digest": subject, "size": head.size}}
+    body = json.dumps(signature).encode()
+    found = client.put_manifest(repo, "sha256:" + hashlib.sha256(body).hexdigest(), body,
+                                signature["mediaType"])
+    listed = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": signature["mediaType"], "digest": found, "size": len(body),
+         "artifactType": signature["artifactType"]}]}
+    client.put_manifest(repo, subject.replace(":", "-", 1), json.dumps(listed).encode(), listed["mediaType"])
+    return found
+
+
+def test_a_signature_added_upstream_to_an_unchanged_image_is_imported_by_the_next_refresh(app_env, tracked, uid):
+    """Docker Hub's stand-in (docker-registry 2.8) has no referrers API: the tag schema fallback finds it."""
+    repo, target_repo = f"library/rs-{uid}", f"rs{uid}/rs-{uid}"
+    index = push("docker.io", repo, "1.0")
+    runner = tracked({"source": f"docker.io/{repo}", "tags": ["1.0"], "targetRepository": target_repo})
+    first = refresh(runner, app_env)
+    assert (first["missing"], first["enqueued"]) == (1, 1), first
+    assert refresh(runner, app_env)["unchanged"] == 1  # no referrers upstream yet: nothing to do
+
+    signature = attach_signature("docker.io", repo, index)
+    assert seed.admin_client(layout.TARGET_ACR.login_server).head_manifest(target_repo, signature) is None
+    third = refresh(runner, app_env)
+
+    assert (third["referrers"], third["unchanged"], third["enqueued"], third["errors"]) == (1, 0, 1, 0), third
+    assert target_digest(target_repo, "1.0") == index  # the image was not imported again: only its referrer
+    held = seed.admin_client(layout.TARGET_ACR.login_server).head_manifest(target_repo, signature)
+    assert held is not None and held.digest == signature
+    ended = sorted((r for r in records(app_env) if r.source.endswith(f"{repo}:1.0")), key=lambda r: r.id)
+    assert [r.state for r in ended].count(State.SUCCEEDED) == 2, [(r.id, r.state, r.reason) for r in ended]
+    fourth = refresh(runner, app_env)
+    assert (fourth["unchanged"], fourth["referrers"], fourth["enqueued"]) == (1, 0, 0), fourth

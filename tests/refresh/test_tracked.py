@@ -119,3 +119,41 @@ def test_newest_n_never_returns_more_than_n_or_an_unlisted_or_prerelease_tag(lis
     chosen = select_tags(rule(newest=n), listed)
     assert len(chosen) <= n and set(chosen) <= set(listed)
     assert not any("-" in tag for tag in chosen)
+
+
+BAD_REFERRERS = [
+    ("some", "images[1].referrers"), (5, "images[1].referrers"), ([], "images[1].referrers"),
+    ({"artifactTypes": []}, "images[1].referrers.artifactTypes"),
+    ({"artifactTypes": ["not a type"]}, "images[1].referrers.artifactTypes[0]"),
+    ({"artifactTypes": ["application/spdx+json", 7]}, "images[1].referrers.artifactTypes[1]"),
+    ({"required": "yes"}, "images[1].referrers.required"),
+    ({"artifactTypes": ["application/spdx+json"], "colour": "blue"}, "images[1].referrers.colour"),
+]
+
+
+@pytest.mark.parametrize(("value", "field"), BAD_REFERRERS)
+def test_a_malformed_referrers_option_names_the_entry_and_field_and_the_others_still_run(value, field):
+    parsed = parse_config(config({"source": "nginx", "tags": ["1.27"]},
+                                 {"source": "redis", "tags": ["7"], "referrers": value}), SETTINGS)
+    assert [i.index for i in parsed.images] == [0]
+    assert [p.field for p in parsed.problems] == [field], parsed.problems
+
+
+def test_the_referrers_option_in_every_form_reaches_the_request_and_an_absent_one_leaves_it_to_the_setting():
+    from shared.core.request import ImportRequest, validate_document
+    from shared.refresh.run import import_document
+
+    forms = ["all", "none", "required", {"artifactTypes": ["application/vnd.cncf.notary.signature"]},
+             {"artifactTypes": ["application/spdx+json"], "required": True}]
+    parsed = parse_config(config({"source": "nginx", "tags": ["1"]},
+                                 *({"source": "nginx", "tags": ["1"], "referrers": f} for f in forms)), SETTINGS)
+    assert parsed.problems == ()
+    documents = [import_document(image, "1", "sha256:" + "a" * 64, "") for image in parsed.images]
+    assert "referrers" not in documents[0]
+    assert [d["referrers"] for d in documents[1:]] == [
+        "all", "none", "required", {"artifactTypes": ["application/vnd.cncf.notary.signature"], "required": False},
+        {"artifactTypes": ["application/spdx+json"], "required": True}]
+    for document, image in zip(documents, parsed.images, strict=True):
+        request = validate_document(document, SETTINGS)
+        assert isinstance(request, ImportRequest)
+        assert request.referrers == (image.referrers or SETTINGS.referrers)

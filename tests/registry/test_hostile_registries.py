@@ -349,7 +349,8 @@ def test_an_image_with_thousands_of_tags_does_not_starve_the_others():
             return None
 
     settings = load_settings({"TARGET_REGISTRY": layout.TARGET_ACR.resource_id, "REFRESH_CONCURRENCY": "1",
-                              "ALLOWED_SOURCE_REGISTRIES": "registry.contoso.com,mcr.microsoft.com"})
+                              "ALLOWED_SOURCE_REGISTRIES": "registry.contoso.com,mcr.microsoft.com",
+                              "REFERRERS": "none"})  # the order of the tag reads only
     config = parse_config(json.dumps({"images": [{"source": "registry.contoso.com/big/app", "include": [".*"]},
                                                  {"source": "mcr.microsoft.com/small/app", "tags": ["1"]}]}),
                           settings)

@@ -283,3 +283,47 @@ def test_events_on_the_queue_with_unusable_rules_fail_then_end_rejected_from_the
     record = status(f"event-{event_key(A.resource_id, event['id'])}")
     assert record.state is State.REJECTED and "poison queue" in record.reason
     assert [letter["body"]["id"] for letter in dead_letters(app_env)] == [event["id"]]
+
+
+# --- a referrer pushed later ------------------------------------------------------------------------------------
+def push_signature(acr: layout.AcrSpec, repository: str, subject: str) -> str:
+    """What `notation sign` pushes to ACR (which serves the referrers API): an untagged signature manifest whose
+    `subject` is the image, by digest."""
+    import hashlib
+
+    client = seed.admin_client(acr.login_server)
+    head = client.head_manifest(repository, subject)
+    assert head is not None
+    envelope = json.dumps({"payload": uuid.uuid4().hex, "signatures": []}).encode()
+    signature = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "artifactType": "application/vnd.cncf.notary.signature",
+                 "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                            "digest": client.put_blob(repository, b"{}")},
+                 "layers": [{"mediaType": "application/jose+json", "digest": client.put_blob(repository, envelope),
+                             "size": len(envelope)}],
+                 "subject": {"mediaType": head.media_type, "digest": subject, "size": head.size}}
+    body = json.dumps(signature).encode()
+    return client.put_manifest(repository, "sha256:" + hashlib.sha256(body).hexdigest(), body, signature["mediaType"])
+
+
+def test_a_signature_pushed_after_the_image_was_replicated_follows_it_by_digest(world, control, app_env):
+    runner = world({"source": A.resource_id, "targets": [B.resource_id], "mode": "NoForce"})
+    subscribe("queue", control, runner, app_env, A)
+    repository, digest, _ = push_new_image(A, ("linux/amd64", "linux/arm64"))
+    settle(control, runner)
+    assert in_registry(B, repository, "v1").digest == digest
+    before = len(imports_into(control, B))
+
+    signature = push_signature(A, repository, digest)
+    settle(control, runner)
+
+    raised = [e for e in control.event_deliveries()["published"] if e["topic"] == A.resource_id
+              and e["data"]["target"]["digest"] == signature]
+    assert len(raised) == 1 and "tag" not in raised[0]["data"]["target"]  # Event Grid says no more than this
+    [imported] = imports_into(control, B)[before:]
+    assert imported["body"]["source"]["sourceImage"] == f"{repository}@{signature}"
+    assert imported["body"].get("untaggedTargetRepositories") == [repository]
+    held = seed.admin_client(B.login_server).head_manifest(repository, signature)
+    assert held is not None and held.digest == signature
+    children = [r for r in records(app_env) if r.state is State.SKIPPED]
+    assert len(children) == 2 and all("untagged manifest" in r.reason for r in children)  # platforms: no subject

@@ -145,3 +145,83 @@ def test_rules_must_respect_the_allowlists():
     assert "rules[0].targets[0]" in str(refused.value) and "ALLOWED_TARGET_REGISTRIES" in str(refused.value)
     by_id = load_settings({"TARGET_REGISTRY": B, "ALLOWED_SOURCE_REGISTRIES": A})
     assert len(rules({"source": A, "targets": [B]}, settings=by_id).rules) == 1
+
+
+@pytest.mark.parametrize(("value", "field"), [
+    ("signatures", "rules[1].referrers"), (True, "rules[1].referrers"),
+    ({"artifactTypes": "application/spdx+json"}, "rules[1].referrers.artifactTypes"),
+    ({"artifactTypes": ["spdx"]}, "rules[1].referrers.artifactTypes[0]"),
+    ({"required": 1}, "rules[1].referrers.required"),
+    ({"types": ["application/spdx+json"]}, "rules[1].referrers.types"),
+])
+def test_a_malformed_referrers_option_refuses_the_rules_naming_the_rule_and_field(value, field):
+    with pytest.raises(ReplicationConfigError) as raised:
+        rules({"source": A, "targets": [B]}, {"source": A, "targets": [C], "referrers": value})
+    assert f"{field}: " in str(raised.value)
+
+
+def test_the_rules_referrers_option_reaches_every_request_and_an_absent_one_leaves_it_to_the_setting():
+    choice = {"artifactTypes": ["application/vnd.cncf.notary.signature"], "required": True}
+    plain = plan_event(pushed(), rules({"source": A, "targets": [B]}))
+    chosen = plan_event(pushed(), rules({"source": A, "targets": [B, C], "referrers": choice}))
+    assert "referrers" not in plain.requests[0]
+    assert [d["referrers"] for d in chosen.requests] == [choice, choice]
+    request = validate_document(chosen.requests[0], SETTINGS)
+    assert isinstance(request, ImportRequest) and request.referrers.required
+    assert request.referrers.artifact_types == ("application/vnd.cncf.notary.signature",)
+
+
+class Lookup:
+    """ReferrerLookup from plain data (the pure step; test_replicate_on_push.py reads real registries)."""
+
+    def __init__(self, referrers: dict | None = None, held: set | None = None, broken: bool = False) -> None:
+        self.referrers, self.held, self.broken = referrers or {}, held or set(), broken
+
+    def referrer(self, source, repository, digest):
+        from shared.registry.client import RegistryError
+
+        if self.broken:
+            raise RegistryError("mysourceregistry.azurecr.io", 503, "UNAVAILABLE", "try later")
+        return self.referrers.get((repository, digest))
+
+    def holds(self, target, repository, digest):
+        return (target.name, repository, digest) in self.held
+
+
+SUBJECT = "sha256:" + "5" * 64
+
+
+def test_an_untagged_push_of_a_referrer_is_imported_by_digest_where_its_subject_was_replicated():
+    from shared.replication.replicate import PushedReferrer
+
+    signature = Lookup({("aci-helloworld", DIGEST): PushedReferrer(SUBJECT, "application/vnd.cncf.notary.signature")},
+                       held={("myregistry", "mirror/aci-helloworld", SUBJECT)})
+    ruleset = rules({"source": A, "targets": [B, C], "targetPrefix": "mirror/"})
+
+    plan = plan_event(pushed(tag=None), ruleset, signature)
+
+    assert plan.state is State.RECEIVED and "referrer aci-helloworld@" in plan.reason
+    [document] = plan.requests  # B holds the subject; C does not (its import will bring the referrer along)
+    assert (document["target"], document["source"], document["untaggedTargetRepositories"]) == \
+        (B, f"aci-helloworld@{DIGEST}", ["mirror/aci-helloworld"])
+    request = validate_document(document, SETTINGS)
+    assert isinstance(request, ImportRequest) and request.target_tags == ()
+    assert plan_event(pushed(tag=None), ruleset, signature).requests[0]["id"] == document["id"]  # redelivery
+
+
+def test_an_untagged_push_is_ignored_with_the_reason_when_it_is_no_referrer_or_no_rule_wants_it():
+    from shared.replication.replicate import PushedReferrer
+
+    sbom = {("aci-helloworld", DIGEST): PushedReferrer(SUBJECT, "application/spdx+json")}
+    held = {("myregistry", "aci-helloworld", SUBJECT)}
+    platform = plan_event(pushed(tag=None), rules({"source": A, "targets": [B]}), Lookup())
+    assert platform.state is State.SKIPPED and "untagged manifest" in platform.reason
+    filtered = plan_event(pushed(tag=None), rules({"source": A, "targets": [B], "referrers": {
+        "artifactTypes": ["application/vnd.cncf.notary.signature"]}}), Lookup(sbom, held))
+    assert filtered.state is State.SKIPPED and "admits its artifact type" in filtered.reason
+    off = plan_event(pushed(tag=None), rules({"source": A, "targets": [B], "referrers": "none"}), Lookup(sbom, held))
+    assert off.state is State.SKIPPED and "take no referrers" in off.reason
+    early = plan_event(pushed(tag=None), rules({"source": A, "targets": [B]}), Lookup(sbom))
+    assert early.state is State.SKIPPED and "lacks the subject" in early.reason
+    unread = plan_event(pushed(tag=None), rules({"source": A, "targets": [B]}), Lookup(broken=True))
+    assert unread.state is State.SKIPPED and "could not read whether it is a referrer" in unread.reason
