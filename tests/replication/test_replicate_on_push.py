@@ -327,3 +327,21 @@ def test_a_signature_pushed_after_the_image_was_replicated_follows_it_by_digest(
     assert held is not None and held.digest == signature
     children = [r for r in records(app_env) if r.state is State.SKIPPED]
     assert len(children) == 2 and all("untagged manifest" in r.reason for r in children)  # platforms: no subject
+
+
+def test_a_signed_image_pushed_with_its_referrers_arrives_with_all_of_them(world, control, app_env):
+    """A signed multi-arch image pushed to the source ACR as a signing pipeline does (the image, then its
+    signatures, SBOM, attestation and cosign's tags, each raising its own event): whichever comes first, the
+    image's import or a referrer's event, every referrer ends in the target."""
+    from dev import signed
+
+    runner = world({"source": A.resource_id, "targets": [B.resource_id], "mode": "NoForce"})
+    subscribe("queue", control, runner, app_env, A)
+    image = signed.seed_signed(signed.SignedSpec(A.login_server, f"team/signed{uuid.uuid4().hex[:8]}"))
+    settle(control, runner)
+    assert in_registry(B, image.repo, image.tag).digest == image.digest
+    target = seed.admin_client(B.login_server)
+    for referrer in image.referrers:
+        held = target.head_manifest(image.repo, referrer.tag or referrer.digest)
+        assert held is not None and held.digest == referrer.digest, referrer
+    assert not [r for r in records(app_env) if r.state in (State.FAILED, State.REJECTED)]
