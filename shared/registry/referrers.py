@@ -6,7 +6,10 @@ Three ways a registry keeps referrers, read in this order for each subject diges
 - where a registry has no such API (404, as docker-registry 2.8 answers), the referrers tag schema: an index
   under the tag `sha256-<hex>` that OCI 1.1 clients keep up to date;
 - cosign's tags `sha256-<hex>.sig`, `.att`, `.sbom` (cosign before its OCI 1.1 mode), when
-  REFERRERS_COSIGN_TAGS is on and the choice admits their types: one HEAD each.
+  REFERRERS_COSIGN_TAGS is on and the choice admits their types: one HEAD each, for the image itself and for
+  each referrer found (a signature on an SBOM), not for every platform manifest of an index: cosign signs
+  what it is given, the index, unless told `--recursive`, and three HEADs per platform would cost an unsigned
+  four-platform image twelve reads for nothing.
 
 The walk is recursive (a signature on an SBOM is found as a referrer of the SBOM) and bounded by depth and
 count; a digest met twice is read once, so a referrer naming its own subject, or a cycle, ends. A subject
@@ -77,6 +80,7 @@ class _State:
     unread: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # digests found or given: each is taken once
     read: set[str] = field(default_factory=set)  # subjects whose referrers were read
+    platforms: set[str] = field(default_factory=set)  # an index's manifests: no cosign tags looked for
     cut: str = ""
     skipped: int = 0
     reads: int = 0
@@ -86,10 +90,10 @@ class _State:
 
 def find_referrers(client: ReferrerReader, host: str, repository: str, subjects: Sequence[str], auth: Auth,
                    choice: ReferrerChoice, *, max_depth: int, max_count: int, cosign_tags: bool) -> Walk:
-    """Every referrer of `subjects` (an image and its platform manifests) that `choice` admits, recursively."""
+    """Every referrer of `subjects` (an image, then its platform manifests) that `choice` admits, recursively."""
     if not choice.enabled:
         return Walk()
-    state = _State(choice, max_depth, max_count, cosign_tags, seen=set(subjects))
+    state = _State(choice, max_depth, max_count, cosign_tags, seen=set(subjects), platforms=set(subjects[1:]))
     level = [(subject, 1) for subject in dict.fromkeys(subjects)]
     while level and not state.cut:
         following: list[tuple[str, int]] = []
@@ -131,7 +135,7 @@ def _referrers_of(client: ReferrerReader, host: str, repository: str, subject: s
     out = []
     for entry in listed:
         out.extend(_admitted(state, Referrer(entry.digest, entry.artifact_type, subject, depth=depth)))
-    if state.cosign_tags:
+    if state.cosign_tags and subject not in state.platforms:
         for suffix, artifact_type in COSIGN_TAG_TYPES.items():
             if not state.choice.admits(artifact_type):
                 continue
