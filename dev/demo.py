@@ -167,21 +167,28 @@ def show_referrers(scenario: Scenario, record) -> bool:
     image = signed.seed_signed(scenario.signed)  # already there: describes what the source holds
     target = seed.admin_client(layout.TARGET_ACR.login_server)
     repository = scenario.target[0]
+    kinds = {signed.NOTARY_SIGNATURE: "the signature", signed.SPDX: "the SBOM", signed.IN_TOTO: "the attestation"}
     names = {image.digest: "the index", **{d: p for p, d in image.platforms.items()},
-             **{r.digest: f"the {r.artifact_type.rsplit('/', 1)[-1]}" for r in image.referrers}}
+             **{r.digest: kinds.get(r.artifact_type, r.artifact_type) for r in image.referrers}}
     rows, arrived = [], True
     for referrer in image.referrers:
         head = target.head_manifest(repository, referrer.tag or referrer.digest)
         here = head is not None and head.digest == referrer.digest
         arrived &= here
         rows.append((referrer.artifact_type, referrer.digest[:19] + "…", names.get(referrer.subject, "?"),
-                     referrer.tag[:19] + "…" if referrer.tag else "(untagged)", "yes" if here else "MISSING"))
+                     _short_tag(referrer.tag) if referrer.tag else "(untagged)", "yes" if here else "MISSING"))
     print(f"\nReferrers that came along with {scenario.request['source']} "
           f"(the ACR import API copies none of them; the app imported each):")
     print_table(("artifact type", "digest", "refers to", "tag", "in target"), rows)
     if record is not None:
         print(f"status row: referrers: {record.referrers or '-'}")
     return arrived
+
+
+def _short_tag(tag: str) -> str:
+    """cosign's `sha256-<64 hex>.sig`, shortened to show which subject and which suffix."""
+    stem, _, suffix = tag.rpartition(".")
+    return f"{stem[:19]}….{suffix}"
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -56,6 +56,8 @@ def test_every_seed_scenario_arrives_with_the_source_digest_and_all_platforms(ap
         assert ok, (scenario.name, problem)
     for request_id in sent:
         assert records[request_id].digest.startswith("sha256:") and records[request_id].platforms >= 1
+    signed = [(i, s) for i, s in sent.items() if s.signed is not None]
+    assert signed and all(demo.show_referrers(s, records[i]) for i, s in signed)  # every referrer arrived
     hello_record = next(records[i] for i, s in sent.items() if s.target == ("hello-world", "latest"))
     assert hello_record.platforms == 4
     hello = target_image("hello-world", "latest")
