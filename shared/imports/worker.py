@@ -37,8 +37,9 @@ from shared.imports.recorder import (
     settings_refusal,
     summary_of,
 )
-from shared.imports.referrers import Watch, carry_referrers
+from shared.imports.referrers import Carried, Watch, carry_referrers
 from shared.registry.client import RegistryError, source_auth
+from shared.registry.referrers import Walk
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
 # every cold start (docs/benchmarks.md), and a message that is refused at once never needs it.
@@ -121,7 +122,12 @@ def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason
     An unchanged image whose referrers were all there is `skipped`; one that gained referrers `succeeded`.
     Referrers that could not be imported warn in the reason, or fail the request when it said `required`."""
     digest = found.get("digest", "")
-    carried = carry_referrers(worker, request, digest, _watch(worker, request)) if digest else None
+    if digest:
+        carried = carry_referrers(worker, request, digest, _watch(worker, request))
+    else:  # the image landed, but reading it back failed: its referrers cannot be looked for; never silently
+        carried = Carried(request.referrers, Walk(unread=("the imported image could not be read back from the "
+                                                          "target, so its referrers were not looked for",))) \
+            if request.referrers.enabled else None
     if carried is None:
         state = State.SKIPPED if unchanged else State.SUCCEEDED
         return _finish(worker, claim, request, state, reason, attempt, started, **found)
