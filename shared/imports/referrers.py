@@ -84,9 +84,11 @@ class Carried:
         return text
 
 
-def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: Watch) -> Carried | None:
+def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: Watch, *,
+                    children: list[str] | None = None) -> Carried | None:
     """Find the image's referrers in the source and import those the target lacks. None when the request
-    asks for none. Never raises for a registry or an import: what failed is in `Carried.failed`."""
+    asks for none. Never raises for a registry or an import: what failed is in `Carried.failed`. `children`:
+    the image's platform manifests when the caller has just read them (else one GET of the target)."""
     if not request.referrers.enabled or worker.registries is None or worker.identity is None:
         return None
     settings, registries, identity = worker.settings, worker.registries, worker.identity
@@ -94,13 +96,14 @@ def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: 
     target_host = request.target.login_server(suffix)
     repositories = list(dict.fromkeys([*(t.repository for t in request.target_tags),
                                        *request.untagged_target_repositories]))
-    subjects = [digest]
-    try:
-        described = registries.manifest(target_host, repositories[0], digest, identity)
-        if described is not None and isinstance(described[1].get("manifests"), list):
-            subjects += [e.digest for e in index_entries(target_host, described[1], "the imported index")]
-    except RegistryError as err:
-        return Carried(request.referrers, Walk(unread=(f"{digest[:19]}…: {err}",)))
+    subjects = [digest, *(children or [])]
+    if children is None:
+        try:
+            described = registries.manifest(target_host, repositories[0], digest, identity)
+            if described is not None and isinstance(described[1].get("manifests"), list):
+                subjects += [e.digest for e in index_entries(target_host, described[1], "the imported index")]
+        except RegistryError as err:
+            return Carried(request.referrers, Walk(unread=(f"{digest[:19]}…: {err}",)))
     host = request.source_registry.login_server(suffix) if request.source_registry else request.source.registry
     credentials = request.credentials
     auth = source_auth(host, credentials.username if credentials else None,

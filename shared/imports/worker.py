@@ -38,7 +38,7 @@ from shared.imports.recorder import (
     summary_of,
 )
 from shared.imports.referrers import Carried, Watch, carry_referrers
-from shared.registry.client import RegistryError, source_auth
+from shared.registry.client import RegistryError, index_entries, platforms_of, source_auth
 from shared.registry.referrers import Walk
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
@@ -104,8 +104,9 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
         return _throttled_retry(worker, claim, request, progress, attempt, first_attempt_at, started)
     failure = progress
     if failure is None:
+        landed, children = imported_image(worker, request)
         return _with_referrers(worker, claim, request, f"imported{note}{kept_note(claim.record)}", attempt,
-                               first_attempt_at, started, imported_image(worker, request))
+                               first_attempt_at, started, landed, children=children)
     if request.mode == "NoForce" and _is_tag_conflict(failure):
         same, _ = unchanged_digest(worker, request)
         if same:
@@ -117,13 +118,13 @@ def _run(worker: Worker, request: ImportRequest, claim: Claim, started: float) -
 
 def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason: str, attempt: int,
                     first_attempt_at: datetime, started: float, found: dict[str, Any], *,
-                    unchanged: bool = False) -> Outcome:
+                    unchanged: bool = False, children: list[str] | None = None) -> Outcome:
     """The image is in the target: bring its referrers (shared/imports/referrers.py), then end the request.
     An unchanged image whose referrers were all there is `skipped`; one that gained referrers `succeeded`.
     Referrers that could not be imported warn in the reason, or fail the request when it said `required`."""
     digest = found.get("digest", "")
     if digest:
-        carried = carry_referrers(worker, request, digest, _watch(worker, request))
+        carried = carry_referrers(worker, request, digest, _watch(worker, request), children=children)
     else:  # the image landed, but reading it back failed: its referrers cannot be looked for; never silently
         carried = Carried(request.referrers, Walk(unread=("the imported image could not be read back from the "
                                                           "target, so its referrers were not looked for",))) \
@@ -294,26 +295,30 @@ def read_digests(worker: Worker, request: ImportRequest, *, every_tag: bool = Fa
     return DigestsRead(upstream_digest, tuple(targets), unchanged=upstream.digest)
 
 
-def imported_image(worker: Worker, request: ImportRequest) -> dict[str, Any]:
-    """What landed in the target, for the status row: its digest and how many platforms. Best effort: a
-    read that fails leaves them out and never changes the outcome."""
+def imported_image(worker: Worker, request: ImportRequest) -> tuple[dict[str, Any], list[str] | None]:
+    """What landed in the target, for the status row (its digest and how many platforms), and the digests of
+    its platform manifests (the referrers' subjects), from one GET. Best effort: a read that fails leaves them
+    out and never changes the outcome."""
     if worker.registries is None:
-        return {}
+        return {}, None
     host = request.target.login_server(worker.settings.acr_login_server_suffix)
     if request.target_tags:
         repository, reference = request.target_tags[0].repository, request.target_tags[0].tag
     else:
         repository, reference = request.untagged_target_repositories[0], request.source.digest or ""
     if not reference:
-        return {}
+        return {}, None
     try:
-        described = worker.registries.describe(host, repository, reference, worker.identity)
+        described = worker.registries.manifest(host, repository, reference, worker.identity)
+        if described is None:
+            return {}, None
+        head, document = described
+        platforms = platforms_of(host, document, f"GET {repository}:{reference}")
+        children = [e.digest for e in index_entries(host, document, "the imported index")] \
+            if isinstance(document.get("manifests"), list) else []
     except RegistryError:
-        return {}
-    if described is None:
-        return {}
-    head, platforms = described
-    return {"digest": head.digest, "platforms": len(platforms) if platforms else 1}
+        return {}, None
+    return {"digest": head.digest, "platforms": len(platforms) if platforms else 1}, children
 
 
 def _is_tag_conflict(failure: Failure) -> bool:

@@ -406,25 +406,11 @@ class RegistryClient:
         """A manifest's head and its platforms (`os/arch[/variant]` of an index, attestations left out; [] for a
         single manifest) in one GET; None when it does not exist. Meant for our own target, not Docker Hub
         (which counts a GET as a pull)."""
-        what = f"GET {repository}:{reference}"
-        answer = self._manifest("GET", host, repository, reference, auth, what)
-        if answer is None:
+        described = self.manifest(host, repository, reference, auth)
+        if described is None:
             return None
-        head = self._head_of(host, answer, what)
-        document = self._json(host, answer, what)
-        entries = document.get("manifests", []) if isinstance(document, dict) else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise RegistryError(host, answer.status, "MALFORMED", f"{what}: not a manifest or an index")
-        found = []
-        for entry in entries:
-            platform = entry.get("platform") or {}
-            parts = [platform.get(k) for k in ("os", "architecture", "variant")] if isinstance(platform, dict) \
-                else [None]
-            if not all(p is None or isinstance(p, str) for p in parts):
-                raise RegistryError(host, answer.status, "MALFORMED", f"{what}: a platform is not text")
-            if (parts[0] or "unknown") != "unknown":
-                found.append(_clean("/".join(p for p in parts if p), 80))
-        return head, found
+        head, document = described
+        return head, platforms_of(host, document, f"GET {repository}:{reference}")
 
     def manifest(self, host: str, repository: str, reference: str,
                  auth: Auth = None) -> tuple[ManifestHead, dict[str, Any]] | None:
@@ -911,6 +897,23 @@ def index_entries(host: str, document: Any, what: str, *, status: int = 200) -> 
             raise RegistryError(host, status, "MALFORMED", f"{what}: manifests[{index}]: a media type is not text")
         found.append(Descriptor(digest, media_type if _MEDIA_TYPE.fullmatch(media_type) else "",
                                 artifact_type if _MEDIA_TYPE.fullmatch(artifact_type) else ""))
+    return found
+
+
+def platforms_of(host: str, document: dict[str, Any], what: str) -> list[str]:
+    """An index's platforms (`os/arch[/variant]`, attestations left out); [] for a single manifest."""
+    entries = document.get("manifests", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise RegistryError(host, 200, "MALFORMED", f"{what}: not a manifest or an index")
+    found = []
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        parts = [platform.get(k) for k in ("os", "architecture", "variant")] if isinstance(platform, dict) \
+            else [None]
+        if not all(p is None or isinstance(p, str) for p in parts):
+            raise RegistryError(host, 200, "MALFORMED", f"{what}: a platform is not text")
+        if (parts[0] or "unknown") != "unknown":
+            found.append(_clean("/".join(p for p in parts if p), 80))
     return found
 
 
