@@ -311,7 +311,8 @@ def run() -> str:
     margin = plain_per_tag * (plain_ratio / 20 - 1)  # extra requests per tag the 20x aim leaves room for
     spread = (f"the aim holds for distinct digests only if an unchanged digest's referrers are checked once in "
               f"{per_digest / margin:.0f} runs" if margin > 0 else
-              "in this run none is left, so distinct digests keep the aim only if referrers are checked less often than every run")
+              "in this run none is left, so distinct digests keep the aim only if referrers are checked less "
+              "often than every run")
     heads_up = ours["upstream"].get("HEAD manifests", 0)
     heads_target = ours["target"].get("HEAD manifests", 0)
     gets = ours["upstream"].get("GET manifests", 0) + ours["target"].get("GET manifests", 0)
