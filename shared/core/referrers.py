@@ -20,7 +20,7 @@ from shared.core.outcome import Problem
 ALL, NONE, REQUIRED = "all", "none", "required"
 WORDS = (ALL, NONE, REQUIRED)
 MAX_ARTIFACT_TYPES = 20
-ARTIFACT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}")
+ARTIFACT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}", re.ASCII)  # RFC 6838
 CHOICE_RULE = ('must be "all", "none", "required", or {"artifactTypes": [media types], "required": true|false}')
 
 # cosign's tag convention (`sha256-<hex>.sig`, `.att`, `.sbom`, beside the image), and the artifact type each

@@ -82,7 +82,7 @@ NO_USERNAME_MESSAGE = ("the registry asks for credentials and the credential set
                        f"{USERNAME_RULE}")
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}", re.ASCII)  # RFC 6838
 _TOKEN_VALUE = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")
 _SIZE = re.compile(r"\d{1,15}")
 

@@ -110,7 +110,7 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
         add({"REFERRERS_COSIGN_TAGS": value}, "REFERRERS_COSIGN_TAGS", IMPORTS)
     for value in ["some", "signatures", "application/", "/json", "application/spdx+json,all", "all,none",
                   "application/spdx json", "application/vnd.cncf.notary.signature;required", "\u00e1pp/x",
-                  ",".join(f"application/t{i}" for i in range(21)), "NONE"]:
+                  "applicati\u00f6n/x", ",".join(f"application/t{i}" for i in range(21)), "NONE"]:
         add({"REFERRERS": value}, "REFERRERS", IMPORTS)
     for value in BAD_HOST_PATTERNS:
         add({"ALLOWED_SOURCE_REGISTRIES": f"docker.io,{value}"}, "ALLOWED_SOURCE_REGISTRIES", IMPORTS)

@@ -117,3 +117,15 @@ def test_tags_follow_cosign_and_the_tag_schema():
     assert schema_tag(DIGEST) == "sha256-" + "ab" * 32
     assert cosign_tag(DIGEST, "sig") == "sha256-" + "ab" * 32 + ".sig"
     assert count_by_type([NOTARY, SPDX, NOTARY]) == f"{SPDX}=1, {NOTARY}=2"
+
+
+@given(st.text(max_size=40))
+def test_an_accepted_artifact_type_is_an_ascii_media_type_whatever_the_text(text):
+    """Media types are ASCII (RFC 6838): `\\w` alone would let `applicatiön/x` through to a row and a log."""
+    choice = parse_choice({"artifactTypes": [text]}, "referrers")
+    setting = parse_setting(text, False)
+    for accepted in (choice, setting):
+        if isinstance(accepted, ReferrerChoice) and accepted.artifact_types:
+            assert all(t.isascii() and t.isprintable() and t.count("/") == 1 for t in accepted.artifact_types)
+    if isinstance(choice, Problem):
+        assert choice.field.startswith("referrers.artifactTypes")

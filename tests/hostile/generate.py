@@ -403,9 +403,31 @@ def events() -> Iterator[dict]:
     yield _case("event: event with control chars", _grid(subject="app\u0000\u001b:1"), MESSAGE)
 
 
+def referrer_choices() -> Iterator[dict]:
+    """The `referrers` field almost right: each rejection names the exact part that is wrong."""
+    signature = "application/vnd.cncf.notary.signature"
+    cases = {
+        "word in capitals": ("Required", "referrers"), "word with space": ("all ", "referrers"),
+        "list of words": (["all"], "referrers"), "boolean": (True, "referrers"), "null": (None, "referrers"),
+        "number": (0, "referrers"), "empty object": ({}, "referrers.artifactTypes"),
+        "types as text": ({"artifactTypes": signature}, "referrers.artifactTypes"),
+        "empty types": ({"artifactTypes": []}, "referrers.artifactTypes"),
+        "type without slash": ({"artifactTypes": ["signature"]}, "referrers.artifactTypes[0]"),
+        "type with newline": ({"artifactTypes": [signature + "\n"]}, "referrers.artifactTypes[0]"),
+        "type with unicode": ({"artifactTypes": ["applicati\u00f6n/x"]}, "referrers.artifactTypes[0]"),
+        "second type a number": ({"artifactTypes": [signature, 7]}, "referrers.artifactTypes[1]"),
+        "too many types": ({"artifactTypes": [f"application/t{i}" for i in range(21)]}, "referrers.artifactTypes"),
+        "required as text": ({"artifactTypes": [signature], "required": "true"}, "referrers.required"),
+        "misspelt key": ({"artifactType": [signature]}, "referrers.artifactType"),
+        "nested choice": ({"artifactTypes": [signature], "referrers": "all"}, "referrers.referrers"),
+    }
+    for label, (value, named) in cases.items():
+        yield _case(f"referrers: {label}", {**OK, "referrers": value}, named)
+
+
 def message_cases() -> list[dict]:
     return [*broken_bodies(), *wrong_types(), *huge_values(), *odd_text(), *references(), *policy(), *numbers(),
-            *duplicates(), *request_ids(), *userinfo(), *control_characters(), *near_valid()]
+            *duplicates(), *request_ids(), *userinfo(), *control_characters(), *near_valid(), *referrer_choices()]
 
 
 def event_cases() -> list[dict]:
