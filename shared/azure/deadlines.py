@@ -63,6 +63,21 @@ IMPORT_ARM_CALLS = 5
 IMPORT_REGISTRY_CALLS = 2
 
 
+# After the image is in, its referrers (shared/imports/referrers.py) are optional work: their registry reads and
+# ARM calls run only while each can still end by `referrers_deadline`, which leaves the invocation's end (its
+# row write and a dead letter or a send) and the margin inside the function timeout. In the worst case above
+# little or nothing is left, and the referrers not imported are reported missing (a warning, or a retry of a
+# request that requires them), never a timeout.
+FINISH_STORAGE_CALLS = 2
+INVOCATION_MARGIN_SECONDS = 30.0
+
+
+def referrers_deadline(started: float) -> float:
+    """The monotonic time by which an import invocation that began at `started` ends its referrers' work."""
+    return (started + FUNCTION_TIMEOUT_SECONDS - INVOCATION_MARGIN_SECONDS
+            - FINISH_STORAGE_CALLS * STORAGE_CALL_SECONDS)
+
+
 def import_invocation_seconds(import_wait_seconds: float, registry_call_seconds: float) -> float:
     """The longest one `import_image` invocation can run: its calls at their deadlines plus its wait."""
     return (IMPORT_STORAGE_CALLS * STORAGE_CALL_SECONDS + IMPORT_ARM_CALLS * ARM_CALL_SECONDS

@@ -115,7 +115,20 @@ def schema_tag(subject: str) -> str:
     return subject.replace(":", "-", 1)
 
 
+MAX_COUNTS_TEXT = 2000  # characters of the row's counts: a registry names the types, as many and as long as it likes
+
+
 def count_by_type(artifact_types: Iterable[str]) -> str:
-    """`application/spdx+json=1, application/vnd.cncf.notary.signature=2`: what came along, for the row."""
+    """`application/spdx+json=1, application/vnd.cncf.notary.signature=2`: what came along, for the row; the most
+    common types first when they do not all fit in MAX_COUNTS_TEXT, the rest counted together."""
     counts = Counter(artifact_types)
-    return ", ".join(f"{kind}={counts[kind]}" for kind in sorted(counts))
+    text = ", ".join(f"{kind}={counts[kind]}" for kind in sorted(counts))
+    if len(text) <= MAX_COUNTS_TEXT:
+        return text
+    shown: list[str] = []
+    for kind, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if sum(len(part) + 2 for part in shown) + len(kind) + 60 > MAX_COUNTS_TEXT:
+            break
+        shown.append(f"{kind}={count}")
+    rest = len(counts) - len(shown)
+    return ", ".join(shown) + f", and {rest} more artifact types ({sum(counts.values())} referrers in all)"

@@ -17,18 +17,21 @@ from typing import Any
 
 from shared.app_context import Worker
 from shared.azure.arm import OperationStatus
+from shared.azure.deadlines import ARM_CALL_SECONDS
 from shared.core.failures import classify_error
 from shared.core.outcome import Kind
 from shared.core.referrers import ReferrerChoice, count_by_type
 from shared.core.request import ImportRequest
 from shared.core.resource_ids import RegistryId
 from shared.imports.engine import referrer_parameters, resolve_source_registry
-from shared.registry.client import RegistryError, index_entries, source_auth
+from shared.registry.client import RegistryError, deadline_scope, index_entries, source_auth
 from shared.registry.referrers import Referrer, Walk, find_referrers, missing_in
 
 MAX_DIGESTS_TEXT = 16000  # characters of the row's referrer digests (a table property holds 32K characters)
 MAX_NOTED = 3             # failures named in a reason; the rest are counted
 
+OUT_OF_TIME = ("not finished: the invocation's time for referrers ran out (shared/azure/deadlines.py); the next "
+               "attempt or refresh brings it")
 MAX_LOOK_FAILURES = 4     # looks in a row ARM may fail (5xx, no answer) before a referrer counts as missing
 
 
@@ -84,11 +87,19 @@ class Carried:
         return text
 
 
-def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: Watch, *,
+def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: Watch, *, deadline: float,
                     children: list[str] | None = None) -> Carried | None:
     """Find the image's referrers in the source and import those the target lacks. None when the request
     asks for none. Never raises for a registry or an import: what failed is in `Carried.failed`. `children`:
-    the image's platform manifests when the caller has just read them (else one GET of the target)."""
+    the image's platform manifests when the caller has just read them (else one GET of the target). Every
+    read and ARM call ends by `deadline` (shared/azure/deadlines.py `referrers_deadline`); what could not be
+    done by then is missing."""
+    with deadline_scope(deadline):
+        return _carry(worker, request, digest, watch, deadline, children)
+
+
+def _carry(worker: Worker, request: ImportRequest, digest: str, watch: Watch, deadline: float,
+           children: list[str] | None) -> Carried | None:
     if not request.referrers.enabled or worker.registries is None or worker.identity is None:
         return None
     settings, registries, identity = worker.settings, worker.registries, worker.identity
@@ -118,12 +129,12 @@ def carry_referrers(worker: Worker, request: ImportRequest, digest: str, watch: 
         walk = Walk(walk.found, (*walk.unread, f"target not read: {err}"), walk.cut, walk.skipped, walk.reads)
     if not missing:
         return Carried(request.referrers, walk)
-    imported, failed, retryable = _import_all(worker, request, missing, watch)
+    imported, failed, retryable = _import_all(worker, request, missing, watch, deadline)
     return Carried(request.referrers, walk, imported, failed, retryable or not walk.complete)
 
 
 def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Referrer, str]],
-                watch: Watch) -> tuple[tuple[Referrer, ...], tuple[str, ...], bool]:
+                watch: Watch, deadline: float) -> tuple[tuple[Referrer, ...], tuple[str, ...], bool]:
     """Start every import, then watch them together until each ended or IMPORT_WAIT_SECONDS ran out."""
     settings, arm = worker.settings, worker.arm
     began = time.monotonic()
@@ -139,6 +150,9 @@ def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Refe
         return (), tuple(f"{r.digest} ({r.artifact_type or 'no artifact type'}): {why}" for r, _ in missing), \
             retryable
     for referrer, repository in missing:
+        if time.monotonic() + ARM_CALL_SECONDS > deadline:
+            failed[referrer.digest] = (OUT_OF_TIME, True)
+            continue
         body = referrer_parameters(request, source_registry, referrer.digest, repository, referrer.tag)
         try:
             url, _ = arm.start_import(request.target, body)
@@ -179,6 +193,10 @@ def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Refe
             if not running:
                 break
             delay = max(watch.delay(time.monotonic() - began, retry_after, looks), retry_after or 0.0)
+            if time.monotonic() + delay + ARM_CALL_SECONDS > deadline:
+                for referrer, _ in running.values():
+                    failed[referrer.digest] = (OUT_OF_TIME, True)
+                break
             if time.monotonic() - began + delay > settings.import_wait_seconds:
                 for referrer, _ in running.values():
                     failed[referrer.digest] = (f"still importing after {settings.import_wait_seconds:.0f} s "

@@ -17,6 +17,7 @@ from typing import Any
 from shared.app_context import Worker
 from shared.azure.arm import OperationStatus, OperationUrlRejected
 from shared.azure.arm_budget import Budget, kind_of
+from shared.azure.deadlines import referrers_deadline
 from shared.azure.queues import MAX_QUEUE_MESSAGE_BYTES, MessageTooLarge, message_size, message_text
 from shared.azure.status import MAX_BACKUP_TAGS, StatusRecord, StatusStore, request_fields
 from shared.core.failures import classify_error, configuration_failure, retry_after_of
@@ -124,7 +125,8 @@ def _with_referrers(worker: Worker, claim: Claim, request: ImportRequest, reason
     Referrers that could not be imported warn in the reason, or fail the request when it said `required`."""
     digest = found.get("digest", "")
     if digest:
-        carried = carry_referrers(worker, request, digest, _watch(worker, request), children=children)
+        carried = carry_referrers(worker, request, digest, _watch(worker, request), children=children,
+                                  deadline=referrers_deadline(started))
     else:  # the image landed, but reading it back failed: its referrers cannot be looked for; never silently
         carried = Carried(request.referrers, Walk(unread=("the imported image could not be read back from the "
                                                           "target, so its referrers were not looked for",))) \

@@ -129,3 +129,10 @@ def test_the_app_sets_its_thread_pool_for_its_queue_concurrency():
     assert local_app_settings()["PYTHON_THREADPOOL_THREAD_COUNT"] == str(wanted)  # the local stack and tests
     queues = load_host_config(REPO).queues
     assert wanted >= queues.batch_size + queues.new_batch_threshold + 4  # room beside a full batch
+
+
+def test_the_referrers_of_an_import_end_in_time_for_the_invocation_to_record_its_end():
+    """Referrers are optional work after the image is in: each of their calls ends by `referrers_deadline`, which
+    leaves the invocation's last writes and the margin inside the function timeout."""
+    end = deadlines.referrers_deadline(0.0) + deadlines.FINISH_STORAGE_CALLS * deadlines.STORAGE_CALL_SECONDS
+    assert end <= deadlines.FUNCTION_TIMEOUT_SECONDS - MARGIN_SECONDS

@@ -129,3 +129,12 @@ def test_an_accepted_artifact_type_is_an_ascii_media_type_whatever_the_text(text
             assert all(t.isascii() and t.isprintable() and t.count("/") == 1 for t in accepted.artifact_types)
     if isinstance(choice, Problem):
         assert choice.field.startswith("referrers.artifactTypes")
+
+
+def test_the_counts_stay_short_whatever_the_registry_names():
+    """A registry names the artifact types: 1,000 referrers of 1,000 types 250 characters long must not make
+    the row too large for a table property (32K characters), which would leave the request unrecorded."""
+    types = [f"application/{'x' * 230}{i:04d}" for i in range(1000)] + ["application/spdx+json"] * 3
+    text = count_by_type(types)
+    assert len(text) <= 2000 and text.startswith("application/spdx+json=3, ")
+    assert text.endswith("more artifact types (1003 referrers in all)")

@@ -189,3 +189,21 @@ def test_if_changed_imports_a_new_signature_on_an_unchanged_image(app_env, contr
     [body] = imported_referrers(control)  # the referrer alone: the image was not imported again
     assert body["source"]["sourceImage"] == f"{image.repo}@{new.digest}"
     assert len([r for r in control.requests() if r["method"] == "POST"]) == 1
+
+
+def test_referrers_left_when_the_invocation_runs_out_of_time_are_missing_never_a_timeout(app_env, control,
+                                                                                         monkeypatch):
+    """The worst case of an invocation leaves referrers no time (shared/azure/deadlines.py): what was not done is
+    named missing, the image is in, and no referrer's import is started that could outlive the invocation."""
+    import time
+
+    from shared.imports import worker
+
+    monkeypatch.setattr(worker, "referrers_deadline", lambda started: time.monotonic())
+    spec, credential = SOURCES["hub-api"]
+    image = signed.seed_signed(spec)
+    repository = f"signed-{uuid.uuid4().hex[:8]}"
+    record = status(deliver(request_for(image, credential, repository)))
+    assert record.state is State.SUCCEEDED and in_target(repository, image.tag) == image.digest
+    assert "warning: referrers missing in the target" in record.reason, record.reason
+    assert imported_referrers(control) == []
