@@ -127,10 +127,11 @@ def _carry(worker: Worker, request: ImportRequest, digest: str, watch: Watch, de
     except RegistryError as err:
         missing = [(r, repo) for r in walk.found for repo in repositories]
         walk = Walk(walk.found, (*walk.unread, f"target not read: {err}"), walk.cut, walk.skipped, walk.reads)
+    unread = bool(walk.unread)  # a read that failed may pass another time; a count bound reached will not
     if not missing:
-        return Carried(request.referrers, walk)
+        return Carried(request.referrers, walk, retryable=unread)
     imported, failed, retryable = _import_all(worker, request, missing, watch, deadline)
-    return Carried(request.referrers, walk, imported, failed, retryable or not walk.complete)
+    return Carried(request.referrers, walk, imported, failed, retryable or unread)
 
 
 def _import_all(worker: Worker, request: ImportRequest, missing: list[tuple[Referrer, str]],
