@@ -98,15 +98,22 @@ class RegistryDataPlane:
 
 
 
-def _copy_racing_writers(src, src_repo: str, ref: str, dst, dst_repo: str, tags: list[str], attempts: int = 6) -> str:
-    """docker-registry's filesystem storage can fail two concurrent writes of the same manifest into one
-    repository with DIGEST_INVALID (a half-written file is read back); ACR does not. A copy is idempotent,
-    so the stand-in simply copies again, keeping imports concurrent as they are on ACR."""
+# What docker-registry's filesystem storage answers when two writers race on one repository (ACR does not):
+# a half-written file read back, an upload another writer's commit moved, a manifest whose blob is mid-commit.
+RACING_WRITER_CODES = frozenset({"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN",
+                                 "MANIFEST_BLOB_UNKNOWN"})  # all answers of the target: a source's are not races
+
+
+def _copy_racing_writers(src, src_repo: str, ref: str, dst, dst_repo: str, tags: list[str], attempts: int = 10) -> str:
+    """docker-registry's filesystem storage can fail concurrent writes of the same blob or manifest into one
+    repository (referrers share their empty config blob; images their layers); ACR does not. A copy is
+    idempotent, so the stand-in copies again, keeping imports concurrent as they are on ACR. A blob missing in
+    the source (BLOB_UNKNOWN) is not a race: it ends the copy at once."""
     for attempt in range(1, attempts + 1):
         try:
             return oci.copy_image(src, src_repo, ref, dst, dst_repo, tags=tags).digest
         except oci.RegistryError as err:
-            if err.code != "DIGEST_INVALID" or attempt == attempts:
+            if err.code not in RACING_WRITER_CODES or attempt == attempts:
                 raise
             time.sleep(0.1 * attempt)
     raise AssertionError("unreachable")

@@ -72,13 +72,13 @@ def test_a_signed_multi_arch_image_arrives_with_every_referrer(source, app_env, 
     assert record.state is State.SUCCEEDED, record.reason
     assert record.digest == image.digest and in_target(repository, image.tag) == image.digest
     for referrer in image.referrers:  # each one, by digest; cosign's under its own tag too
-        assert in_target(repository, referrer.digest) == referrer.digest, referrer
+        assert in_target(repository, referrer.digest) == referrer.digest, (referrer, record.reason)
         if referrer.tag:
             assert in_target(repository, referrer.tag) == referrer.digest, referrer
-    assert record.referrers == counts(image.referrers)
-    assert set(record.referrer_digests.split(",")) == {r.digest for r in image.referrers}
+    assert record.referrers == counts(image.referrers), record.reason
+    assert set(record.referrer_digests.split(",")) == {r.digest for r in image.referrers}, record.reason
     assert f"{len(image.referrers)} referrers ({len(image.referrers)} imported now)" in record.reason
-    assert "warning" not in record.reason
+    assert "warning" not in record.reason, record.reason
     bodies = imported_referrers(control)
     assert len(bodies) == len(image.referrers)
     for body in bodies:  # by digest, from the same source, into the request's repository
