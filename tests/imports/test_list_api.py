@@ -202,3 +202,19 @@ def test_any_query_is_parsed_or_refused_never_raised(pairs):
 def test_any_text_as_a_token_decodes_or_is_refused(token):
     after = decode_continuation(token)
     assert after is None or decode_continuation(encode_continuation(after)) == after
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("state=%FF", ["state"]), ("limit=%EF%BC%95", ["limit"]), ("since=%00", ["since"]),
+    ("%E2%80%AE=1", ["\u202e"]), ("q=%00%0A%1B%5B31m", []), ("q=" + "%F0%9F%98%80" * 200, []),
+    ("q=" + "%F0%9F%98%80" * 201, ["q"]), ("state&q&limit", []), ("state=failed&state=&state=,", []),
+    ("continuation=eyJ2IjogMSwgImFmdGVyIjogIm5pZ2h0bHktNDIifQ%3D%3D", []),
+])
+def test_raw_hostile_query_strings_are_answered_never_a_500(api, query, expected):
+    """As a browser or a script may send them: bad UTF-8, control characters, a bidi override as a name,
+    fullwidth digits, names without values. 200 or a 400 naming the parameter (as decoded), never a 500."""
+    answer = requests.get(f"{api}/imports?{query}", headers={"x-functions-key": KEY}, timeout=10)
+    if expected:
+        assert fields(answer) == expected
+    else:
+        assert answer.status_code == 200 and answer.json()["items"] == [], answer.text
