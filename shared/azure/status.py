@@ -274,10 +274,12 @@ class StatusStore:
         over at most PAGE_SCAN_ROWS rows, so one call stays bounded and may return fewer than `limit`.
 
         User values only ever reach OData as `parameters`: azure-data-tables' `_parameter_filter_substitution`
-        quotes a string and doubles its `'` (OData's escape), and `PartitionKey eq ... and RowKey gt ...` is a
-        range read in one partition (Azure docs, "Design for querying"). The cursor is the last row *read*,
-        not the service's continuation, because a text filter may stop inside a service page; the next call
-        starts after it, so every row is read once."""
+        quotes a string and doubles its `'` (OData's escape). The table's one index is (PartitionKey, RowKey)
+        ascending (learn.microsoft.com, "Designing a scalable partitioning strategy for Azure Table storage"),
+        so `PartitionKey eq ... and RowKey gt ...` is a range read. The cursor is the last row *read*, not the
+        service's continuation: that holds a hash of the next keys ("Query timeout and pagination"), so a text
+        filter that stops inside a service page could not name where; the next call starts after the cursor,
+        and every row is read once. The service may answer a page empty, with a token: PAGE_SERVER_PAGES."""
         filters = ["PartitionKey eq @partition"]
         parameters: dict[str, Any] = {"partition": PARTITION}
         if after is not None:
