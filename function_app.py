@@ -1,7 +1,7 @@
 """Bindings only: each trigger hands its input to the core in `shared/` and maps nothing else.
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
-The HTTP API (submit_import, import_status) answers whatever shared/imports/http_api.py decides.
+The HTTP API (submit_import, import_status, list_imports) answers whatever shared/imports/http_api.py decides.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def submit_import(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="imports/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def import_status(req: func.HttpRequest) -> func.HttpResponse:
     return _http(http_api.lookup_status(req.route_params.get("id", ""), app_context.worker().status))
+
+
+@app.route(route="imports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_imports(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(http_api.list_imports(req.url, app_context.worker().status))
 
 
 def _http(answer: http_api.ApiResponse) -> func.HttpResponse:

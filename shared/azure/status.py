@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
@@ -136,6 +137,18 @@ class Opened:
         return self.written or self.existing
 
 
+@dataclass(frozen=True)
+class StatusPage:
+    """`StatusStore.page`'s answer: the rows kept, in id order, and the id to go on after (None: no more)."""
+
+    records: list[StatusRecord]
+    after: str | None
+
+
+PAGE_SCAN_ROWS = 1000  # rows one `page` call reads at most, kept or not (a text filter may keep few of them)
+PAGE_SERVER_PAGES = 50  # service pages one call asks for at most (Azure may answer a page empty, with a token)
+
+
 class StatusStore:
     """Rows keyed by request id. A write moves a request to a state and remembers when it did."""
 
@@ -251,6 +264,57 @@ class StatusStore:
             parameters["since"] = since.isoformat()
         entities = self._client().query_entities(" and ".join(filters), parameters=parameters)
         return sorted((StatusRecord.from_entity(e) for e in entities), key=lambda r: r.updated_at)
+
+    def page(self, *, limit: int, states: Collection[State] = (), since: datetime | None = None,
+             until: datetime | None = None, after: str | None = None,
+             keep: Callable[[StatusRecord], bool] | None = None) -> StatusPage:
+        """Up to `limit` request rows in the given states, updated in [since, until], with ids after `after`,
+        that `keep` accepts; in id order (the table's own order: PartitionKey, RowKey), so newest first would
+        mean reading every row. State and time are filtered by the service; `keep` (a text match) in Python,
+        over at most PAGE_SCAN_ROWS rows, so one call stays bounded and may return fewer than `limit`.
+
+        User values only ever reach OData as `parameters`: azure-data-tables' `_parameter_filter_substitution`
+        quotes a string and doubles its `'` (OData's escape). The table's one index is (PartitionKey, RowKey)
+        ascending (learn.microsoft.com, "Designing a scalable partitioning strategy for Azure Table storage"),
+        so `PartitionKey eq ... and RowKey gt ...` is a range read. The cursor is the last row *read*, not the
+        service's continuation: that holds a hash of the next keys ("Query timeout and pagination"), so a text
+        filter that stops inside a service page could not name where; the next call starts after the cursor,
+        and every row is read once. The service may answer a page empty, with a token: PAGE_SERVER_PAGES."""
+        filters = ["PartitionKey eq @partition"]
+        parameters: dict[str, Any] = {"partition": PARTITION}
+        if after is not None:
+            filters.append("RowKey gt @after")
+            parameters["after"] = after
+        if states:
+            names = sorted({str(s) for s in states})
+            # spaces inside the parentheses: the SDK finds `@name` by splitting the filter on spaces
+            filters.append("( " + " or ".join(f"State eq @state{i}" for i in range(len(names))) + " )")
+            parameters.update({f"state{i}": name for i, name in enumerate(names)})
+        if since is not None:
+            filters.append("UpdatedAt ge @since")
+            parameters["since"] = since.astimezone(UTC).isoformat()
+        if until is not None:
+            filters.append("UpdatedAt le @until")
+            parameters["until"] = until.astimezone(UTC).isoformat()
+        pages = self._client().query_entities(
+            " and ".join(filters), parameters=parameters,
+            results_per_page=limit if keep is None else max(limit, 100)).by_page()
+        records: list[StatusRecord] = []
+        read, last = 0, after
+        for number, entities in enumerate(pages, start=1):
+            for entity in entities:
+                if len(records) >= limit or read >= PAGE_SCAN_ROWS:
+                    return StatusPage(records, last)
+                read, last = read + 1, entity["RowKey"]
+                record = StatusRecord.from_entity(entity)
+                if keep is None or keep(record):
+                    records.append(record)
+            more = getattr(pages, "continuation_token", None) is not None
+            if not more:
+                return StatusPage(records, None)
+            if len(records) >= limit or read >= PAGE_SCAN_ROWS or number >= PAGE_SERVER_PAGES:
+                return StatusPage(records, last)
+        return StatusPage(records, None)
 
     def prune(self, older_than: datetime) -> int:
         """Delete request rows last updated before `older_than`, and refresh run summaries written before it.

@@ -20,6 +20,7 @@ from shared.core.request import ImportRequest, Rejected, parse_request
 from shared.core.request_ids import ID_RULE, is_safe_request_id
 from shared.core.settings import Settings
 from shared.imports.claims import reserved_prefix, submit_new
+from shared.imports.listing import encode_continuation, parse_list_query, query_pairs
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ def lookup_status(request_id: str, status: StatusStore) -> ApiResponse:
     if not is_safe_request_id(request_id):
         return ApiResponse(400, errors_body([Problem("id", f"is not a request id: a request id {ID_RULE}")]))
     return status_response(request_id, status.get(request_id))
+
+
+def list_imports(request_url: str, status: StatusStore) -> ApiResponse:
+    """GET /api/imports: a page of status rows, `{"items": [...], "continuation": token or null}`, in id
+    order (shared/azure/status.py `StatusStore.page` says why not newest first); a 400 naming every bad
+    parameter. A page may hold fewer than `limit` items (even none) with a token: go on until it is null."""
+    query = parse_list_query(query_pairs(request_url))
+    if isinstance(query, list):
+        return ApiResponse(400, errors_body(query))
+    page = status.page(limit=query.limit, states=query.states, since=query.since, until=query.until,
+                       after=query.after, keep=query.keeps if query.text else None)
+    return ApiResponse(200, {"items": [status_body(r) for r in page.records],
+                             "continuation": encode_continuation(page.after) if page.after else None},
+                       {"X-Content-Type-Options": "nosniff"})  # producer-written text: never sniffed as HTML
 
 
 def status_response(request_id: str, record: StatusRecord | None) -> ApiResponse:
