@@ -12,9 +12,19 @@ from typing import Any
 
 from shared.core.request import ImportRequest
 from shared.core.resource_ids import RegistryId
+from shared.registry.client import Auth, IdentityAuth, source_auth
 
 # (subscription, login server) -> the registry with that login server in that subscription, if any
 RegistryLookup = Callable[[str, str], RegistryId | None]
+
+
+def source_access(request: ImportRequest, identity: IdentityAuth, *, suffix: str) -> tuple[str, Auth]:
+    """Where the app itself reads the request's source (digests, referrers), and with what: the source ACR's
+    login server with the app's identity, or the source's host with the request's credentials."""
+    host = request.source_registry.login_server(suffix) if request.source_registry else request.source.registry
+    credentials = request.credentials
+    return host, source_auth(host, credentials.username if credentials else None,
+                             credentials.password if credentials else None, identity, suffix)
 
 
 def resolve_source_registry(request: ImportRequest, lookup: RegistryLookup, *, suffix: str) -> RegistryId | None:

@@ -23,8 +23,8 @@ from shared.core.outcome import Kind
 from shared.core.referrers import ReferrerChoice, count_by_type
 from shared.core.request import ImportRequest
 from shared.core.resource_ids import RegistryId
-from shared.imports.engine import referrer_parameters, resolve_source_registry
-from shared.registry.client import RegistryError, deadline_scope, index_entries, source_auth
+from shared.imports.engine import referrer_parameters, resolve_source_registry, source_access
+from shared.registry.client import RegistryError, deadline_scope, index_entries
 from shared.registry.referrers import Referrer, Walk, find_referrers, missing_in
 
 MAX_DIGESTS_TEXT = 16000  # characters of the row's referrer digests (a table property holds 32K characters)
@@ -115,10 +115,7 @@ def _carry(worker: Worker, request: ImportRequest, digest: str, watch: Watch, de
                 subjects += [e.digest for e in index_entries(target_host, described[1], "the imported index")]
         except RegistryError as err:
             return Carried(request.referrers, Walk(unread=(f"{digest[:19]}…: {err}",)))
-    host = request.source_registry.login_server(suffix) if request.source_registry else request.source.registry
-    credentials = request.credentials
-    auth = source_auth(host, credentials.username if credentials else None,
-                       credentials.password if credentials else None, identity, suffix)
+    host, auth = source_access(request, identity, suffix=suffix)
     walk = find_referrers(registries, host, request.source.repository, subjects, auth, request.referrers,
                           max_depth=settings.referrers_max_depth, max_count=settings.referrers_max_count,
                           cosign_tags=settings.referrers_cosign_tags)

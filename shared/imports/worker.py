@@ -27,7 +27,7 @@ from shared.core.reference import TargetTag
 from shared.core.request import ImportRequest, Rejected, fingerprint, parse_decoded, validate_document
 from shared.core.settings import BACKUP, IMPORTS, SettingProblem, Settings
 from shared.imports import claims
-from shared.imports.engine import backup_parameters, import_parameters, resolve_source_registry
+from shared.imports.engine import backup_parameters, import_parameters, resolve_source_registry, source_access
 from shared.imports.recorder import (
     finish_rejected,
     inline_secrets,
@@ -39,7 +39,7 @@ from shared.imports.recorder import (
     summary_of,
 )
 from shared.imports.referrers import Carried, Watch, carry_referrers
-from shared.registry.client import RegistryError, index_entries, platforms_of, source_auth
+from shared.registry.client import RegistryError, index_entries, platforms_of
 from shared.registry.referrers import Walk
 
 # The Azure SDK is imported inside the functions that use it, on purpose: it costs about half a second of
@@ -263,10 +263,7 @@ def read_digests(worker: Worker, request: ImportRequest, *, every_tag: bool = Fa
     assert registries is not None and identity is not None, "Worker.__post_init__ sets both"
     suffix = settings.acr_login_server_suffix
     source = request.source
-    host = request.source_registry.login_server(suffix) if request.source_registry else source.registry
-    credentials = request.credentials
-    auth = source_auth(host, credentials.username if credentials else None,
-                       credentials.password if credentials else None, identity, suffix)
+    host, auth = source_access(request, identity, suffix=suffix)
     target_host = request.target.login_server(suffix)
     upstream_digest: str | None = None
     targets: list[tuple[str, str | None]] = []
