@@ -66,7 +66,7 @@ def _functions(tree: ast.AST) -> dict[str, ast.FunctionDef]:
 
 def _keys_built(function: ast.AST) -> set[str]:
     """Keys a function writes into dicts: literal keys, and `d["key"] = ...`."""
-    keys = set()
+    keys: set[str] = set()
     for node in ast.walk(function):
         if isinstance(node, ast.Dict):
             keys.update(k for k in map(_const, node.keys) if k)
@@ -327,7 +327,7 @@ def queries(infra: Path) -> list[Query]:
     found = []
     workbook = infra / WORKBOOK
     if workbook.exists():
-        def walk(node: object) -> Iterator[dict]:
+        def walk(node: object) -> Iterator[dict[str, object]]:
             if isinstance(node, dict):
                 if node.get("version") == "KqlItem/1.0" and isinstance(node.get("query"), str):
                     yield node
@@ -337,7 +337,7 @@ def queries(infra: Path) -> list[Query]:
                 for value in node:
                     yield from walk(value)
         for item in walk(json.loads(workbook.read_text(encoding="utf-8"))):
-            found.append(Query(f"workbook: {item.get('title', '?')}", item["query"]))
+            found.append(Query(f"workbook: {item.get('title', '?')}", str(item["query"])))
     for path in sorted((infra / ALERTS).glob("*.kql")):
         found.append(Query(f"alert {path.name}", path.read_text(encoding="utf-8")))
     return found
@@ -392,10 +392,11 @@ def check_queries(app: Emitted, found: list[Query]) -> list[Problem]:
                                                 f"(it emits: {', '.join(sorted(known)) or 'none'})"))
 
         if used.table == "customMetrics":
-            for name in sorted(used.names - set(app.metrics)):
+            unknown = used.names - set(app.metrics)
+            for name in sorted(unknown):
                 problem("monitor-unknown-metric", name, app.metrics, "the metric")
-            dims = set().union(*(app.metrics.get(n, frozenset()) for n in used.names)) if used.names else set()
-            for name in sorted(used.dimensions - dims):
+            dims = set().union(*(app.metrics[n] for n in used.names - unknown)) if used.names else set()
+            for name in sorted(used.dimensions - dims if not unknown else set()):  # an unknown metric says it all
                 problem("monitor-unknown-dimension", name, dims, "the dimension")
         elif used.table == "requests":
             operations = app.span_names | app.functions
@@ -416,7 +417,7 @@ def check_queries(app: Emitted, found: list[Query]) -> list[Problem]:
             problems.append(Problem("monitor-unknown-table", used.table or "?",
                                     f"{query.where} queries {used.table!r}; the checker knows customMetrics, "
                                     "requests and traces"))
-        for name in sorted(used.prefixed - attributes_and_metrics):
+        for name in sorted(used.prefixed - used.names - used.dimensions - attributes_and_metrics):  # elsewhere
             problem("monitor-unknown-metric", name, attributes_and_metrics, "the name")
         for value in sorted(used.values - app.states):
             problem("monitor-unknown-value", value, app.states, "the state")
