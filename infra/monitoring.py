@@ -145,15 +145,16 @@ def telemetry_names(path: Path) -> tuple[dict[str, frozenset[str]], frozenset[st
                 and isinstance(node.func.value, ast.Attribute) and node.func.value.attr in by_field):
             dims = _dimensions(node.args[1], functions) if len(node.args) > 1 else set()
             metrics[by_field[node.func.value.attr]] |= dims
-    for function in functions.values():  # span.set_attribute("name", ...) / (PREFIX + attribute, ...)
+    # span.set_attribute(PREFIX + attribute, ...): the app's own attributes, which the Azure Monitor exporter puts
+    # in customDimensions as they are. A literal semantic-convention name (messaging.message.id) is not counted:
+    # the exporter leaves standard OpenTelemetry attributes out of customDimensions.
+    for function in functions.values():
         for node in ast.walk(function):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "set_attribute" and node.args):
                 continue
             key = node.args[0]
-            if literal := _const(key):
-                attributes.add(literal)
-            elif (isinstance(key, ast.BinOp) and isinstance(key.op, ast.Add) and isinstance(key.left, ast.Name)
+            if (isinstance(key, ast.BinOp) and isinstance(key.op, ast.Add) and isinstance(key.left, ast.Name)
                   and key.left.id in constants and isinstance(key.right, ast.Name)):
                 attributes.update(constants[key.left.id] + v for v in _loop_values(function, key.right.id))
     return ({k: frozenset(v) for k, v in metrics.items()}, frozenset(span_names), frozenset(attributes))
