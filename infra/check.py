@@ -1,9 +1,12 @@
 """The deployment's guard, since no Bicep compiler runs here: the template against the code.
 
-Three promises are checked by reading text: every setting the app code reads is set by the template and
+Five promises are checked by reading text: every setting the app code reads is set by the template and
 listed in local.settings.sample.json; the custom roles grant only what import needs (and only known
-built-in roles are assigned); no connection uses a key. Run `python -m infra.check` from the repository
-root; it prints each finding and exits 1 when there is one.
+built-in roles are assigned); no connection uses a key; every metric, dimension, log event and JSON field the
+workbook and the alert rules query is one the code emits, and the monitoring is deployed and wired (the
+workbook to Application Insights, every alert rule to the action group parameter); App Service Authentication
+leaves exactly the key-protected machine paths to function keys (infra/monitoring.py reads both from the code).
+Run `python -m infra.check` from the repository root; it prints each finding and exits 1 when there is one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+
+from infra import monitoring
+from infra.monitoring import block as _block
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -185,17 +191,6 @@ def _covered(name: str, available: Iterable[str]) -> bool:
     return any(fnmatchcase(name, have) or fnmatchcase(have, name) for have in available)
 
 
-def _block(text: str, start: int) -> str:
-    """The `{ ... }` block opening at or after `start`."""
-    opening = text.index("{", start)
-    depth = 0
-    for i in range(opening, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[opening:i + 1]
-    return text[opening:]
-
-
 def _strings_in(array_text: str) -> list[str]:
     return re.findall(r"'([^']*)'", array_text)
 
@@ -290,7 +285,18 @@ def check(repo: Path = REPO, infra: Path | None = None, sample: Path | None = No
     everything = "\n".join([main, *(p.read_text(encoding="utf-8") for p in sorted(infra.glob("modules/*.bicep")))])
     template = template_app_settings(main)
     return [*check_settings(settings_read_by_code(repo), template, sample_settings(sample)),
-            *check_roles(everything), *check_keyless(everything, template)]
+            *check_roles(everything), *check_keyless(everything, template), *check_monitoring(repo, infra, main)]
+
+
+ACTION_GROUP_PARAMETER = "alertActionGroupId"
+
+
+def check_monitoring(repo: Path, infra: Path, main: str) -> list[Finding]:
+    """The workbook's and alerts' names against the code's telemetry, their wiring, and the sign-in's paths."""
+    problems = [*monitoring.check_queries(monitoring.emitted(repo), monitoring.queries(infra)),
+                *monitoring.check_wiring(main, infra, ACTION_GROUP_PARAMETER),
+                *monitoring.check_sign_in(main, repo)]
+    return [Finding(p.rule, p.subject, p.message) for p in problems]
 
 
 def main() -> int:
@@ -298,7 +304,8 @@ def main() -> int:
     for finding in findings:
         print(finding)
     if not findings:
-        print("infra: every setting set, roles within their allowlists, no keys")
+        print("infra: every setting set, roles within their allowlists, no keys, monitoring queries what the app "
+              "emits, sign-in leaves the machine API to keys")
     return 1 if findings else 0
 
 

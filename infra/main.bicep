@@ -66,6 +66,33 @@ param tuning object = {}
 @description('Most instances Flex Consumption may scale out to.')
 param maximumInstanceCount int = 40
 
+// --- the operator's view: sign-in, workbook, alerts ----------------------------------------------------
+@description('Entra ID sign-in (App Service Authentication) for the status page and its JSON: the application (client) id of an Entra app registration. Empty: off, and those routes use function keys (OPERATOR_SIGN_IN=key).')
+param operatorSignInClientId string = ''
+
+@description('The tenant of that app registration; the only tenant whose tokens are accepted.')
+param operatorSignInTenantId string = subscription().tenantId
+
+@description('Object id of the Entra security group whose members may sign in (checked by App Service against the token\'s groups claim); empty: anyone the app registration lets sign in.')
+param operatorGroupObjectId string = ''
+
+@description('Resource id of an existing action group the alert rules notify; empty: the rules fire in the portal only.')
+param alertActionGroupId string = ''
+
+@description('Failure-rate alert: fire when more than this percentage of the imports that ended in the window ended failed.')
+@minValue(1)
+@maxValue(100)
+param alertFailureRatePercent int = 10
+
+@description('Failure-rate alert: below this many ended imports in the window the rate is not judged.')
+@minValue(1)
+param alertFailureRateMinimumImports int = 5
+
+@description('Refresh alert: fire when no refresh run was recorded in this many minutes (about twice REFRESH_SCHEDULE\'s interval plus REFRESH_TIME_BUDGET_SECONDS; 150 for the hourly default).')
+@minValue(10)
+@maxValue(2880)
+param alertRefreshMissingMinutes int = 150
+
 var suffix = take(uniqueString(resourceGroup().id, name), 6)
 var appName = 'func-${name}-${suffix}'
 var storageName = toLower('st${name}${suffix}')
@@ -109,6 +136,21 @@ resource userIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-
   name: 'id-${name}-${suffix}'
   location: location
 }
+
+// App Service Authentication's client credential: a federated identity credential on the app registration that
+// trusts this identity, instead of a client secret (App Service's MI-as-FIC, OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID).
+// Its own identity, used for nothing else, so no other code path holds a credential for the app registration.
+var operatorSignIn = !empty(operatorSignInClientId)
+
+resource signInIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = if (operatorSignIn) {
+  name: 'id-${name}-${suffix}-signin'
+  location: location
+}
+
+var appUserIdentities = union(
+  useUserAssignedIdentity ? { '${userIdentity.id}': {} } : {},
+  operatorSignIn ? { '${signInIdentity.id}': {} } : {}
+)
 
 var principalId = useUserAssignedIdentity ? userIdentity.properties.principalId : functionApp.identity.principalId
 var clientId = useUserAssignedIdentity ? userIdentity.properties.clientId : ''
@@ -269,7 +311,15 @@ var appSettingsList = [
   { name: 'OPERATOR_SIGN_IN', value: 'key' }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: insightsAuthentication }
+  { name: 'OPERATOR_SIGN_IN', value: operatorSignIn ? 'entra' : 'key' }
 ]
+
+// Read by App Service Authentication, not by the app: the sign-in identity's client id (the client assertion
+// instead of a secret) and the one tenant whose tokens are accepted.
+var signInSettings = operatorSignIn ? [
+  { name: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID', value: signInIdentity.properties.clientId }
+  { name: 'WEBSITE_AUTH_AAD_ALLOWED_TENANTS', value: operatorSignInTenantId }
+] : []
 
 // SOURCE_CREDENTIALS__<NAME>__*: the password is always a Key Vault reference, never a value.
 var credentialSettings = flatten(map(credentialSets, c => concat(
@@ -288,13 +338,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
   location: location
   kind: 'functionapp,linux'
-  identity: useUserAssignedIdentity ? {
-    type: 'SystemAssigned, UserAssigned'
-    userAssignedIdentities: {
-      '${userIdentity.id}': {}
-    }
-  } : {
+  identity: empty(appUserIdentities) ? {
     type: 'SystemAssigned'
+  } : {
+    type: 'SystemAssigned, UserAssigned'
+    userAssignedIdentities: appUserIdentities
   }
   properties: {
     serverFarmId: plan.id
@@ -325,7 +373,189 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
-      appSettings: concat(storageConnection, userIdentitySettings, appSettingsList, credentialSettings)
+      appSettings: concat(storageConnection, userIdentitySettings, appSettingsList, credentialSettings, signInSettings)
+    }
+  }
+}
+
+// --- App Service Authentication: people sign in with Entra ID; machines keep function keys ---------------
+// On only with operatorSignInClientId. Everything requires sign-in (people are sent to the login page), except
+// the machine API and Event Grid's webhook: Easy Auth and function keys do not compose (a request must get
+// past Easy Auth before the host reads its key, Azure/azure-functions-host#11394), so those paths are excluded
+// and keep their keys, and the operator routes are ANONYMOUS at the host under OPERATOR_SIGN_IN=entra.
+// infra/check.py derives the excluded paths from function_app.py and fails when one is missing or when an
+// operator route would be left open.
+resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (operatorSignIn) {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: [
+        '/api/imports'
+        '/api/imports/*'
+        '/runtime/webhooks/eventgrid'
+        '/runtime/webhooks/EventGrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: operatorSignInClientId
+          clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+          openIdIssuer: '${environment().authentication.loginEndpoint}${operatorSignInTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${operatorSignInClientId}'
+            operatorSignInClientId
+          ]
+          defaultAuthorizationPolicy: {
+            allowedPrincipals: empty(operatorGroupObjectId) ? {} : {
+              groups: [
+                operatorGroupObjectId
+              ]
+            }
+          }
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: true
+      }
+    }
+  }
+}
+
+// --- Azure Monitor: a workbook over the app's telemetry, and alert rules ---------------------------------
+// The queries live in infra/monitor/; infra/check.py verifies that every metric, dimension, log event and field
+// they use is one the code emits.
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, appName, 'workbook')
+  location: location
+  kind: 'shared'
+  properties: {
+    displayName: 'acr-importer (${appName})'
+    category: 'workbook'
+    serializedData: replace(loadTextContent('monitor/workbook.json'), '__APPLICATION_INSIGHTS_ID__', insights.id)
+    sourceId: insights.id
+  }
+}
+
+// Log search alerts evaluate over windows of fixed sizes; the refresh query filters to the minutes asked.
+var refreshWindow = alertRefreshMissingMinutes <= 60 ? 'PT1H' : alertRefreshMissingMinutes <= 120 ? 'PT2H' : alertRefreshMissingMinutes <= 180 ? 'PT3H' : alertRefreshMissingMinutes <= 360 ? 'PT6H' : alertRefreshMissingMinutes <= 1440 ? 'P1D' : 'P2D'
+
+resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${name}-${suffix}-poison'
+  location: location
+  properties: {
+    displayName: 'acr-importer ${appName}: messages went to the poison queue'
+    description: 'The host gave up on a queue message after repeated crashes; import_image_poison recorded it as failed (dead-lettered). The function logs hold the exception.'
+    severity: 2
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('monitor/alerts/poison-messages.kql')
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'poisoned'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: empty(alertActionGroupId) ? [] : [alertActionGroupId]
+    }
+  }
+}
+
+resource failureRateAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${name}-${suffix}-failure-rate'
+  location: location
+  properties: {
+    displayName: 'acr-importer ${appName}: import failure rate above ${alertFailureRatePercent}%'
+    description: 'More than ${alertFailureRatePercent}% of the imports that ended in the last hour ended failed (at least ${alertFailureRateMinimumImports} ended). See the workbook\'s failures by code.'
+    severity: 2
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: replace(loadTextContent('monitor/alerts/failure-rate.kql'), '__MINIMUM__', string(alertFailureRateMinimumImports))
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'failurePercent'
+          operator: 'GreaterThan'
+          threshold: alertFailureRatePercent
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: empty(alertActionGroupId) ? [] : [alertActionGroupId]
+    }
+  }
+}
+
+resource refreshMissingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-${name}-${suffix}-refresh-missing'
+  location: location
+  properties: {
+    displayName: 'acr-importer ${appName}: no refresh run in ${alertRefreshMissingMinutes} minutes'
+    description: 'refresh_tracked_images (REFRESH_SCHEDULE ${refreshSchedule}) recorded no run: the timer did not fire, or crashed before its summary.'
+    severity: 2
+    enabled: true
+    scopes: [
+      insights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: refreshWindow
+    criteria: {
+      allOf: [
+        {
+          query: replace(loadTextContent('monitor/alerts/refresh-missing.kql'), '__MINUTES__', string(alertRefreshMissingMinutes))
+          timeAggregation: 'Minimum'
+          metricMeasureColumn: 'runs'
+          operator: 'LessThan'
+          threshold: 1
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: empty(alertActionGroupId) ? [] : [alertActionGroupId]
     }
   }
 }
@@ -435,3 +665,8 @@ output keyVaultName string = vault.name
 output applicationInsightsName string = insights.name
 output principalId string = principalId
 output importQueue string = importQueue
+output workbookId string = workbook.id
+// For the app registration (docs/operations.md): the sign-in redirect URI, and the identity its federated
+// identity credential trusts (subject: this object id; issuer: the tenant's v2.0 endpoint; audience api://AzureADTokenExchange).
+output signInRedirectUri string = operatorSignIn ? 'https://${functionApp.properties.defaultHostName}/.auth/login/aad/callback' : ''
+output signInIdentityPrincipalId string = operatorSignIn ? signInIdentity.properties.principalId : ''

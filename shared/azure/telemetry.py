@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"  # "Authorization=AAD[;ClientId=<id>]"
 INSTRUMENTATION_NAME = "acr_importer"
 ATTRIBUTE_PREFIX = "acr_importer."
+# A failure code as a metric dimension: the service's or the app's code word, bounded so that a registry
+# answering with arbitrary text cannot grow the number of series.
+METRIC_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
+OTHER_CODE = "other"
 
 log = logging.getLogger("acr_importer")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +43,8 @@ class _Instruments:
     import_duration: Any
     refresh_checked: Any
     refresh_changed: Any
+    refresh_runs: Any
+    refresh_errors: Any
     rate_limits: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +73,11 @@ def enable(tracer_provider: Any = None, meter_provider: Any = None) -> None:
                                              description="Tracked tags compared with their upstream"),
         refresh_changed=meter.create_counter("acr_importer.refresh.changed", unit="{tag}",
                                              description="Tracked tags found changed upstream"),
+        refresh_runs=meter.create_counter("acr_importer.refresh.runs", unit="{run}",
+                                          description="Refresh runs by result (ok, errors): one point per run, "
+                                                      "unsampled, so a missing run is seen"),
+        refresh_errors=meter.create_counter("acr_importer.refresh.errors", unit="{problem}",
+                                            description="Problems a refresh run reported (tags, listings, config)"),
     )
 
     def remaining(_options: CallbackOptions) -> list[Observation]:
@@ -149,7 +161,7 @@ def record_import(fields: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> N
 
     outcome = str(fields.get("state", ""))
     seconds = float(fields.get("durationMs", 0)) / 1000
-    instruments.imports.add(1, {"outcome": outcome})
+    instruments.imports.add(1, import_dimensions(fields))
     instruments.import_duration.record(seconds, {"outcome": outcome})
     span = trace.get_current_span()
     if not span.is_recording():
@@ -170,13 +182,27 @@ def record_import(fields: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> N
         span.set_status(Status(StatusCode.ERROR, str(fields.get("code") or "failed")))
 
 
-def record_refresh(checked: int, changed: int, rate_limit_remaining: Mapping[str, int | None] | None = None) -> None:
-    """One refresh run: tags compared, tags changed, and each upstream's last `ratelimit-remaining`."""
+def import_dimensions(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The imports counter's dimensions: the outcome, and the failure code when there is one (a throttled
+    retry's too), so failures and throttling can be split by code without reading logs."""
+    dimensions = {"outcome": str(fields.get("state", ""))}
+    code = fields.get("code")
+    if code:
+        dimensions["code"] = str(code) if METRIC_CODE.match(str(code)) else OTHER_CODE
+    return dimensions
+
+
+def record_refresh(checked: int, changed: int, rate_limit_remaining: Mapping[str, int | None] | None = None,
+                   errors: int = 0) -> None:
+    """One refresh run: tags compared, tags changed, problems, and each upstream's last `ratelimit-remaining`.
+    Every run adds one to `acr_importer.refresh.runs`, so "no run lately" is a metric, not a sampled log."""
     instruments = _instruments
     if instruments is None:
         return
     instruments.refresh_checked.add(checked)
     instruments.refresh_changed.add(changed)
+    instruments.refresh_runs.add(1, {"result": "errors" if errors else "ok"})
+    instruments.refresh_errors.add(errors)
     if rate_limit_remaining:
         record_rate_limits(rate_limit_remaining)
 

@@ -896,7 +896,9 @@ def _throttled_retry(worker: Worker, claim: Claim, request: ImportRequest, throt
     except MessageTooLarge as err:
         final = Failure(Kind.PERMANENT, "MessageTooLarge", f"{reason}, but the retry could not be queued: {err}")
         return _finish(worker, claim, request, State.FAILED, str(final), attempt - 1, started, failure=final)
-    outcome = Outcome(request.id, State.RETRYING, reason, attempt - 1, retry_in_seconds=delay)
+    # The code goes on the log line and the imports metric, so throttling can be counted by code.
+    outcome = Outcome(request.id, State.RETRYING, reason, attempt - 1, Failure(Kind.TRANSIENT, throttled.code, reason),
+                      retry_in_seconds=delay)
     log_outcome(worker, outcome, request, started)
     return outcome
 

@@ -555,7 +555,7 @@ def run_refresh(settings: Settings, reader: RegistryReader, identity: IdentityAu
     if refresh_log is not None and not dry_run:
         refresh_log.record(summary)
         telemetry.record_refresh(summary.checked, summary.changed + summary.missing + summary.referrers,
-                                 summary.rate_limit_remaining)
+                                 summary.rate_limit_remaining, summary.errors)
     return RefreshResult(plan, summary)
 
 

@@ -84,7 +84,7 @@ def test_a_rejected_import_names_the_problem_and_keeps_an_inline_password_out(ap
     assert "hunter2-do-not-show" not in values_of(span)
     assert span.status.status_code is not StatusCode.ERROR  # the sender's mistake, not an app failure
     [count] = otel.points("acr_importer.imports")
-    assert (dict(count.attributes), count.value) == ({"outcome": "rejected"}, 1)
+    assert (dict(count.attributes), count.value) == ({"outcome": "rejected", "code": "InvalidRequest"}, 1)
 
 
 def test_a_failed_import_is_an_error_span_with_the_registry_error(app_env, otel):
@@ -95,6 +95,8 @@ def test_a_failed_import_is_an_error_span_with_the_registry_error(app_env, otel)
     assert span.status.status_code is StatusCode.ERROR
     counts = {p.attributes["outcome"]: p.value for p in otel.points("acr_importer.imports")}
     assert counts == {"failed": 1}
+    [count] = otel.points("acr_importer.imports")
+    assert count.attributes["code"] == span.attributes[A + "failure_code"], "failures split by code on the metric"
     [duration] = otel.points("acr_importer.import.duration")
     assert dict(duration.attributes) == {"outcome": "failed"}
 
@@ -116,6 +118,28 @@ def test_refresh_metrics_and_the_last_rate_limit_per_upstream(otel):
     assert (checked.value, changed.value) == (60, 2)
     gauges = {p.attributes["registry"]: p.value for p in otel.points("acr_importer.upstream.ratelimit_remaining")}
     assert gauges == {"docker.io": 95}
+    [runs] = otel.points("acr_importer.refresh.runs")
+    assert (dict(runs.attributes), runs.value) == ({"result": "ok"}, 2)
+
+
+def test_every_refresh_run_is_counted_by_result_with_its_errors(otel):
+    telemetry.record_refresh(0, 0, {}, 3)
+    telemetry.record_refresh(5, 0, {})
+    runs = {p.attributes["result"]: p.value for p in otel.points("acr_importer.refresh.runs")}
+    assert runs == {"errors": 1, "ok": 1}
+    [errors] = otel.points("acr_importer.refresh.errors")
+    assert errors.value == 3
+
+
+def test_a_failure_code_on_the_metric_is_bounded_so_hostile_codes_add_no_series(otel):
+    codes = ["TooManyRequests", "MANIFEST_UNKNOWN", "a" * 65, "has space", "<script>", "9starts-with-digit", ""]
+    for code in codes:
+        telemetry.record_import({"state": "failed", "code": code, "durationMs": 1})
+    telemetry.record_import({"state": "succeeded", "durationMs": 1})
+    seen = sorted((p.attributes["outcome"], p.attributes.get("code", "-"), p.value)
+                  for p in otel.points("acr_importer.imports"))
+    assert seen == [("failed", "-", 1), ("failed", "MANIFEST_UNKNOWN", 1), ("failed", "TooManyRequests", 1),
+                    ("failed", "other", 4), ("succeeded", "-", 1)]
 
 
 def test_off_there_are_no_spans_and_the_json_line_is_unchanged(app_env, caplog):
@@ -175,4 +199,4 @@ def test_a_refresh_run_reports_checked_changed_and_rate_limits(monkeypatch):
     settings = load_settings({"TARGET_REGISTRY": "/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/"
                                                  "rg/providers/Microsoft.ContainerRegistry/registries/myregistry"})
     refresh.run_refresh(settings, reader=None, identity=None, refresh_log=Log(), config_text='{"images": []}')
-    assert seen == [(0, 0, {})]
+    assert seen == [(0, 0, {}, 0)]

@@ -151,3 +151,15 @@ def test_many_imports_at_once_on_tiny_buckets_all_succeed(app_env, control, runn
     assert len(arm_requests(control, "POST", "/importImage")) >= imports
     held = [r for r in records if "retrying" in [t["state"] for t in r.transitions]]
     assert held, "three write tokens for twelve imports: some must have waited for the write budget"
+
+
+def test_a_throttled_retry_is_counted_by_its_code_on_the_imports_metric(app_env, control, otel):
+    """The workbook's throttling panel splits retries by code: a 429 from ARM is a `retrying` import with
+    ARM's code (or TooManyRequests), on the metric as on the log line."""
+    control.add_faults("import", {"status": 429, "retry_after": 1})
+    request_id = deliver({"source": "nginx:1.27", "targetTags": [f"nginx:counted-{run_id()}"]})
+    assert status(request_id).state is State.RETRYING
+    points = {(p.attributes["outcome"], p.attributes.get("code")): p.value
+              for p in otel.points("acr_importer.imports")}
+    [(outcome, code)] = points
+    assert outcome == "retrying" and code == status(request_id).code and code

@@ -59,7 +59,7 @@ def test_a_setting_dropped_from_the_template_is_reported_with_where_the_code_rea
 
 
 def test_a_new_setting_in_the_code_must_reach_template_and_sample(copy):
-    (copy / "shared/replication/replicate.py").write_text(
+    (copy / "shared/replication/rules_file.py").write_text(
         'import os\n\ndef rules_file():\n    return os.environ.get("REPLICATION_RULES_FILE", "replication.json")\n')
     assert rules(check.check(copy)) == {("setting-missing-from-template", "REPLICATION_RULES_FILE"),
                                         ("setting-missing-from-sample", "REPLICATION_RULES_FILE")}
