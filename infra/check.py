@@ -225,6 +225,13 @@ def check_settings(reads: dict[str, list[str]], template: dict[str, str], sample
     return findings
 
 
+def check_set_once(bicep: str) -> list[Finding]:
+    """An app setting written twice: ARM keeps one of them, and the template reads as setting both."""
+    names = [re.sub(r"\$\{[^}]*\}", "*", m.group(1)) for m in APP_SETTING.finditer(bicep)]
+    return [Finding("setting-set-twice", name, "infra/main.bicep sets this app setting more than once; keep one")
+            for name in sorted({n for n in names if names.count(n) > 1})]
+
+
 def check_roles(bicep: str) -> list[Finding]:
     findings = []
     roles = custom_roles(bicep)
@@ -285,7 +292,7 @@ def check(repo: Path = REPO, infra: Path | None = None, sample: Path | None = No
     everything = "\n".join([main, *(p.read_text(encoding="utf-8") for p in sorted(infra.glob("modules/*.bicep")))])
     template = template_app_settings(main)
     return [*check_settings(settings_read_by_code(repo), template, sample_settings(sample)),
-            *check_roles(everything), *check_keyless(everything, template), *check_monitoring(repo, infra, main)]
+            *check_set_once(main), *check_roles(everything), *check_keyless(everything, template), *check_monitoring(repo, infra, main)]
 
 
 ACTION_GROUP_PARAMETER = "alertActionGroupId"

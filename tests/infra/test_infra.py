@@ -58,6 +58,13 @@ def test_a_setting_dropped_from_the_template_is_reported_with_where_the_code_rea
     assert "shared/core/settings.py:" in finding.message
 
 
+def test_a_setting_written_twice_is_reported_once(copy):
+    edit(copy / "infra/main.bicep", "  { name: 'IMPORT_WAIT_SECONDS', value: string(tuned.IMPORT_WAIT_SECONDS) }\n",
+         "  { name: 'IMPORT_WAIT_SECONDS', value: string(tuned.IMPORT_WAIT_SECONDS) }\n"
+         "  { name: 'IMPORT_WAIT_SECONDS', value: '5' }\n")
+    assert rules(check.check(copy)) == {("setting-set-twice", "IMPORT_WAIT_SECONDS")}
+
+
 def test_a_new_setting_in_the_code_must_reach_template_and_sample(copy):
     (copy / "shared/replication/rules_file.py").write_text(
         'import os\n\ndef rules_file():\n    return os.environ.get("REPLICATION_RULES_FILE", "replication.json")\n')
