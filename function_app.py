@@ -1,7 +1,8 @@
 """Bindings only: each trigger hands its input to the core in `shared/` and maps nothing else.
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
-The HTTP API (submit_import, import_status, list_imports) answers whatever shared/imports/http_api.py decides.
+The HTTP API (submit_import, import_status, list_imports) answers whatever shared/imports/http_api.py decides;
+the status page (status_page, status_page_asset) is shared/ops/page.py's files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from shared.azure.status import prune_expired
 from shared.core.settings import PRUNE
 from shared.dispatch import handle_import_message, handle_poison_message
 from shared.imports import http_api
+from shared.ops import page
 from shared.refresh.run import refresh_for
 from shared.replication.events import event_document
 from shared.replication.replicate import replicate
@@ -59,6 +61,22 @@ def import_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="imports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_imports(req: func.HttpRequest) -> func.HttpResponse:
     return _http(http_api.list_imports(req.url, app_context.worker().status))
+
+
+# The status page's shell and assets hold no data and no secret: anonymous at the host (shared/ops/page.py).
+@app.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def status_page(req: func.HttpRequest) -> func.HttpResponse:
+    return _file(page.index())
+
+
+@app.route(route="ui/{asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def status_page_asset(req: func.HttpRequest) -> func.HttpResponse:
+    return _file(page.asset(req.route_params.get("asset", "")))
+
+
+def _file(answer: page.PageFile) -> func.HttpResponse:
+    return func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers,
+                             mimetype=answer.mimetype, charset="utf-8")
 
 
 def _http(answer: http_api.ApiResponse) -> func.HttpResponse:
