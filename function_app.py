@@ -2,10 +2,13 @@
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
 The HTTP API (submit_import, import_status, list_imports) answers whatever shared/imports/http_api.py decides;
-the status page (status_page, status_page_asset) is shared/ops/page.py's files.
+the operator endpoints (ops_*) whatever shared/ops decides; the status page (status_page, status_page_asset)
+is shared/ops/page.py's files.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import azure.functions as func
 
@@ -15,9 +18,11 @@ from shared.azure.status import prune_expired
 from shared.core.settings import PRUNE
 from shared.dispatch import handle_import_message, handle_poison_message
 from shared.imports import http_api
-from shared.ops import page
-from shared.refresh.run import refresh_for
+from shared.ops import access, answers, health, page, refresh_runs, replication_log
+from shared.ops import imports as ops_imports
+from shared.refresh.run import refresh_for, refresh_log
 from shared.replication.events import event_document
+from shared.replication.journal import journal
 from shared.replication.replicate import replicate
 
 telemetry.configure_from_environment()  # no-op, and no OpenTelemetry import, without App Insights
@@ -61,6 +66,44 @@ def import_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="imports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_imports(req: func.HttpRequest) -> func.HttpResponse:
     return _http(http_api.list_imports(req.url, app_context.worker().status))
+
+
+# --- operator endpoints: read-only JSON under /api/ops (shared/ops); OPERATOR_SIGN_IN picks the auth level ---
+OPS_ACCESS = access.operator_access()
+OPS_AUTH = func.AuthLevel(OPS_ACCESS.auth_level)
+
+
+def _ops(req: func.HttpRequest, respond: Callable[[app_context.Worker], http_api.ApiResponse]) -> func.HttpResponse:
+    return _http(answers.answer(OPS_ACCESS, req.headers, app_context.worker, respond))
+
+
+@app.route(route="ops/imports", methods=["GET"], auth_level=OPS_AUTH)
+def ops_list_imports(req: func.HttpRequest) -> func.HttpResponse:
+    return _ops(req, lambda worker: http_api.list_imports(req.url, worker.status))
+
+
+@app.route(route="ops/imports/{id}", methods=["GET"], auth_level=OPS_AUTH)
+def ops_import_detail(req: func.HttpRequest) -> func.HttpResponse:
+    return _ops(req, lambda worker: ops_imports.import_detail(req.url, req.route_params.get("id", ""), worker.status))
+
+
+@app.route(route="ops/health", methods=["GET"], auth_level=OPS_AUTH)
+def ops_health(req: func.HttpRequest) -> func.HttpResponse:
+    return _ops(req, lambda worker: health.health(req.url, worker.settings, worker.status, worker.queues,
+                                                  worker.clock()))
+
+
+@app.route(route="ops/refresh", methods=["GET"], auth_level=OPS_AUTH)
+def ops_refresh(req: func.HttpRequest) -> func.HttpResponse:
+    return _ops(req, lambda worker: refresh_runs.refresh(req.url, worker.settings, refresh_log(worker.settings),
+                                                         worker.clock()))
+
+
+@app.route(route="ops/replication", methods=["GET"], auth_level=OPS_AUTH)
+def ops_replication(req: func.HttpRequest) -> func.HttpResponse:
+    return _ops(req, lambda worker: replication_log.replication(req.url, journal(worker.settings.status_table),
+                                                                worker.clock()))
+# --- end of the operator endpoints ---
 
 
 # The status page's shell and assets hold no data and no secret: anonymous at the host (shared/ops/page.py).

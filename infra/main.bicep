@@ -266,6 +266,7 @@ var appSettingsList = [
   { name: 'BACKUP_TAG_TEMPLATE', value: backupTagTemplate }
   { name: 'REPLICATION_RULES', value: replicationRules }
   { name: 'STATUS_RETENTION_DAYS', value: string(tuned.STATUS_RETENTION_DAYS) }
+  { name: 'OPERATOR_SIGN_IN', value: 'key' }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: insightsAuthentication }
 ]

@@ -9,6 +9,8 @@ import contextlib
 import json
 import re
 import threading
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.azure.storage import queue_service
@@ -82,15 +84,61 @@ class ImportQueues:
         return message_id
 
     def dead_letter(self, letter: dict[str, Any]) -> None:
-        """Keep a request that ended rejected or failed, with its reason, for a person to look at.
+        """Keep a request that ended rejected or failed, with its reason, for a person to look at (`letter_text`
+        bounds it to half the queue's limit)."""
+        self._queue(self._settings.dead_letter_queue).send_message(letter_text(letter, MAX_QUEUE_MESSAGE_BYTES // 2))
 
-        ASCII JSON: a hostile body may hold lone surrogates (not encodable) or U+FFFE/U+FFFF (not XML, so the
-        queue service refuses them, or Azurite stores them and then fails every peek of the queue)."""
-        text = json.dumps(letter, separators=(",", ":"))
-        if len(text) > MAX_QUEUE_MESSAGE_BYTES // 2:  # keep the reason; cut the body
-            body = json.dumps(letter.get("body"))[:8192]
-            text = json.dumps({**letter, "body": body, "bodyTruncated": True}, separators=(",", ":"))
-        if len(text) > MAX_QUEUE_MESSAGE_BYTES // 2:  # a reason that long is cut too: the letter must fit
-            reason = str(letter.get("reason", ""))[:4000]  # at most 24 KB as escaped JSON
-            text = json.dumps({**json.loads(text), "reason": reason, "reasonTruncated": True}, separators=(",", ":"))
-        self._queue(self._settings.dead_letter_queue).send_message(text)
+    def look(self, name: str) -> QueueLook:
+        """How many messages `name` holds (the service's approximate count) and when its first visible one was
+        put there: read only (the queue is not created), and never raising: what went wrong is `error`, the
+        service's error code without its message (which names the account's URL)."""
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+        try:
+            with self._lock:
+                if self._service is None:
+                    self._service = queue_service()
+                service = self._service
+            client = service.get_queue_client(name)
+            depth = client.get_queue_properties().approximate_message_count
+            first = next(iter(client.peek_messages(max_messages=1)), None)
+        except ResourceNotFoundError:
+            return QueueLook(name, error="the queue does not exist")
+        except HttpResponseError as exc:
+            code = getattr(exc, "error_code", None) or getattr(exc, "reason", None) or ""
+            return QueueLook(name, error=f"the queue service answered HTTP {exc.status_code} {code}".strip())
+        except AzureError as exc:
+            return QueueLook(name, error=f"the queue service could not be reached ({type(exc).__name__})")
+        except ValueError as exc:  # the storage settings (StorageSettingsError; the SDK's own ValueErrors)
+            return QueueLook(name, error=f"the storage settings cannot be used ({type(exc).__name__})")
+        return QueueLook(name, depth, first.inserted_on if first is not None else None)
+
+
+@dataclass(frozen=True)
+class QueueLook:
+    """`ImportQueues.look`'s answer: a depth and the first visible message's insertion time, or an error."""
+
+    name: str
+    depth: int | None = None
+    oldest: datetime | None = None
+    error: str | None = None
+
+
+def letter_text(letter: dict[str, Any], limit: int) -> str:
+    """A dead letter as ASCII JSON of at most `limit` characters: the id and the start of the reason always
+    kept, the body cut first (`bodyTruncated`), then the reason (`reasonTruncated`). ASCII because a hostile
+    body may hold lone surrogates (not encodable) or U+FFFE/U+FFFF (not XML, so the queue service refuses them,
+    or Azurite stores them and then fails every peek of the queue)."""
+    text = json.dumps(letter, separators=(",", ":"))
+    if len(text) > limit:  # keep the reason; cut the body
+        body = json.dumps(letter.get("body"))[:8192]
+        text = json.dumps({**letter, "body": body, "bodyTruncated": True}, separators=(",", ":"))
+    if len(text) > limit:  # a reason that long is cut too: the letter must fit
+        reason = str(letter.get("reason", ""))[:4000]  # at most 24 KB as escaped JSON
+        text = json.dumps({**json.loads(text), "reason": reason, "reasonTruncated": True}, separators=(",", ":"))
+    for body_chars in (1024, 0):  # still too long (an escaped reason and body): less of the body
+        if len(text) > limit:
+            cut = json.loads(text)
+            text = json.dumps({**cut, "body": str(cut.get("body"))[:body_chars] or None, "bodyTruncated": True},
+                              separators=(",", ":"))
+    return text

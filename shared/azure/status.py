@@ -19,6 +19,7 @@ from dataclasses import replace as copy_with
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.azure.queues import letter_text
 from shared.azure.storage import LazyTable
 from shared.core.outcome import State
 from shared.core.redact import redact_text
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
+DEAD_LETTER_PARTITION = "deadletter"  # a copy of a request's last dead letter, RowKey = its id (`keep_dead_letter`)
+REPLICATION_PARTITION = "replication"  # one row per handled ACR event (shared/replication/journal.py)
+LOG_PARTITIONS = (REFRESH_PARTITION, DEAD_LETTER_PARTITION, REPLICATION_PARTITION)  # pruned by their write time
+MAX_LETTER_CHARS = 30_000  # one Azure Tables string property holds 32K UTF-16 characters
 MAX_BACKUP_TAGS = 10  # a row keeps the newest backups a request made (one per moved tag; a request has few)
 
 
@@ -253,6 +258,20 @@ class StatusStore:
                 return False
         return True
 
+    def recent_states(self, since: datetime, max_rows: int) -> tuple[list[tuple[str, str]], bool]:
+        """(State, UpdatedAt) of the request rows updated since `since`, at most `max_rows` of them, and whether
+        more were left unread. Two columns only (`select`), so a day of rows is a few small pages."""
+        rows: list[tuple[str, str]] = []
+        entities = self._client().query_entities(
+            "PartitionKey eq @partition and UpdatedAt ge @since",
+            parameters={"partition": PARTITION, "since": since.astimezone(UTC).isoformat()},
+            select=["State", "UpdatedAt"], results_per_page=1000)
+        for entity in entities:
+            if len(rows) >= max_rows:
+                return rows, True
+            rows.append((str(entity.get("State") or ""), str(entity.get("UpdatedAt") or "")))
+        return rows, False
+
     def list(self, *, state: State | None = None, since: datetime | None = None) -> list[StatusRecord]:
         filters = [f"PartitionKey eq '{PARTITION}'"]
         parameters: dict[str, Any] = {}
@@ -316,8 +335,38 @@ class StatusStore:
                 return StatusPage(records, last)
         return StatusPage(records, None)
 
+    def keep_dead_letter(self, request_id: str, letter: dict[str, Any]) -> bool:
+        """A copy of a dead letter where it can be found by id (the `-rejected` queue cannot be searched): the
+        letter as sent (redacted by the recorder), bounded to one property. Best effort, after the queue's copy:
+        False when it could not be written (the queue still holds the letter)."""
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._client().upsert_entity({"PartitionKey": DEAD_LETTER_PARTITION, "RowKey": request_id,
+                                          "Letter": letter_text(letter, MAX_LETTER_CHARS)}, mode=UpdateMode.REPLACE)
+        except AzureError:
+            return False
+        return True
+
+    def dead_letter(self, request_id: str) -> dict[str, Any] | None:
+        """The kept copy of `request_id`'s last dead letter, or None (never dead-lettered, pruned, or a row that
+        does not parse)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._client().get_entity(DEAD_LETTER_PARTITION, request_id)
+        except ResourceNotFoundError:
+            return None
+        try:
+            letter = json.loads(entity.get("Letter") or "")
+        except (ValueError, RecursionError):
+            return None
+        return letter if isinstance(letter, dict) else None
+
     def prune(self, older_than: datetime) -> int:
-        """Delete request rows last updated before `older_than`, and refresh run summaries written before it.
+        """Delete request rows last updated before `older_than`, and the log rows (refresh run summaries, dead
+        letter copies, replication events) written before it.
 
         The refresh `latest` row carries live backoff state and is never pruned. Returns how many rows went.
         """
@@ -325,10 +374,11 @@ class StatusStore:
 
         table = self._client()
         keys = ["PartitionKey", "RowKey"]
-        stale = [*table.query_entities(f"PartitionKey eq '{PARTITION}' and UpdatedAt lt @cutoff",
-                                       parameters={"cutoff": older_than.isoformat()}, select=keys),
-                 *table.query_entities(f"PartitionKey eq '{REFRESH_PARTITION}' and Timestamp lt @cutoff",
-                                       parameters={"cutoff": older_than}, select=keys)]
+        stale = list(table.query_entities(f"PartitionKey eq '{PARTITION}' and UpdatedAt lt @cutoff",
+                                          parameters={"cutoff": older_than.isoformat()}, select=keys))
+        for partition in LOG_PARTITIONS:
+            stale += table.query_entities("PartitionKey eq @partition and Timestamp lt @cutoff",
+                                          parameters={"partition": partition, "cutoff": older_than}, select=keys)
         deleted = 0
         for entity in stale:
             if entity["PartitionKey"] == REFRESH_PARTITION and not entity["RowKey"].startswith("run-"):

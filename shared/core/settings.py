@@ -46,12 +46,18 @@ REPLICATION = "replication"
 PRUNE = "prune"  # the daily status clean-up
 STORAGE = "storage"  # the status table and the dead-letter queue: without them nothing can be recorded
 BACKUP = "backup"  # Force and IfChanged imports, which may move a tag (BACKUP_TAG_TEMPLATE); no feature needs it
+OPS = "ops"  # the operator endpoints under /api/ops (read-only)
 FEATURE_NEEDS = {
     IMPORTS: (STORAGE, IMPORTS),
     REFRESH: (STORAGE, IMPORTS, REFRESH),
     REPLICATION: (STORAGE, IMPORTS, REPLICATION),
     PRUNE: (STORAGE, PRUNE),
+    OPS: (STORAGE, OPS),
 }
+# OPERATOR_SIGN_IN: how people reach /api/ops. `key`: the host checks a function key; `entra`: App Service
+# Authentication signs them in and the app checks that it did (shared/ops/access.py).
+SIGN_IN_KEY, SIGN_IN_ENTRA = "key", "entra"
+SIGN_IN_MODES = (SIGN_IN_KEY, SIGN_IN_ENTRA)
 
 MAX_CONFIG_WAIT_SECONDS = 540.0  # host.json's functionTimeout is 600 s: a wait must end inside it
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0  # the longest a queue message can be kept invisible
@@ -135,6 +141,8 @@ class Settings:
     source_allowlist: tuple[RegistryPattern, ...] = ()  # ALLOWED_SOURCE_REGISTRIES parsed
     problems: tuple[SettingProblem, ...] = ()
     backup_tag_template: BackupTemplate | None = None  # BACKUP_TAG_TEMPLATE parsed; None: no backups
+    operator_sign_in: str = SIGN_IN_KEY  # OPERATOR_SIGN_IN: one of SIGN_IN_MODES
+    refresh_schedule: str = ""  # REFRESH_SCHEDULE as set, shown to operators (the host binds and checks it)
 
     @property
     def dead_letter_queue(self) -> str:
@@ -225,6 +233,17 @@ def _flag(env: _Env, name: str, needed_by: str, default: bool = False) -> bool:
         env.problem(name, f"{name} must be true or false, got {_shown(raw)}", needed_by)
         return default
     return raw in ("true", "1", "yes")
+
+
+def _sign_in(env: _Env) -> str:
+    """OPERATOR_SIGN_IN. A wrong value falls back to `key` (the host then asks for a function key: never
+    more open than meant) and the operator endpoints say which setting is wrong."""
+    raw = _text(env, "OPERATOR_SIGN_IN", SIGN_IN_KEY)
+    if raw not in SIGN_IN_MODES:
+        env.problem("OPERATOR_SIGN_IN", f"OPERATOR_SIGN_IN must be {' or '.join(SIGN_IN_MODES)}, got {_shown(raw)}",
+                    OPS)
+        return SIGN_IN_KEY
+    return raw
 
 
 def _referrers(env: _Env) -> ReferrerChoice:
@@ -522,6 +541,8 @@ def _read_settings(env: _Env,
         allowed_targets=allowed_targets,
         source_allowlist=source_allowlist,
         backup_tag_template=_backup_tag_template(env),
+        operator_sign_in=_sign_in(env),
+        refresh_schedule=_text(env, "REFRESH_SCHEDULE")[:200],
     )
     return _with_problems(settings, tuple(env.problems))
 

@@ -59,25 +59,38 @@ def query_pairs(url: str) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(url).query, keep_blank_values=True)
 
 
-def parse_list_query(pairs: list[tuple[str, str]]) -> ListQuery | list[Problem]:
-    """The query, or every problem with it (each naming its parameter and the rule)."""
+def query_values(pairs: list[tuple[str, str]], parameters: tuple[str, ...], route: str,
+                 repeatable: frozenset[str] = frozenset()) -> tuple[dict[str, list[str]], list[Problem]]:
+    """The values of each known parameter, and a problem for each unknown one (naming `route` and the known
+    ones) and each repeated one that may not repeat. `code` (the function key) is ignored."""
     problems: list[Problem] = []
     values: dict[str, list[str]] = {}
     for name, value in pairs:
         if name in IGNORED:
             continue
-        if name not in PARAMETERS:
-            problems.append(Problem(name[:64], f"is not a parameter of GET /api/imports (known: "
-                                               f"{', '.join(PARAMETERS)})"))
+        if name not in parameters:
+            known = f"known: {', '.join(parameters)}" if parameters else "it takes none"
+            problems.append(Problem(name[:64], f"is not a parameter of {route} ({known})"))
             continue
         values.setdefault(name, []).append(value)
     for name, given in values.items():
-        if len(given) > 1 and name not in REPEATABLE:
+        if len(given) > 1 and name not in repeatable:
             problems.append(Problem(name, "is given more than once; give it once"))
+    return values, problems
 
-    def one(name: str) -> str:  # "" when absent, empty or repeated (refused above)
-        given = values.get(name, [])
-        return given[0] if len(given) == 1 else ""
+
+def one_value(values: dict[str, list[str]], name: str) -> str:
+    """A parameter's value: "" when absent, empty or repeated (`query_values` refused that)."""
+    given = values.get(name, [])
+    return given[0] if len(given) == 1 else ""
+
+
+def parse_list_query(pairs: list[tuple[str, str]]) -> ListQuery | list[Problem]:
+    """The query, or every problem with it (each naming its parameter and the rule)."""
+    values, problems = query_values(pairs, PARAMETERS, "GET /api/imports", REPEATABLE)
+
+    def one(name: str) -> str:
+        return one_value(values, name)
 
     states = _states(values.get("state", []), problems)
     since, until = _date("since", one("since"), problems), _date("until", one("until"), problems)
@@ -86,7 +99,7 @@ def parse_list_query(pairs: list[tuple[str, str]]) -> ListQuery | list[Problem]:
     text = one("q")
     if len(text) > MAX_TEXT:
         problems.append(Problem("q", f"is longer than {MAX_TEXT} characters"))
-    limit = _limit(one("limit"), problems)
+    limit = parse_limit(one("limit"), problems)
     token = one("continuation")
     after = decode_continuation(token) if token else None
     if token and after is None:
@@ -124,12 +137,14 @@ def _date(name: str, value: str, problems: list[Problem]) -> datetime | None:
         return None
 
 
-def _limit(value: str, problems: list[Problem]) -> int:
+def parse_limit(value: str, problems: list[Problem], *, default: int = DEFAULT_LIMIT,
+                maximum: int = MAX_LIMIT) -> int:
+    """`limit`: ASCII digits from 1 to `maximum`; empty is `default`."""
     if not value:
-        return DEFAULT_LIMIT
-    if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= MAX_LIMIT:
-        problems.append(Problem("limit", f"must be a whole number from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"))
-        return DEFAULT_LIMIT
+        return default
+    if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= maximum:
+        problems.append(Problem("limit", f"must be a whole number from 1 to {maximum} (default {default})"))
+        return default
     return int(value)
 
 

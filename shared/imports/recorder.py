@@ -21,6 +21,7 @@ from shared.core.outcome import Failure, Kind, Outcome, State
 from shared.core.redact import describe_unparsed, redact_document, redact_text, secret_values_of
 from shared.core.reference import InvalidReference, parse_reference, parse_target_tag
 from shared.core.request import MODES, ImportRequest, Rejected
+from shared.core.request_ids import is_safe_request_id
 from shared.core.resource_ids import parse_registry_id
 from shared.core.settings import STORAGE, SettingProblem, SettingsUnusable
 
@@ -56,8 +57,8 @@ def finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, start
     elif row == "create":  # a message's: only on an id nobody has (see shared/imports/worker.py `_reject_message`)
         worker.status.create(StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields))
     kept = document if document is not None else raw_text(body, secrets)
-    worker.queues.dead_letter(letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0,
-                                      extra_secrets=secrets))
+    dead_letter(worker, letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0, extra_secrets=secrets),
+                keep_copy=row != "none")
     outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
     log_outcome(worker, outcome, None, started, document=document)
     return outcome
@@ -78,6 +79,19 @@ def record_ignored(worker: Worker, record_id: str, reason: str, document: Any) -
     outcome = Outcome(record_id, State.SKIPPED, reason)
     log_outcome(worker, outcome, None, started, document=document)
     return outcome
+
+
+def dead_letter(worker: Worker, built: dict[str, Any], *, keep_copy: bool = True) -> None:
+    """Send a letter (from `letter`) to the dead-letter queue, then keep a copy in the status table under its id
+    so a person can find it by id (GET /api/ops/imports/{id}). The queue's copy comes first and is the one that
+    counts; the table's is best effort. No copy (`keep_copy` False) when the letter's id names a row this outcome
+    did not write (a message reusing another request's id must not replace that request's letter)."""
+    worker.queues.dead_letter(built)
+    request_id = str(built.get("id", ""))
+    if keep_copy and is_safe_request_id(request_id) and not worker.status.keep_dead_letter(request_id, built):
+        log.warning(json.dumps({"event": "deadLetter", "requestId": request_id,
+                                "problem": "the copy in the status table was not written; the dead-letter queue "
+                                           "holds the letter"}))
 
 
 def letter(worker: Worker, request_id: str, state: State, reason: str, document: Any, failure: Failure | None,

@@ -29,6 +29,7 @@ from shared.core.settings import BACKUP, IMPORTS, SettingProblem, Settings
 from shared.imports import claims
 from shared.imports.engine import backup_parameters, import_parameters, resolve_source_registry, source_access
 from shared.imports.recorder import (
+    dead_letter,
     finish_rejected,
     inline_secrets,
     letter,
@@ -223,8 +224,8 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
     reason = redact_text(reason, (*worker._secrets, *secrets))
     worker.status.transition(request_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code,
                              **summary_of(document))
-    worker.queues.dead_letter(letter(worker, request_id, State.FAILED, reason, document if problem is None
-                                      else raw_text(body), failure, 0, extra_secrets=secrets))
+    dead_letter(worker, letter(worker, request_id, State.FAILED, reason, document if problem is None
+                               else raw_text(body), failure, 0, extra_secrets=secrets))
     outcome = Outcome(request_id, State.FAILED, reason, 0, failure)
     log_outcome(worker, outcome, None, started, document=document)
     return outcome
@@ -921,8 +922,8 @@ def _finish(worker: Worker, claim: Claim, request: ImportRequest, state: State, 
     claim.write(state, reason=reason, attempts=attempts, kind=str(failure.kind) if failure else "",
                 code=failure.code if failure else "", **request_fields(request), **found)
     if state is State.FAILED:
-        worker.queues.dead_letter(letter(worker, request.id, state, reason, request.document, failure, attempts,
-                                          extra_secrets=inline_secrets(request)))
+        dead_letter(worker, letter(worker, request.id, state, reason, request.document, failure, attempts,
+                                   extra_secrets=inline_secrets(request)))
     outcome = Outcome(request.id, state, reason, attempts, failure)
     log_outcome(worker, outcome, request, started)
     return outcome

@@ -1,1 +1,1 @@
-"""The operator's view (issue 17): the status page and the read-only JSON it reads."""
+"""The operator's view (issue 17): the status page (page) and the read-only JSON it reads under /api/ops."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.app_context import Worker
@@ -58,6 +58,8 @@ log = logging.getLogger("acr_importer")
 MISSING, CHANGED, UNCHANGED, SKIPPED, ERROR = "missing", "changed", "unchanged", "skipped", "error"
 REFERRERS = "referrers"  # the digest is unchanged, but the target lacks some of the source's referrers
 MAX_SUMMARY_CHARS = 30_000  # one Azure Tables string property holds 32K UTF-16 characters
+RUN_WINDOWS = (1, 7, 31, 0)  # days back from now in which `RefreshLog.runs` looks for the newest runs (0: all)
+RUN_SCAN_ROWS = 5000  # run keys one window reads at most
 
 
 class RegistryReader(ReferrerReader, Protocol):
@@ -449,6 +451,36 @@ class RefreshLog:
             if math.isfinite(stamp):
                 found[host] = min(stamp, now + MAX_RETRY_AFTER_SECONDS)
         return found
+
+    def runs(self, limit: int, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The `limit` newest run summaries (`run-<time>` rows), newest first; a row that does not parse is left
+        out. The partition is read oldest first, so the newest are looked for in growing windows back from
+        now (keys only, at most RUN_SCAN_ROWS a window), then read in one range from the oldest of them."""
+        now = now or datetime.now(UTC)
+        table = self._client()
+        keys: list[str] = []
+        for days in RUN_WINDOWS:
+            since = f"run-{(now - timedelta(days=days)).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}" if days else "run-"
+            found = table.query_entities("PartitionKey eq @partition and RowKey ge @since and RowKey lt 'run.'",
+                                         parameters={"partition": self.PARTITION, "since": since},
+                                         select=["RowKey"], results_per_page=1000)
+            keys = [e["RowKey"] for _, e in zip(range(RUN_SCAN_ROWS), found, strict=False)]
+            if len(keys) >= limit:
+                break
+        if not keys:
+            return []
+        start = sorted(keys)[-limit]
+        rows = table.query_entities("PartitionKey eq @partition and RowKey ge @start and RowKey lt 'run.'",
+                                    parameters={"partition": self.PARTITION, "start": start}, select=["Summary"])
+        runs = []
+        for entity in rows:
+            try:
+                found_run = json.loads(entity.get("Summary") or "")
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(found_run, dict):
+                runs.append(found_run)
+        return runs[::-1][:limit]
 
     def record(self, summary: RefreshSummary) -> None:
         from azure.data.tables import UpdateMode

@@ -26,6 +26,7 @@ from shared.azure.config_source import ConfigUnavailable, read_config
 from shared.core import policy
 from shared.core.outcome import Failure, Kind, Outcome, Problem, State
 from shared.core.patterns import UnsafePattern, compile_pattern
+from shared.core.redact import redact_text
 from shared.core.reference import InvalidReference, parse_repository
 from shared.core.referrers import DEFAULT_CHOICE, ReferrerChoice, parse_choice
 from shared.core.request import ImportRequest, Rejected, field_path, validate_document
@@ -33,6 +34,7 @@ from shared.core.resource_ids import RegistryId, parse_registry_id
 from shared.core.settings import REPLICATION, Settings
 from shared.imports.claims import queue_once
 from shared.imports.recorder import (
+    dead_letter,
     finish_rejected,
     letter,
     log_outcome,
@@ -42,6 +44,7 @@ from shared.imports.recorder import (
 )
 from shared.registry.client import RegistryError
 from shared.replication import events as ev
+from shared.replication import journal
 from shared.schemas import validator
 
 if TYPE_CHECKING:
@@ -408,6 +411,7 @@ class EventResult:
     state: State  # RECEIVED: its imports are queued; SKIPPED or REJECTED: recorded with the reason
     reason: str
     request_ids: tuple[str, ...] = ()
+    outcome: str = ""  # the journal's: planned, ignored, rejected, duplicate (shared/replication/journal.py)
 
 
 def replicate(worker: Worker, payload: Any) -> list[EventResult]:
@@ -417,7 +421,12 @@ def replicate(worker: Worker, payload: Any) -> list[EventResult]:
     found = ev.read_events(payload)
     rules = load_rules(worker.settings)
     lookup = RegistryLookup(worker)
-    return [_handle(worker, plan_event(event, rules, lookup, worker.settings.referrers)) for event in found]
+    results = []
+    for event in found:
+        result = _handle(worker, plan_event(event, rules, lookup, worker.settings.referrers))
+        _journal(worker, event, result.outcome, result.reason, result.request_ids)
+        results.append(result)
+    return results
 
 
 def _handle(worker: Worker, plan: EventPlan) -> EventResult:
@@ -425,29 +434,48 @@ def _handle(worker: Worker, plan: EventPlan) -> EventResult:
     document = event.document if isinstance(event, ev.UnreadableEvent) else _event_summary(event)
     if plan.state is State.SKIPPED:
         record_ignored(worker, plan.record_id, plan.reason, document)
-        return EventResult(event.id, plan.state, plan.reason)
+        return EventResult(event.id, plan.state, plan.reason, outcome=journal.IGNORED)
     if plan.state is State.REJECTED:
-        outcome = _reject_once(worker, plan.record_id, plan.reason, document)
-        return EventResult(event.id, plan.state, outcome.reason if outcome else plan.reason)
-    queued = []
+        recorded = _reject_once(worker, plan.record_id, plan.reason, document)
+        return EventResult(event.id, plan.state, recorded.reason if recorded else plan.reason,
+                           outcome=journal.REJECTED if recorded else journal.DUPLICATE)
+    queued, sent = [], 0
     for doc in plan.requests:
         checked = validate_document(doc, worker.settings, fallback_id=doc["id"])
         if isinstance(checked, Rejected):
             _reject_once(worker, doc["id"], f"event {event.id[:128]!r}: {checked.reason}", doc)
             continue
-        _enqueue_once(worker, checked)
+        sent += _enqueue_once(worker, checked)
         queued.append(checked.id)
     log.info(json.dumps({"event": "replication", "eventId": event.id[:128], "topic": event.topic[:512],
                          "subject": getattr(event, "subject", "")[:512], "requests": queued,
                          "reason": plan.reason}))
-    return EventResult(event.id, plan.state, plan.reason, tuple(queued))
+    outcome = journal.PLANNED if sent else journal.DUPLICATE if queued else journal.REJECTED
+    return EventResult(event.id, plan.state, plan.reason, tuple(queued), outcome)
 
 
-def _enqueue_once(worker: Worker, request: ImportRequest) -> None:
+def _enqueue_once(worker: Worker, request: ImportRequest) -> bool:
     """Queue the request unless a delivery of this event already did: its `evt-…` row is opened first (the
     worker runs a reserved id only on a row the app opened), then the message is sent. A redelivery finds
-    the row and sends nothing, unless the first send failed before the row named its message."""
-    queue_once(worker.status, request, worker.queues.enqueue, "queued by replication on push")
+    the row and sends nothing, unless the first send failed before the row named its message. Whether it sent."""
+    return queue_once(worker.status, request, worker.queues.enqueue, "queued by replication on push").sent
+
+
+def _journal(worker: Worker, event: ev.RegistryEvent | ev.UnreadableEvent, outcome: str, reason: str,
+             imports: tuple[str, ...] = ()) -> None:
+    """The event's row in the replication journal (redacted, bounded there); a row not written is logged."""
+    def shown(value: str | None) -> str:
+        return redact_text(value or "", worker._secrets)
+
+    event_type = getattr(event, "event_type", "") or ""
+    entry = journal.JournalEntry(
+        id=shown(event.id), at=worker.clock().isoformat(), topic=shown(event.topic),
+        repository=shown(getattr(event, "repository", None)), tag=shown(getattr(event, "tag", None)),
+        digest=shown(getattr(event, "digest", None)), action=shown(event_type.rpartition(".")[2]), outcome=outcome,
+        reason=shown(reason), imports=imports)
+    if not journal.journal(worker.settings.status_table).record(entry, worker.clock()):
+        log.warning(json.dumps({"event": "replication", "eventId": event.id[:128],
+                                "problem": "the replication journal row was not written"}))
 
 
 def _reject_once(worker: Worker, record_id: str, reason: str, document: Any) -> Outcome | None:
@@ -495,9 +523,10 @@ def _events_refused(worker: Worker, document: Any, reason: str) -> list[Outcome]
                                                    "eventType": event.event_type}
         started = time.monotonic()
         worker.status.transition(record_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code)
-        worker.queues.dead_letter(letter(worker, record_id, State.FAILED, reason, raw, failure, 0, extra_secrets=()))
+        dead_letter(worker, letter(worker, record_id, State.FAILED, reason, raw, failure, 0, extra_secrets=()))
         outcome = Outcome(record_id, State.FAILED, reason, 0, failure)
         log_outcome(worker, outcome, None, started, document=raw)
+        _journal(worker, event, journal.REJECTED, reason)
         outcomes.append(outcome)
     return outcomes
 
@@ -517,4 +546,5 @@ def _events_poisoned(worker: Worker, document: Any, started: float) -> list[Outc
                                                    "eventType": event.event_type}
         outcomes.append(finish_rejected(worker, Rejected(record_id, (Problem(EVENT_FIELD, reason),), raw),
                                          json.dumps(raw, default=str), started))
+        _journal(worker, event, journal.REJECTED, outcomes[-1].reason)
     return outcomes

@@ -22,6 +22,7 @@ LAYERS = {
     "shared.refresh": 3,
     "shared.replication": 3,
     "shared.dispatch": 4,  # the queue trigger's choice between two features
+    "shared.ops": 4,  # the operator endpoints: read what every feature records
     "cli": 5,  # outside the app, on top of it
 }
 # Features do not import each other, except that refresh and replication hand their import requests to

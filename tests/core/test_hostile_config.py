@@ -37,6 +37,7 @@ from shared.core.request import ImportRequest, parse_request
 from shared.core.settings import (
     BACKUP,
     IMPORTS,
+    OPS,
     PRUNE,
     REFRESH,
     REPLICATION,
@@ -144,6 +145,8 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
     for value in ["{tag", "{tag}-{nope}", "-{tag}", "{tag}", "{tag}/x", "{{tag}}", "{tag:>5}", "x" * 129,
                   "{tag}-b\u00e4ckup", "{tag}-{date}:x"]:
         add({"BACKUP_TAG_TEMPLATE": value}, "BACKUP_TAG_TEMPLATE", BACKUP)
+    for value in ["Entra", "KEY", "entraid", "aad", "none", "anonymous", "key,entra", "\uff45ntra", "entra\x00"]:
+        add({"OPERATOR_SIGN_IN": value}, "OPERATOR_SIGN_IN", OPS)
     for value in BAD_LOCATIONS:
         add({"TRACKED_IMAGES": value}, "TRACKED_IMAGES", REFRESH)
         add({"REPLICATION_RULES": value}, "REPLICATION_RULES", REPLICATION)
@@ -214,13 +217,13 @@ class TestEverySettingMalformed:
             load_settings({**BASE, **env})
 
     @pytest.mark.parametrize(("case", "env", "setting", "needed_by"),
-                             [c for c in CASES if c[3] in (REFRESH, REPLICATION, PRUNE)],
-                             ids=_ids(c for c in CASES if c[3] in (REFRESH, REPLICATION, PRUNE)))
+                             [c for c in CASES if c[3] in (REFRESH, REPLICATION, PRUNE, OPS)],
+                             ids=_ids(c for c in CASES if c[3] in (REFRESH, REPLICATION, PRUNE, OPS)))
     def test_settings_of_other_features_do_not_stop_imports(self, case, env, setting, needed_by):
         settings = read_settings({**BASE, **env})
         assert settings.problems_for(IMPORTS) == ()
         assert isinstance(parse_request('{"source": "nginx:1.27"}', settings), ImportRequest)
-        stopped = [f for f in (REFRESH, REPLICATION, PRUNE) if settings.problems_for(f)]
+        stopped = [f for f in (REFRESH, REPLICATION, PRUNE, OPS) if settings.problems_for(f)]
         assert stopped == [needed_by]
 
     @pytest.mark.parametrize(("env", "setting"), STORAGE_CASES, ids=[s for _, s in STORAGE_CASES])
