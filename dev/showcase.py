@@ -148,14 +148,19 @@ def pushed_event(repository: str, tag: str, digest: str, topic: str) -> dict[str
 
 
 def make_events(app: App, digest: str) -> Showcase:
-    """Three pushes through the webhook: one the rules copy (planned), one from a registry no rule names
-    (ignored), one whose repository is markup (not a repository name: rejected)."""
+    """Four events through the webhook: a push the rules copy (planned), a delete (ignored: only pushes are
+    copied), a push from a registry no rule names (rejected: not trusted) and a push whose repository is
+    markup (rejected: not a repository name)."""
     shown = Showcase()
-    planned = pushed_event("aci-helloworld", "latest", digest, layout.SOURCE_ACR.resource_id)
-    ignored = pushed_event("aci-helloworld", "latest", digest, layout.OTHER_SUB_ACR.resource_id)
-    hostile = pushed_event(XSS_REPOSITORY, "latest", digest, layout.SOURCE_ACR.resource_id)
-    app.post_events([planned, ignored, hostile])
-    shown.events = {"planned": planned["id"], "ignored": ignored["id"], "rejected": hostile["id"]}
+    source = layout.SOURCE_ACR.resource_id
+    planned = pushed_event("aci-helloworld", "latest", digest, source)
+    deleted = {**pushed_event("aci-helloworld", "old", digest, source),
+               "eventType": "Microsoft.ContainerRegistry.ImageDeleted"}
+    untrusted = pushed_event("aci-helloworld", "latest", digest, layout.OTHER_SUB_ACR.resource_id)
+    hostile = pushed_event(XSS_REPOSITORY, "latest", digest, source)
+    app.post_events([planned, deleted, untrusted, hostile])
+    shown.events = {"planned": planned["id"], "ignored": deleted["id"], "untrusted": untrusted["id"],
+                    "markup": hostile["id"]}
     deadline = time.monotonic() + WAIT_SECONDS
     while not app.ended(REPLICA_PREFIX):  # the planned import, run by the worker
         if time.monotonic() > deadline:

@@ -304,20 +304,23 @@ def test_the_refresh_and_replication_panels(world, driver):
     refresh = world.api("refresh")
     [run] = refresh["runs"]
     [shown] = table_rows(driver, "runs-table")
-    names = ("checked", "changed", "unchanged", "skipped", "errors", "enqueued")
-    assert shown[2:8] == [str(run[name]) for name in names]
-    assert run["checked"] >= 2 and run["enqueued"] >= 1
+    names = ("checked", "changed", "missing", "unchanged", "skipped", "errors", "enqueued")
+    assert shown[2:9] == [str(run[name]) for name in names]
+    assert run["checked"] == 3 and run["enqueued"] == 2 and run["errors"] == 1  # nginx:no-such-tag is not upstream
+    assert "no-such-tag" in shown[9]  # the run's problems, named
     assert "last run" in one(driver, "#refresh-summary").text and "never" not in one(driver, "#refresh-summary").text
     limits = {row[0]: row[1] for row in table_rows(driver, "limits-table")}
     assert limits == {r["host"]: str(r["remaining"]) for r in refresh["rateLimits"]}
     replication = world.api("replication")
     counts = table_rows(driver, "replication-counts")[0]
     assert counts == [str(replication["counts"][k]) for k in ("received", "planned", "ignored", "rejected")]
-    assert [int(n) for n in counts] == [3, 1, 1, 1]
-    events = {row[3]: row for row in table_rows(driver, "events-table")}
-    assert set(events) == {"planned", "ignored", "rejected"}
+    assert [int(n) for n in counts] == [4, 1, 1, 2]
+    rows = table_rows(driver, "events-table")
+    assert sorted(row[3] for row in rows) == ["ignored", "planned", "rejected", "rejected"]
+    events = {row[3]: row for row in rows}
     assert events["planned"][1] == "aci-helloworld:latest" and events["planned"][5]
-    assert events["ignored"][4] and events["rejected"][4]  # each with its reason
+    assert "Delete" in events["ignored"][2] and events["ignored"][4].startswith("ignored: ")
+    assert any("no replication rule names this registry" in row[4] for row in rows if row[3] == "rejected")
     planned = by_css(driver, "#events-table tbody button")[0]
     request_id = planned.text
     planned.click()

@@ -385,11 +385,18 @@
     desc.textContent = `${total} ended, ${failed} of them failed or rejected; the table below lists each hour.`;
     graph.append(title, desc);
     graph.appendChild(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, class: "axis" }));
-    const label = svg("text", { x: 0, y: 12, class: "tick" });
+    [["bar-ended", "ended"], ["bar-failed", "failed or rejected"]].forEach(([name, text], i) => {
+      const x = width - 250 + i * 90;
+      graph.appendChild(svg("rect", { x, y: 2, width: 10, height: 10, class: name }));
+      const key = svg("text", { x: x + 14, y: 11, class: "tick" });
+      key.textContent = text;
+      graph.appendChild(key);
+    });
+    const label = svg("text", { x: 0, y: 24, class: "tick" });
     label.textContent = String(most);
     graph.appendChild(label);
     const slot = (width - left) / Math.max(timeline.length, 1);
-    const scale = (height - bottom - 16) / most;
+    const scale = (height - bottom - 28) / most;
     const body = byId("timeline-table").tBodies[0];
     const rows = [];
     timeline.forEach((bucket, i) => {
@@ -420,11 +427,15 @@
         (refresh.lastRunAt ? when(refresh.lastRunAt) + " UTC." : "never (no run recorded).");
       const runs = Array.isArray(refresh.runs) ? refresh.runs : [];
       fill(byId("runs-table").tBodies[0], runs.map((r) => {
-        const tr = row([when(r.startedAt) + (r.dryRun ? " (dry run)" : ""), span(r.durationMs), r.checked, r.changed,
-          r.unchanged, r.skipped, r.errors, r.enqueued]);
+        const problems = el("ul", null, "problems");
+        for (const problem of Array.isArray(r.problems) ? r.problems : []) problems.appendChild(el("li", problem));
+        const started = stamp(r.startedAt);
+        if (r.dryRun && started) started.appendChild(el("span", "(dry run)"));
+        const tr = row([started, span(r.durationMs), r.checked, r.changed, r.missing, r.unchanged, r.skipped,
+          r.errors, r.enqueued, problems.childNodes.length ? problems : ""]);
         if (Number(r.errors)) tr.className = "has-errors";
         return tr;
-      }), "No run recorded.", 8);
+      }), "No run recorded.", 10);
       const backoff = Array.isArray(refresh.backoff) ? refresh.backoff : [];
       fill(byId("backoff-table").tBodies[0], backoff.map((b) => row([b.host, when(b.until)])),
         "None: every upstream may be asked.", 2);
@@ -454,7 +465,7 @@
           open.addEventListener("click", () => openDetail(id, open));
           imports.appendChild(open);
         }
-        const tr = row([when(e.at), image, e.action, stateBadge(e.outcome), e.reason,
+        const tr = row([stamp(e.at), image, e.action, stateBadge(e.outcome), e.reason,
           imports.childNodes.length ? imports : ""]);
         tr.dataset.outcome = e.outcome;
         return tr;
