@@ -2,7 +2,9 @@
 page the runner serves, over requests the app really ran (dev/showcase.py: the HTTP API and the queue, every
 state, dead letters, a request ACR keeps running, a refresh run, Event Grid pushes).
 
-Every wait is a WebDriverWait on a condition of the page, with room for a loaded CI machine; nothing is timed.
+Every wait is a WebDriverWait on a condition of the page (tests/ops/browsing.py); nothing is timed. The key
+mode is tested here; Entra mode in test_status_page_entra.py (its own app indexing, after this module's app
+has stopped).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import requests
 
 from dev import browser, layout, showcase
 from tests.conftest import TEST_SETTINGS
+from tests.ops.browsing import apply, by_css, imports_loaded, one, shown_ids, table_rows, wait
+from tests.ops.browsing import open_page as open_url
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
-WAIT = 90  # seconds a condition may take on a loaded machine (a ceiling, never a measurement)
 KEY = "status-page-key-" + uuid.uuid4().hex
 
 
@@ -50,6 +53,10 @@ class World:
                 return ids
 
 
+def open_page(driver, world: World, *, key: str | None = KEY) -> None:
+    open_url(driver, world.page + (f"?code={key}" if key else ""))
+
+
 @pytest.fixture(scope="module")
 def world(stack, tmp_path_factory):
     """The app on the runner (its own queue and table, function key KEY) with the showcase's requests, a
@@ -79,64 +86,6 @@ def world(stack, tmp_path_factory):
             yield World(base, shown, events, app)
         control.reset()
     app_context.reset()
-
-
-@pytest.fixture
-def driver():
-    with browser.chromium() as chromium:
-        yield chromium
-
-
-def wait(driver, condition, message: str = ""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition, message)
-
-
-def by_css(driver, selector: str):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, selector)
-
-
-def one(driver, selector: str):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, selector)
-
-
-def open_page(driver, world: World, *, key: str | None = KEY, query: str = "") -> None:
-    driver.get(world.page + (f"?code={key}" if key else "") + query)
-    wait(driver, lambda d: d.execute_script("return document.body.dataset.loaded"), "the page did not load")
-
-
-def table_rows(driver, table: str, *, folded: bool = False) -> list[list[str]]:
-    """The table's rows as the reader sees them (`folded`: its text, for a table in a closed <details>)."""
-    def text(cell) -> str:
-        return cell.get_attribute("textContent") if folded else cell.text
-
-    return [[text(cell) for cell in row.find_elements("css selector", "td")]
-            for row in by_css(driver, f"#{table} tbody tr") if not row.find_elements("css selector", "td.empty")]
-
-
-def imports_loaded(driver, after: str | None) -> str:
-    """Wait for the imports table to be redrawn after the value `after` of its marker; returns the new one."""
-    return wait(driver, lambda d: (one(d, "#imports-table").get_attribute("data-loaded") or None)
-                if one(d, "#imports-table").get_attribute("data-loaded") != after else None, "no new imports page")
-
-
-def shown_ids(driver) -> list[str]:
-    return [row[0] for row in table_rows(driver, "imports-table")]
-
-
-def apply(driver, **fields: str) -> None:
-    marker = one(driver, "#imports-table").get_attribute("data-loaded")
-    for name, value in fields.items():
-        box = one(driver, f"#{name}")
-        box.clear()
-        box.send_keys(value)
-    one(driver, "#apply").click()
-    imports_loaded(driver, marker)
 
 
 def test_the_table_shows_every_request_with_its_columns(world, driver):
@@ -365,3 +314,4 @@ def test_markup_in_stored_fields_stays_inert_text(world, driver):
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
               and "Content Security Policy" in entry["message"]]
     assert errors == [], errors  # nothing even tried to run against the CSP
+
