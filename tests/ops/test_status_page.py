@@ -315,3 +315,74 @@ def test_markup_in_stored_fields_stays_inert_text(world, driver):
               and "Content Security Policy" in entry["message"]]
     assert errors == [], errors  # nothing even tried to run against the CSP
 
+
+
+# The WCAG 2 contrast of every visible piece of text against the first opaque background behind it.
+CONTRAST = """
+function rgb(text) { const m = text.match(/[\\d.]+/g).map(Number); return m.length > 3 ? m : m.concat([1]); }
+function lum(c) {
+  const [r, g, b] = c.slice(0, 3).map(v => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+function background(node) {
+  for (; node && node.nodeType === 1; node = node.parentElement) {
+    const c = rgb(getComputedStyle(node).backgroundColor);
+    if (c[3] === 1) return c;
+  }
+  return [255, 255, 255, 1];
+}
+const low = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+  const node = text.parentElement;
+  if (!text.textContent.trim() || !node.getClientRects().length) continue;
+  if (node.closest("[hidden], details:not([open]) > table, svg")) continue;
+  const style = getComputedStyle(node);
+  if (style.visibility !== "visible") continue;
+  const fg = lum(rgb(style.color)), bg = lum(background(node));
+  const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+  const size = parseFloat(style.fontSize);
+  const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) {
+    low.push(`${node.tagName} "${text.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+}
+return low;
+"""
+
+
+def test_the_page_is_usable_at_1280x800_by_keyboard_and_with_contrast(world, driver):
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(driver, world)
+    assert driver.execute_script("return [innerWidth, innerHeight]") == list(browser.WINDOW)
+    assert driver.execute_script("return document.documentElement.scrollWidth <= innerWidth"), "sideways scrolling"
+    assert driver.execute_script(CONTRAST) == []
+    driver.execute_script("document.getElementById('imports-caption').style.color = '#aaa'")
+    low = driver.execute_script(CONTRAST)
+    assert len(low) == 1 and low[0].startswith('CAPTION "Import requests'), low
+    driver.execute_script("document.getElementById('imports-caption').style.color = ''")  # the check checks
+    unlabelled = driver.execute_script(
+        "return [...document.querySelectorAll('input, select, button')].filter(c => !c.closest('[hidden]'))"
+        ".filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.textContent.trim())"
+        ".map(c => c.id || c.outerHTML.slice(0, 60))")
+    assert unlabelled == []
+    # the keyboard reaches the controls in order, and the focused one is outlined
+    body = one(driver, "body")
+    body.send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.text == "Skip to the imports"
+    reached = []
+    for _ in range(40):
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        focused = driver.switch_to.active_element
+        reached.append(focused.get_attribute("id") or focused.text)
+        outline = driver.execute_script(
+            "const s = getComputedStyle(arguments[0]); return [s.outlineStyle, s.outlineWidth]", focused)
+        assert outline[0] != "none" and outline[1] != "0px", (reached[-1], outline)
+        if reached[-1] in world.shown.ids.values():
+            break
+    assert reached[:2] == ["reload", "forget-key"] and "state-received" in reached and "q" in reached
+    assert "apply" in reached and reached[-1] in world.shown.ids.values()  # a request's id: Enter opens it

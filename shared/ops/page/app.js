@@ -115,7 +115,9 @@
       return;
     }
     node.replaceChildren();
-    const what = err instanceof ApiError ? `GET ${err.path} answered ${err.status || "nothing"}` : String(err);
+    const what = err instanceof ApiError
+      ? `GET ${API}${err.path} answered ${err.status ? err.status + (REASONS[err.status] || "") : "nothing"}`
+      : String(err);
     node.appendChild(el("span", what + (err.errors && err.errors.length ? ":" : ".")));
     if (err.errors && err.errors.length) {
       const list = el("ul");
@@ -131,6 +133,9 @@
   }
 
   const BADGES = STATES.concat(["planned", "ignored", "duplicate"]);  // request states and event outcomes
+
+  const REASONS = { 400: " Bad Request", 401: " Unauthorized", 403: " Forbidden", 404: " Not Found",
+    500: " Internal Server Error", 503: " Service Unavailable" };
 
   function stateBadge(state) {
     const known = BADGES.includes(state) ? state : "other";
@@ -515,11 +520,18 @@
       if (event.key === "Escape") closeDetail();
     });
     byId("reload").addEventListener("click", loadAll);
+    byId("forget-key").hidden = !key();
+    byId("forget-key").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_ITEM);
+      byId("forget-key").hidden = true;
+      loadAll();
+    });
     byId("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const value = byId("key-input").value.trim();
       if (!value) return;
       sessionStorage.setItem(KEY_ITEM, value);
+      byId("forget-key").hidden = false;
       byId("key-input").value = "";
       byId("key-panel").hidden = true;
       loadAll();
