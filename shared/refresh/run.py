@@ -469,7 +469,7 @@ class RefreshLog:
                 break
         if not keys:
             return []
-        start = sorted(keys)[-limit:][0]  # fewer runs than asked for: from the first
+        start = sorted(keys)[-limit:][0]
         rows = table.query_entities("PartitionKey eq @partition and RowKey ge @start and RowKey lt 'run.'",
                                     parameters={"partition": self.PARTITION, "start": start}, select=["Summary"])
         runs = []
