@@ -207,7 +207,9 @@ def test_the_detail_view_shows_the_request_its_transitions_and_its_dead_letter(w
     fields = detail_fields(driver)
     assert fields["Id"] == ids["succeeded"] and fields["State"] == "succeeded"
     assert fields["Source"] == "docker.io/library/hello-world:latest" and fields["Platforms"] == "4"
-    assert [row[0] for row in table_rows(driver, "transitions-table")] == ["received", "running", "succeeded"]
+    states = [row[0] for row in table_rows(driver, "transitions-table")]
+    assert states == [t["state"] for t in world.api(f"imports/{ids['succeeded']}")["transitions"]]
+    assert states[0] == "received" and "running" in states and states[-1] == "succeeded"
     assert all(row[1] for row in table_rows(driver, "transitions-table"))
     assert one(driver, "#dead-letter-none").is_displayed() and not one(driver, "#dead-letter").is_displayed()
     one(driver, "#close-detail").click()
@@ -224,7 +226,9 @@ def test_the_detail_view_shows_the_request_its_transitions_and_its_dead_letter(w
     assert body["source"] == "registry.example.net/team/tool:2.1"
 
     open_detail(driver, ids["failed"])
-    assert [row[0] for row in table_rows(driver, "transitions-table")] == ["received", "running", "failed"]
+    states = [row[0] for row in table_rows(driver, "transitions-table")]
+    assert states == [t["state"] for t in world.api(f"imports/{ids['failed']}")["transitions"]]
+    assert states[0] == "received" and states[-1] == "failed"
     assert detail_fields(driver, "dead-letter-fields")["State"] == "failed"
 
 
@@ -245,7 +249,7 @@ def test_health_counts_queues_and_chart(world, driver):
     assert by_css(driver, "#chart rect.bar-ended") and by_css(driver, "#chart rect.bar-failed")
     hours = table_rows(driver, "timeline-table", folded=True)  # the chart's text alternative: every hour
     assert [[int(row[1]), int(row[2])] for row in hours] == [[b["ended"], b["failed"]] for b in health["timeline"]]
-    assert int(hours[-1][1]) >= 4 and int(hours[-1][2]) >= 3
+    assert sum(int(row[1]) for row in hours) >= 4 and sum(int(row[2]) for row in hours) >= 3
 
 
 def test_the_refresh_and_replication_panels(world, driver):
