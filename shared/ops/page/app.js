@@ -9,7 +9,9 @@
   const STATES = ["received", "running", "retrying", "succeeded", "skipped", "rejected", "failed"];
   // "/api/ui" -> "/api/": the JSON lives beside the page, whatever the route prefix is.
   const API = location.pathname.replace(/\/ui\/?$/, "/");
-  const view = { tokens: [null], query: null };
+  // tokens: the continuation token of each page shown so far (null: the first); a ticket per load, so an
+  // answer that arrives after a newer request was made is dropped instead of drawn over the newer one.
+  const view = { tokens: [null], query: null, ticket: 0, detailTicket: 0 };
 
   // --- the function key (key mode): taken out of the address bar, kept in this tab only ---------------
   function takeKeyFromAddress() {
@@ -230,26 +232,32 @@
     const token = view.tokens[view.tokens.length - 1];
     if (token) params.set("continuation", token);
     const table = byId("imports-table");
+    const ticket = ++view.ticket;
     table.setAttribute("aria-busy", "true");
     try {
       const page = await getJson("ops/imports", params);
+      if (ticket !== view.ticket) return;
       showError("imports-error", null);
       const items = Array.isArray(page.items) ? page.items : [];
       fill(table.tBodies[0], items.map(importRow), "No request matches.", 11);
       view.next = page.continuation || null;
       byId("imports-caption").textContent =
-        `Import requests: page ${view.tokens.length}, ${items.length} shown` + (view.next ? ", more on the next page" : "");
+        `Import requests: page ${view.tokens.length}, ${items.length} shown` +
+        (view.next ? ", more on the next page" : "");
       byId("page-info").textContent = `Page ${view.tokens.length}`;
     } catch (err) {
+      if (ticket !== view.ticket) return;
       view.next = null;
       fill(table.tBodies[0], [], "Could not load the requests (see above).", 11);
       showError("imports-error", err);
     } finally {
-      table.setAttribute("aria-busy", "false");
-      byId("next-page").disabled = !view.next;
-      byId("prev-page").disabled = view.tokens.length < 2;
-      byId("first-page").disabled = view.tokens.length < 2;
-      table.dataset.loaded = String(Date.now());
+      if (ticket === view.ticket) {
+        table.setAttribute("aria-busy", "false");
+        byId("next-page").disabled = !view.next;
+        byId("prev-page").disabled = view.tokens.length < 2;
+        byId("first-page").disabled = view.tokens.length < 2;
+        table.dataset.loaded = String(ticket);  // changes on every drawing: what tests wait for
+      }
     }
   }
 
@@ -311,8 +319,10 @@
     byId("detail-heading").textContent = "Request " + id;
     byId("detail-body").hidden = true;
     byId("detail-heading").focus();
+    const ticket = ++view.detailTicket;
     try {
       const record = await getJson("ops/imports/" + encodeURIComponent(id));
+      if (ticket !== view.detailTicket) return;
       showError("detail-error", null);
       describe(byId("detail-fields"), DETAIL_FIELDS, record);
       const transitions = Array.isArray(record.transitions) ? record.transitions : [];
@@ -329,10 +339,12 @@
       }
       byId("detail-body").hidden = false;
     } catch (err) {
-      showError("detail-error", err);
+      if (ticket === view.detailTicket) showError("detail-error", err);
     } finally {
-      section.setAttribute("aria-busy", "false");
-      section.dataset.loaded = id;
+      if (ticket === view.detailTicket) {
+        section.setAttribute("aria-busy", "false");
+        section.dataset.loaded = id;
+      }
     }
   }
 
