@@ -5,7 +5,9 @@ fetched from elsewhere, so it works offline and in locked-down networks. They ho
 which is why the routes are anonymous at the host; the data comes from the `/api/ops/*` JSON, which is not.
 Only the names in `ASSETS` are served (a name is never joined to a path), and every answer carries a
 strict Content-Security-Policy: script and style only from this origin, none inline, so a stored field
-that reaches the page as markup could not run even if the page's own code put it there.
+that reaches the page as markup could not run even if the page's own code put it there. index.html names its
+assets as `/api/ui/app.js` and `/api/ui/app.css` (the host's default route prefix, which host.json keeps);
+app.js finds the JSON beside the page's own address.
 """
 
 from __future__ import annotations
