@@ -52,13 +52,15 @@ def finish_rejected(worker: Worker, rejected: Rejected, body: bytes | str, start
     failure = Failure(Kind.REJECTED, "InvalidRequest", reason)
     fields = {"reason": reason, "kind": str(Kind.REJECTED), "code": "InvalidRequest",
               **summary_of(document, secrets)}
+    written = row == "replace"
     if row == "replace":  # the app's own records (events): the row is the app's
         worker.status.transition(rejected.id, State.REJECTED, **fields)
     elif row == "create":  # a message's: only on an id nobody has (see shared/imports/worker.py `_reject_message`)
-        worker.status.create(StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields))
+        row_of_its_own = StatusRecord(id=rejected.id, state=State.REJECTED).moved(State.REJECTED, **fields)
+        written = worker.status.create(row_of_its_own) is not None
     kept = document if document is not None else raw_text(body, secrets)
     dead_letter(worker, letter(worker, rejected.id, State.REJECTED, reason, kept, failure, 0, extra_secrets=secrets),
-                keep_copy=row != "none")
+                keep_copy=written)
     outcome = Outcome(rejected.id, State.REJECTED, reason, 0, failure)
     log_outcome(worker, outcome, None, started, document=document)
     return outcome

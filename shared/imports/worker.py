@@ -223,7 +223,7 @@ def refuse_for_settings(worker: Worker, body: bytes | str, decoded: tuple[Any, P
     secrets = secret_values_of(document)
     reason = redact_text(reason, (*worker._secrets, *secrets))
     worker.status.transition(request_id, State.FAILED, reason=reason, kind=str(failure.kind), code=failure.code,
-                             **summary_of(document))
+                             **summary_of(document, (*worker._secrets, *secrets)))
     dead_letter(worker, letter(worker, request_id, State.FAILED, reason, document if problem is None
                                else raw_text(body), failure, 0, extra_secrets=secrets))
     outcome = Outcome(request_id, State.FAILED, reason, 0, failure)

@@ -3,10 +3,11 @@ once when function_app.py is indexed, and what the app checks itself on each req
 
 `key`: the host asks for a function key (`code` or `x-functions-key`), as for the machine API. `entra`: App
 Service Authentication (Easy Auth) in front of the app signs people in, so the routes are anonymous at the
-host, and the app refuses a request that did not come through sign-in: Easy Auth sets
-`X-MS-CLIENT-PRINCIPAL-ID` on what it lets through and strips the X-MS-CLIENT-PRINCIPAL* headers a client sends
-(learn.microsoft.com, "Work with user identities in Azure App Service authentication"). The header's presence
-is the check; the app grants no rights by it (the allowed group or app role is Easy Auth's to enforce).
+host, and the app refuses a request that did not come through sign-in: App Service sets
+`X-MS-CLIENT-PRINCIPAL-ID` on what it lets through, and "external requests aren't allowed to set these
+headers, so they're present only if set by App Service" (learn.microsoft.com, "Work with user identities in
+Azure App Service authentication"). The header's presence is the check (defence in depth behind Easy Auth); the
+app grants no rights by it: the allowed group or app role is Easy Auth's to enforce.
 """
 
 from __future__ import annotations

@@ -122,6 +122,20 @@ def test_a_request_shows_its_dead_letter_redacted(api, app_env):
                                    timeout=15).json()
 
 
+def test_a_failed_request_keeps_its_letter_too(app_env, monkeypatch):
+    """The worker's other dead-letter path: a Force request while BACKUP_TAG_TEMPLATE is broken ends `failed`
+    (SettingsInvalid) at once; its letter is found by id, and the configured credential password is nowhere."""
+    monkeypatch.setenv("BACKUP_TAG_TEMPLATE", "{nope}")
+    app_context.reset()
+    password = app_env["SOURCE_CREDENTIALS__CONTOSO__PASSWORD"]
+    request_id = f"fl-{uuid.uuid4().hex[:8]}"
+    deliver({"id": request_id, "source": f"docker.io/library/nginx:{password}", "mode": "Force"})
+    detail = body_of(call("ops_import_detail", route_params={"id": request_id}))
+    assert detail["state"] == "failed" and detail["deadLetter"]["code"] == "SettingsInvalid"
+    assert detail["deadLetter"]["state"] == "failed" and "BACKUP_TAG_TEMPLATE" in detail["deadLetter"]["reason"]
+    assert password not in json.dumps(detail)
+
+
 def test_a_request_without_a_dead_letter_and_the_errors(api, app_env):
     store().create(row("fine-1", State.SUCCEEDED, datetime.now(UTC), reason=XSS))
     detail = ok(get(api, "imports/fine-1"))
