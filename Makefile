@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo run bench soak stack-up stack-down stack-reset clean
+.PHONY: help venv system-deps node-deps az-cli deps test test-fast lint demo run bench soak screenshots stack-up stack-down stack-reset clean
 
 help:
 	@echo "make demo   - start the local stack and import every seed scenario end to end"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast - the tests that need no local stack (the venv only; about 45 s of CPU)"
 	@echo "make lint   - ruff, and mypy (strict) on shared/ and cli/"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
+	@echo "make screenshots - the status page's pictures in docs/images/, taken in headless Chromium on the local stack"
 	@echo "make stack-up / stack-down - the local Azure stack by hand; make stack-reset - stop it and delete its data"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -24,10 +25,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-# docker-registry (CNCF distribution) and skopeo come from Debian; we are root on these machines.
+# docker-registry (CNCF distribution) and skopeo come from Debian; we are root on these machines. So do chromium and
+# chromium-driver: the status page's browser tests (tests/ops) and `python -m dev.screenshots` drive them.
 system-deps:
-	@command -v docker-registry >/dev/null && command -v skopeo >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo >/dev/null; }
+	@command -v docker-registry >/dev/null && command -v skopeo >/dev/null && command -v chromium >/dev/null \
+	  && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq docker-registry skopeo chromium chromium-driver >/dev/null; }
 
 node-deps: dev/node_modules/.package-lock.json
 
@@ -61,6 +64,9 @@ lint: venv
 
 demo: deps
 	$(PYTHON) -m dev.demo
+
+screenshots: venv system-deps node-deps
+	$(PYTHON) -m dev.screenshots
 
 # FORCE_SETTINGS=1 rewrites an existing local.settings.json with the stack's settings; SETTINGS=FILE uses
 # another file than ./local.settings.json (the tests do, to leave yours alone).

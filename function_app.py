@@ -2,7 +2,8 @@
 
 Function names are a contract (DESIGN.md): import_image, refresh_tracked_images, replicate_on_push.
 The HTTP API (submit_import, import_status, list_imports) answers whatever shared/imports/http_api.py decides;
-the operator endpoints (ops_*) whatever shared/ops decides.
+the operator endpoints (ops_*) whatever shared/ops decides; the status page (status_page, status_page_asset)
+is shared/ops/page.py's files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from shared.azure.status import prune_expired
 from shared.core.settings import PRUNE
 from shared.dispatch import handle_import_message, handle_poison_message
 from shared.imports import http_api
-from shared.ops import access, answers, health, refresh_runs, replication_log
+from shared.ops import access, answers, health, page, refresh_runs, replication_log
 from shared.ops import imports as ops_imports
 from shared.refresh.run import refresh_for, refresh_log
 from shared.replication.events import event_document
@@ -103,6 +104,22 @@ def ops_replication(req: func.HttpRequest) -> func.HttpResponse:
     return _ops(req, lambda worker: replication_log.replication(req.url, journal(worker.settings.status_table),
                                                                 worker.clock()))
 # --- end of the operator endpoints ---
+
+
+# The status page's shell and assets hold no data and no secret: anonymous at the host (shared/ops/page.py).
+@app.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def status_page(req: func.HttpRequest) -> func.HttpResponse:
+    return _file(page.index())
+
+
+@app.route(route="ui/{asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def status_page_asset(req: func.HttpRequest) -> func.HttpResponse:
+    return _file(page.asset(req.route_params.get("asset", "")))
+
+
+def _file(answer: page.PageFile) -> func.HttpResponse:
+    return func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers,
+                             mimetype=answer.mimetype, charset="utf-8")
 
 
 def _http(answer: http_api.ApiResponse) -> func.HttpResponse:

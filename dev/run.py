@@ -56,7 +56,7 @@ def _display(path: Path) -> str:
 
 
 def next_steps(values: dict[str, str], settings_path: Path, http_port: int) -> str:
-    """The three things a user needs next: how to send a request, where its status is, how to stop."""
+    """What a user needs next: how to send a request, where its status is (and the status page), how to stop."""
     base = f"http://{layout.HOST}:{http_port}/api"
     settings_option = "" if settings_path.resolve() == (Path.cwd() / "local.settings.json").resolve() else (
         f"--settings {_display(settings_path)} ")
@@ -73,6 +73,8 @@ def next_steps(values: dict[str, str], settings_path: Path, http_port: int) -> s
         "Its status:",
         f"  bin/acr-import {settings_option}status <id>      (or: bin/acr-import {settings_option}list)",
         f"  curl -s {base}/imports/<id> -H \"x-functions-key: {key}\"",
+        f"The status page: open {base}/ui in a browser and give it the function key when it asks, or open",
+        f"  the address this prints (the page moves the key out of the address bar): echo \"{base}/ui?code={key}\"",
         "Stop: Ctrl-C stops the app; the stack keeps running with its data "
         f"({_display(layout.STATE_DIR)}) until `make stack-down`.",
         "",

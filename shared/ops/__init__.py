@@ -1,1 +1,1 @@
-"""Operator endpoints under /api/ops: read-only JSON about imports, health, the refresh and replication."""
+"""The operator's view (issue 17): the status page (page) and the read-only JSON it reads under /api/ops."""

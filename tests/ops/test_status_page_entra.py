@@ -1,0 +1,61 @@
+"""The status page in Entra mode (OPERATOR_SIGN_IN=entra) in a real browser: no key is asked for or kept when
+App Service Authentication has signed the user in, and a 401 says so when it has not."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from dev import browser, layout, showcase
+from tests.ops.browsing import imports_loaded, one, open_page, shown_ids, wait
+
+pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
+KEY = "status-page-entra-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def entra_page(app_env, monkeypatch):
+    """The runner on the app indexed with OPERATOR_SIGN_IN=entra (the auth level is chosen at indexing), with one
+    request that ran; yields (base URL, request id)."""
+    import importlib
+
+    import function_app
+    from dev.runner import Runner
+    from shared import app_context
+
+    monkeypatch.setenv("OPERATOR_SIGN_IN", "entra")
+    monkeypatch.setenv("RUNNER_FUNCTION_KEY", KEY)
+    importlib.reload(function_app)
+    app_context.reset()
+    try:
+        with Runner("function_app", env={**app_env, "OPERATOR_SIGN_IN": "entra", "RUNNER_FUNCTION_KEY": KEY},
+                    http_port=0) as running:
+            base = f"http://{layout.HOST}:{running.http_port}"
+            app = showcase.App(base, KEY, app_env["IMPORT_QUEUE"])
+            request_id = app.submit({"source": "docker.io/library/hello-world:latest",
+                                     "targetTags": [f"entra/hello-world:{uuid.uuid4().hex[:6]}"]})
+            app.wait_for(request_id, "succeeded")
+            yield base, request_id
+    finally:
+        monkeypatch.delenv("OPERATOR_SIGN_IN")
+        importlib.reload(function_app)
+        app_context.reset()
+
+
+def test_in_entra_mode_the_signed_in_browser_needs_no_key(entra_page, driver):
+    """App Service Authentication cannot run locally: the header it adds to a signed-in user's requests is added
+    by the browser here (DevTools' extra headers), which is all the app sees of it."""
+    base, request_id = entra_page
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                           {"headers": {"X-MS-CLIENT-PRINCIPAL-ID": "00000000-0000-4000-8000-000000000001"}})
+    open_page(driver, f"{base}/api/ui")
+    assert shown_ids(driver) == [request_id] and not one(driver, "#key-panel").is_displayed()
+    assert driver.execute_script("return sessionStorage.length") == 0  # no key anywhere
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})  # signed out
+    marker = one(driver, "#imports-table").get_attribute("data-loaded")
+    one(driver, "#reload").click()
+    imports_loaded(driver, marker)
+    wait(driver, lambda d: one(d, "#key-panel").is_displayed(), "a 401 did not say so")
+    assert "401" in one(driver, "#imports-error").text
