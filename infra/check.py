@@ -292,7 +292,8 @@ def check(repo: Path = REPO, infra: Path | None = None, sample: Path | None = No
     everything = "\n".join([main, *(p.read_text(encoding="utf-8") for p in sorted(infra.glob("modules/*.bicep")))])
     template = template_app_settings(main)
     return [*check_settings(settings_read_by_code(repo), template, sample_settings(sample)),
-            *check_set_once(main), *check_roles(everything), *check_keyless(everything, template), *check_monitoring(repo, infra, main)]
+            *check_set_once(main), *check_roles(everything), *check_keyless(everything, template),
+            *check_monitoring(repo, infra, main)]
 
 
 ACTION_GROUP_PARAMETER = "alertActionGroupId"

@@ -21,7 +21,6 @@ from tests.conftest import TEST_SETTINGS
 from tests.ops.browsing import apply, by_css, imports_loaded, one, shown_ids, table_rows, wait
 from tests.ops.browsing import open_page as open_url
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 KEY = "status-page-key-" + uuid.uuid4().hex
 
 

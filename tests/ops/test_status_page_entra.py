@@ -7,10 +7,9 @@ import uuid
 
 import pytest
 
-from dev import browser, layout, showcase
+from dev import layout, showcase
 from tests.ops.browsing import imports_loaded, one, open_page, shown_ids, wait
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 KEY = "status-page-entra-key-" + uuid.uuid4().hex
 
 
