@@ -76,6 +76,9 @@ param operatorSignInTenantId string = subscription().tenantId
 @description('Object id of the Entra security group whose members may sign in (checked by App Service against the token\'s groups claim); empty: anyone the app registration lets sign in.')
 param operatorGroupObjectId string = ''
 
+@description('An app role (its value) of the sign-in app registration that people need to read the status page and its JSON; empty: any person Entra signs in (and the group allows). The app checks it: App Service Authentication checks groups, not app roles.')
+param operatorAppRole string = ''
+
 @description('Resource id of an existing action group the alert rules notify; empty: the rules fire in the portal only.')
 param alertActionGroupId string = ''
 
@@ -311,6 +314,7 @@ var appSettingsList = [
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: insightsAuthentication }
   { name: 'OPERATOR_SIGN_IN', value: operatorSignIn ? 'entra' : 'key' }
+  { name: 'OPERATOR_APP_ROLE', value: operatorAppRole }
 ]
 
 // Read by App Service Authentication, not by the app: the sign-in identity's client id (the client assertion

@@ -58,6 +58,9 @@ FEATURE_NEEDS = {
 # Authentication signs them in and the app checks that it did (shared/ops/access.py).
 SIGN_IN_KEY, SIGN_IN_ENTRA = "key", "entra"
 SIGN_IN_MODES = (SIGN_IN_KEY, SIGN_IN_ENTRA)
+# OPERATOR_APP_ROLE: an Entra app role's value (no spaces, not starting with '.': Entra's own rule), at most
+# this long; App Service Authentication checks groups but not app roles, so the app checks this one itself.
+APP_ROLE = re.compile(r"[!-~]{1,120}")
 
 MAX_CONFIG_WAIT_SECONDS = 540.0  # host.json's functionTimeout is 600 s: a wait must end inside it
 MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0  # the longest a queue message can be kept invisible
@@ -142,6 +145,7 @@ class Settings:
     problems: tuple[SettingProblem, ...] = ()
     backup_tag_template: BackupTemplate | None = None  # BACKUP_TAG_TEMPLATE parsed; None: no backups
     operator_sign_in: str = SIGN_IN_KEY  # OPERATOR_SIGN_IN: one of SIGN_IN_MODES
+    operator_app_role: str = ""  # OPERATOR_APP_ROLE: "" any signed-in person Easy Auth let through
     refresh_schedule: str = ""  # REFRESH_SCHEDULE as set, shown to operators (the host binds and checks it)
 
     @property
@@ -243,6 +247,15 @@ def _sign_in(env: _Env) -> str:
         env.problem("OPERATOR_SIGN_IN", f"OPERATOR_SIGN_IN must be {' or '.join(SIGN_IN_MODES)}, got {_shown(raw)}",
                     OPS)
         return SIGN_IN_KEY
+    return raw
+
+
+def _app_role(env: _Env) -> str:
+    """OPERATOR_APP_ROLE. A wrong value stops the operator endpoints (500 naming it) rather than let anyone in."""
+    raw = _text(env, "OPERATOR_APP_ROLE")
+    if raw and (not APP_ROLE.fullmatch(raw) or raw.startswith(".")):
+        env.problem("OPERATOR_APP_ROLE", "OPERATOR_APP_ROLE must be an Entra app role's value: 1-120 printable "
+                    f"ASCII characters, no spaces, not starting with '.', got {_shown(raw)}", OPS)
     return raw
 
 
@@ -542,6 +555,7 @@ def _read_settings(env: _Env,
         source_allowlist=source_allowlist,
         backup_tag_template=_backup_tag_template(env),
         operator_sign_in=_sign_in(env),
+        operator_app_role=_app_role(env),
         refresh_schedule=_text(env, "REFRESH_SCHEDULE")[:200],
     )
     return _with_problems(settings, tuple(env.problems))

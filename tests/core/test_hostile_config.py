@@ -147,6 +147,8 @@ def _cases() -> list[tuple[str, dict[str, str], str, str]]:
         add({"BACKUP_TAG_TEMPLATE": value}, "BACKUP_TAG_TEMPLATE", BACKUP)
     for value in ["Entra", "KEY", "entraid", "aad", "none", "anonymous", "key,entra", "\uff45ntra", "entra\x00"]:
         add({"OPERATOR_SIGN_IN": value}, "OPERATOR_SIGN_IN", OPS)
+    for value in ["reader role", ".reader", "r\u00f4le", "x" * 121, "reader\x00", "reader\nadmin"]:
+        add({"OPERATOR_APP_ROLE": value}, "OPERATOR_APP_ROLE", OPS)
     for value in BAD_LOCATIONS:
         add({"TRACKED_IMAGES": value}, "TRACKED_IMAGES", REFRESH)
         add({"REPLICATION_RULES": value}, "REPLICATION_RULES", REPLICATION)

@@ -8,6 +8,7 @@ runner's queue listeners would take the messages a test puts on the import queue
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -351,18 +352,21 @@ def test_key_mode_asks_the_host_for_the_function_key(api, app_env):
 
 
 @pytest.fixture
-def entra_api(app_env, monkeypatch):
-    """The runner on the app indexed with OPERATOR_SIGN_IN=entra (the auth level is chosen at indexing)."""
+def entra_api(app_env, monkeypatch, request):
+    """The runner on the app indexed with OPERATOR_SIGN_IN=entra (the auth level is chosen at indexing), and
+    OPERATOR_APP_ROLE when the test is parametrized with one."""
     import function_app
     from dev.runner import Runner
 
+    role = getattr(request, "param", "")
     monkeypatch.setenv("OPERATOR_SIGN_IN", "entra")
+    monkeypatch.setenv("OPERATOR_APP_ROLE", role)
     monkeypatch.setenv("RUNNER_FUNCTION_KEY", KEY)
     importlib.reload(function_app)
     app_context.reset()
     try:
-        with Runner("function_app", env={**app_env, "OPERATOR_SIGN_IN": "entra", "RUNNER_FUNCTION_KEY": KEY},
-                    http_port=0) as running:
+        with Runner("function_app", env={**app_env, "OPERATOR_SIGN_IN": "entra", "OPERATOR_APP_ROLE": role,
+                                         "RUNNER_FUNCTION_KEY": KEY}, http_port=0) as running:
             yield f"http://{layout.HOST}:{running.http_port}/api"
     finally:
         monkeypatch.delenv("OPERATOR_SIGN_IN")
@@ -381,6 +385,30 @@ def test_entra_mode_needs_the_signed_in_principal_and_the_machine_api_keeps_its_
     assert ok(get(entra_api, "health", headers={"x-ms-client-principal-id": "someone"}))["scanned"] == 0
     assert requests.get(f"{entra_api}/imports", headers=signed_in, timeout=15).status_code == 401
     assert requests.get(f"{entra_api}/imports", headers={"x-functions-key": KEY}, timeout=15).status_code == 200
+
+
+def principal(*claims: tuple[str, str], role_typ: str = "roles") -> str:
+    """An X-MS-CLIENT-PRINCIPAL value as App Service writes it (Base64 JSON of the token's claims)."""
+    document = {"auth_typ": "aad", "name_typ": "name", "role_typ": role_typ,
+                "claims": [{"typ": t, "val": v} for t, v in claims]}
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+@pytest.mark.parametrize("entra_api", ["acr-importer.read"], indirect=True)
+def test_with_an_app_role_set_only_a_principal_carrying_it_reads_the_endpoints(entra_api):
+    someone = {"X-MS-CLIENT-PRINCIPAL-ID": "00000000-0000-4000-8000-000000000001"}
+    for path in ("imports", "health", "refresh", "replication"):
+        assert get(entra_api, path, headers={}).status_code == 401
+        for claims in (someone, {**someone, "X-MS-CLIENT-PRINCIPAL": principal(("roles", "acr-importer.write"))},
+                       {**someone, "X-MS-CLIENT-PRINCIPAL": principal(("groups", "acr-importer.read"))}):
+            refused = get(entra_api, path, headers=claims)
+            assert refused.status_code == 403 and "acr-importer.read" in refused.json()["errors"][0]["rule"]
+            assert refused.json()["errors"][0]["field"] == "X-MS-CLIENT-PRINCIPAL"
+        granted = {**someone, "X-MS-CLIENT-PRINCIPAL": principal(("name", "a"), ("roles", "acr-importer.read"))}
+        assert get(entra_api, path, headers=granted).status_code == 200
+        long_form = principal(("http://schemas.microsoft.com/ws/2008/06/identity/claims/role", "acr-importer.read"),
+                              role_typ="http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+        assert get(entra_api, path, headers={**someone, "X-MS-CLIENT-PRINCIPAL": long_form}).status_code == 200
 
 
 def test_a_wrong_sign_in_setting_keeps_the_key_and_names_the_setting(app_env, monkeypatch):

@@ -3,15 +3,17 @@ check, and the bound on a dead letter kept in one table property."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.azure.queues import letter_text
 from shared.azure.status import MAX_LETTER_CHARS
-from shared.ops.access import OperatorAccess
+from shared.ops.access import OperatorAccess, principal_roles
 from shared.ops.health import summarise
 
 NOW = datetime(2026, 12, 2, 17, 40, tzinfo=UTC)
@@ -51,6 +53,43 @@ def test_entra_sign_in_is_checked_by_the_app_and_key_is_the_hosts():
         assert refused is not None and refused.status == 401
         assert refused.body == {"errors": [{"field": "X-MS-CLIENT-PRINCIPAL-ID", "rule": refused.body["errors"][0]
                                             ["rule"]}]}
+
+
+def encoded(value) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+ROLE_HEADERS = [  # X-MS-CLIENT-PRINCIPAL values that are not App Service's, or not carrying the role: none grants
+    "", "not base64!", base64.b64encode(b"\xff\xfe").decode(), encoded([]), encoded("roles"), encoded({}),
+    encoded({"claims": {"typ": "roles", "val": "reader"}}), encoded({"claims": [["roles", "reader"]]}),
+    encoded({"claims": [{"typ": "roles", "val": ["reader"]}]}), encoded({"claims": [{"typ": "role", "val": "reader"}]}),
+    encoded({"claims": [{"typ": "roles", "val": "Reader"}]}), encoded({"claims": [{"typ": "roles", "val": "reader "}]}),
+    encoded({"claims": [{"typ": "groups", "val": "reader"}], "role_typ": ["groups"]}),
+    encoded({"claims": [{"typ": "roles", "val": "reader"}], "pad": "x" * 40_000}),
+    " " + encoded({"claims": [{"typ": "roles", "val": "reader"}]})[:-2],
+]
+
+
+@pytest.mark.parametrize("header", ROLE_HEADERS, ids=range(len(ROLE_HEADERS)))
+def test_a_principal_header_that_does_not_carry_the_role_is_refused(header):
+    refused = OperatorAccess("entra", "reader").refusal({"X-MS-CLIENT-PRINCIPAL-ID": "a",
+                                                         "X-MS-CLIENT-PRINCIPAL": header})
+    assert refused is not None and refused.status == 403
+    assert refused.body["errors"][0]["field"] == "X-MS-CLIENT-PRINCIPAL"
+
+
+def test_the_role_is_read_from_the_claim_type_app_service_names_and_the_header_in_any_case():
+    role_typ = encoded({"claims": [{"typ": "custom/role", "val": "reader"}], "role_typ": "custom/role"})
+    assert principal_roles(role_typ) == {"reader"}
+    assert OperatorAccess("entra", "reader").refusal({"x-ms-client-principal-id": "a",
+                                                      "x-ms-client-principal": role_typ}) is None
+    assert OperatorAccess("key", "reader").refusal({}) is None  # the host's key decides; roles are Entra's
+
+
+@given(st.text(max_size=300))
+def test_any_principal_header_grants_at_most_the_roles_it_names(header):
+    assert OperatorAccess("entra", "reader").refusal({"X-MS-CLIENT-PRINCIPAL-ID": "a",
+                                                      "X-MS-CLIENT-PRINCIPAL": header}) is not None
 
 
 @given(st.text(max_size=50_000), st.recursive(st.text(max_size=2000), lambda inner: st.lists(inner, max_size=30),
