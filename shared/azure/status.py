@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from dataclasses import replace as copy_with
@@ -30,6 +31,8 @@ from shared.core.request import ImportRequest, fingerprint
 
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
+
+log = logging.getLogger("acr_importer")
 
 PARTITION = "import"
 REFRESH_PARTITION = "refresh"  # shared/refresh/run.py's summaries: `run-<time>` rows, and `latest` (kept)
@@ -73,6 +76,7 @@ class StatusRecord:
     transitions: list[dict[str, str]] = field(default_factory=list)
     backup_tags: list[str] = field(default_factory=list)  # "repo:backup-tag=sha256:..." kept before tags moved
     etag: str | None = field(default=None, repr=False, compare=False)  # as read; conditional writes use it
+    unreadable: tuple[str, ...] = field(default=(), compare=False)  # columns as read that were not what the app writes
 
     def moved(self, state: State, **fields: Any) -> StatusRecord:
         """A copy moved to `state` with `fields` set (None leaves a field), its transition recorded."""
@@ -105,24 +109,108 @@ class StatusRecord:
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> StatusRecord:
-        platforms = entity.get("Platforms", -1)
+        """A row read back. Rows are written by this app, but a table is shared (an older version, another
+        producer, a hand edit): a column of the wrong type reads as its default and is named in `unreadable`, so
+        one bad column neither hides the row nor fails the answer it is part of. A row whose State is not one
+        of the app's cannot be a record: UnreadableRow."""
+        row = _Columns(entity)
+        state_text = entity.get("State")
+        if not isinstance(state_text, str) or state_text not in _STATES:
+            raise UnreadableRow(str(entity.get("RowKey", "")),
+                                f"State {_quoted(state_text)} is not a state the app knows ({', '.join(_STATES)})")
+        platforms = row.number("Platforms", -1)
         return cls(
-            id=entity["RowKey"], state=State(entity["State"]), source=entity.get("Source", ""),
-            target=entity.get("Target", ""), target_tags=json.loads(entity.get("TargetTags") or "[]"),
-            untagged_target_repositories=json.loads(entity.get("UntaggedTargetRepositories") or "[]"),
-            mode=entity.get("Mode", ""), reason=entity.get("Reason", ""), kind=entity.get("Kind", ""),
-            code=entity.get("Code", ""), attempts=int(entity.get("Attempts", 0)), digest=entity.get("Digest", ""),
-            platforms=None if platforms in (None, -1) else int(platforms), checks=int(entity.get("Checks", 0)),
-            operation=entity.get("Operation", ""), operation_started_at=entity.get("OperationStartedAt", ""),
-            poll_failures=entity.get("PollFailures", ""), first_attempt_at=entity.get("FirstAttemptAt", ""),
-            carrier=entity.get("Carrier", ""),
-            fingerprint=entity.get("Fingerprint", ""), referrers=entity.get("Referrers", ""),
-            referrer_digests=entity.get("ReferrerDigests", ""), created_at=entity.get("CreatedAt", ""),
-            updated_at=entity.get("UpdatedAt", ""),
-            transitions=json.loads(entity.get("Transitions") or "[]"),
-            backup_tags=json.loads(entity.get("BackupTags") or "[]"),
-            etag=(getattr(entity, "metadata", None) or {}).get("etag"),
+            id=str(entity["RowKey"]), state=State(state_text), source=row.text("Source"), target=row.text("Target"),
+            target_tags=row.texts("TargetTags"), untagged_target_repositories=row.texts("UntaggedTargetRepositories"),
+            mode=row.text("Mode"), reason=row.text("Reason"), kind=row.text("Kind"), code=row.text("Code"),
+            attempts=row.number("Attempts", 0), digest=row.text("Digest"),
+            platforms=None if platforms == -1 else platforms, checks=row.number("Checks", 0),
+            operation=row.text("Operation"), operation_started_at=row.text("OperationStartedAt"),
+            poll_failures=row.text("PollFailures"), first_attempt_at=row.text("FirstAttemptAt"),
+            carrier=row.text("Carrier"), fingerprint=row.text("Fingerprint"), referrers=row.text("Referrers"),
+            referrer_digests=row.text("ReferrerDigests"), created_at=row.text("CreatedAt"),
+            updated_at=row.text("UpdatedAt"), transitions=row.transitions(), backup_tags=row.texts("BackupTags"),
+            etag=(getattr(entity, "metadata", None) or {}).get("etag"), unreadable=tuple(row.unreadable),
         )
+
+
+_STATES = tuple(str(s) for s in State)
+MAX_TRANSITIONS_READ = 200  # a hand-made Transitions list is read this far (the app writes at most 50)
+
+
+def column_value(entity: dict[str, Any], name: str) -> Any:
+    """A column's value as Python reads it: the SDK hands an Edm.Int64 (any int another writer stored above
+    2^31) back as an EntityProperty of (value, type)."""
+    value = entity.get(name)
+    return getattr(value, "value", value) if isinstance(value, tuple) and hasattr(value, "edm_type") else value
+
+
+class UnreadableRow(ValueError):
+    """A status row that cannot be read as a request's record (its State is not one of the app's)."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(f"status row {request_id[:200]!r}: {reason}")
+        self.request_id = request_id
+        self.reason = reason
+
+
+def _quoted(value: Any) -> str:
+    return repr(value)[:100] if isinstance(value, str) else f"of type {type(value).__name__}"
+
+
+class _Columns:
+    """The columns of one row, each read as the type the app writes it with; `unreadable` names the rest."""
+
+    def __init__(self, entity: dict[str, Any]) -> None:
+        self._entity = entity
+        self.unreadable: list[str] = []
+
+    def _value(self, name: str) -> Any:
+        return column_value(self._entity, name)
+
+    def text(self, name: str) -> str:
+        value = self._value(name)
+        if value is None or isinstance(value, str):
+            return value or ""
+        self.unreadable.append(name)
+        return ""
+
+    def number(self, name: str, default: int) -> int:
+        """A whole number (the SDK hands back one above 2^31 as an Int64 EntityProperty)."""
+        value = self._value(name)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self.unreadable.append(name)
+        return default
+
+    def _json_list(self, name: str) -> list[Any]:
+        text = self.text(name)
+        try:
+            found = json.loads(text or "[]")
+        except (ValueError, RecursionError):
+            found = None
+        if not isinstance(found, list):
+            self.unreadable.append(name)
+            return []
+        return found
+
+    def texts(self, name: str) -> list[str]:
+        found = self._json_list(name)
+        kept = [item for item in found if isinstance(item, str)]
+        if len(kept) < len(found) and name not in self.unreadable:
+            self.unreadable.append(name)
+        return kept
+
+    def transitions(self) -> list[dict[str, str]]:
+        """`{"state", "at"}` objects of text (a state the app does not know is still history to show)."""
+        found = self._json_list("Transitions")
+        kept = [{"state": item["state"], "at": item["at"]} for item in found[-MAX_TRANSITIONS_READ:]
+                if isinstance(item, dict) and isinstance(item.get("state"), str) and isinstance(item.get("at"), str)]
+        if len(kept) < len(found) and "Transitions" not in self.unreadable:
+            self.unreadable.append("Transitions")
+        return kept
 
 
 @dataclass(frozen=True)
@@ -144,10 +232,12 @@ class Opened:
 
 @dataclass(frozen=True)
 class StatusPage:
-    """`StatusStore.page`'s answer: the rows kept, in id order, and the id to go on after (None: no more)."""
+    """`StatusStore.page`'s answer: the rows kept, in id order, the id to go on after (None: no more), and the
+    rows read but left out because they cannot be read as records (UnreadableRow), so the answer can say so."""
 
     records: list[StatusRecord]
     after: str | None
+    skipped: list[UnreadableRow] = field(default_factory=list)
 
 
 PAGE_SCAN_ROWS = 1000  # rows one `page` call reads at most, kept or not (a text filter may keep few of them)
@@ -282,7 +372,13 @@ class StatusStore:
             filters.append("UpdatedAt ge @since")
             parameters["since"] = since.isoformat()
         entities = self._client().query_entities(" and ".join(filters), parameters=parameters)
-        return sorted((StatusRecord.from_entity(e) for e in entities), key=lambda r: r.updated_at)
+        records = []
+        for entity in entities:
+            try:
+                records.append(StatusRecord.from_entity(entity))
+            except UnreadableRow as unreadable:
+                log.warning("%s; left out", unreadable)
+        return sorted(records, key=lambda r: r.updated_at)
 
     def page(self, *, limit: int, states: Collection[State] = (), since: datetime | None = None,
              until: datetime | None = None, after: str | None = None,
@@ -319,21 +415,26 @@ class StatusStore:
             " and ".join(filters), parameters=parameters,
             results_per_page=limit if keep is None else max(limit, 100)).by_page()
         records: list[StatusRecord] = []
+        skipped: list[UnreadableRow] = []
         read, last = 0, after
         for number, entities in enumerate(pages, start=1):
             for entity in entities:
                 if len(records) >= limit or read >= PAGE_SCAN_ROWS:
-                    return StatusPage(records, last)
+                    return StatusPage(records, last, skipped)
                 read, last = read + 1, entity["RowKey"]
-                record = StatusRecord.from_entity(entity)
+                try:
+                    record = StatusRecord.from_entity(entity)
+                except UnreadableRow as unreadable:
+                    skipped.append(unreadable)
+                    continue
                 if keep is None or keep(record):
                     records.append(record)
             more = getattr(pages, "continuation_token", None) is not None
             if not more:
-                return StatusPage(records, None)
+                return StatusPage(records, None, skipped)
             if len(records) >= limit or read >= PAGE_SCAN_ROWS or number >= PAGE_SERVER_PAGES:
-                return StatusPage(records, last)
-        return StatusPage(records, None)
+                return StatusPage(records, last, skipped)
+        return StatusPage(records, None, skipped)
 
     def keep_dead_letter(self, request_id: str, letter: dict[str, Any]) -> bool:
         """A copy of a dead letter where it can be found by id (the `-rejected` queue cannot be searched): the
@@ -350,19 +451,21 @@ class StatusStore:
         return True
 
     def dead_letter(self, request_id: str) -> dict[str, Any] | None:
-        """The kept copy of `request_id`'s last dead letter, or None (never dead-lettered, pruned, or a row that
-        does not parse)."""
+        """The kept copy of `request_id`'s last dead letter; None when there is none (never dead-lettered, or
+        pruned), `{}` when there is one that does not parse as a letter (a shared table: a hand edit, another
+        writer), so the answer can say a letter was kept but cannot be shown."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
             entity = self._client().get_entity(DEAD_LETTER_PARTITION, request_id)
         except ResourceNotFoundError:
             return None
+        text = entity.get("Letter")
         try:
-            letter = json.loads(entity.get("Letter") or "")
+            letter = json.loads(text) if isinstance(text, str) else None
         except (ValueError, RecursionError):
-            return None
-        return letter if isinstance(letter, dict) else None
+            return {}
+        return letter if isinstance(letter, dict) else {}
 
     def prune(self, older_than: datetime) -> int:
         """Delete request rows last updated before `older_than`, and the log rows (refresh run summaries, dead

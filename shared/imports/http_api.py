@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from shared.azure.status import StatusRecord, StatusStore
+from shared.azure.status import StatusRecord, StatusStore, UnreadableRow
 from shared.core.outcome import Failure, Kind, Problem, State
 from shared.core.redact import redact_text, secret_values_of
 from shared.core.request import ImportRequest, Rejected, parse_request
@@ -72,28 +72,34 @@ def status_body(record: StatusRecord) -> dict[str, Any]:
         "referrerDigests": [d for d in record.referrer_digests.split(",") if d] if record.referrer_digests else [],
         "createdAt": record.created_at, "updatedAt": record.updated_at, "transitions": record.transitions,
         "backupTags": record.backup_tags,
+        "unreadable": list(record.unreadable),  # stored columns not as the app writes them, shown as empty
     }
 
 
 def lookup_status(request_id: str, status: StatusStore) -> ApiResponse:
     """GET /api/imports/{id}: a 400 naming the id rule for an id no request can have (the table would refuse
-    the key), else the row or a 404."""
+    the key), else the row or a 404; a 409 naming `State` for a row whose state is not one the app knows."""
     if not is_safe_request_id(request_id):
         return ApiResponse(400, errors_body([Problem("id", f"is not a request id: a request id {ID_RULE}")]))
-    return status_response(request_id, status.get(request_id))
+    try:
+        return status_response(request_id, status.get(request_id))
+    except UnreadableRow as unreadable:  # written by something else: say what is wrong with it, not a 500
+        return ApiResponse(409, errors_body([Problem("State", f"of request {request_id!r}: {unreadable.reason}")]))
 
 
 def list_imports(request_url: str, status: StatusStore) -> ApiResponse:
     """GET /api/imports: a page of status rows, `{"items": [...], "continuation": token or null}`, in id
     order (shared/azure/status.py `StatusStore.page` says why not newest first); a 400 naming every bad
-    parameter. A page may hold fewer than `limit` items (even none) with a token: go on until it is null."""
+    parameter. A page may hold fewer than `limit` items (even none) with a token: go on until it is null.
+    `skipped` lists the rows of the page's range that are not records (UnreadableRow), by id and why."""
     query = parse_list_query(query_pairs(request_url))
     if isinstance(query, list):
         return ApiResponse(400, errors_body(query))
     page = status.page(limit=query.limit, states=query.states, since=query.since, until=query.until,
                        after=query.after, keep=query.keeps if query.text else None)
     return ApiResponse(200, {"items": [status_body(r) for r in page.records],
-                             "continuation": encode_continuation(page.after) if page.after else None},
+                             "continuation": encode_continuation(page.after) if page.after else None,
+                             "skipped": [{"id": s.request_id, "reason": s.reason} for s in page.skipped]},
                        {"X-Content-Type-Options": "nosniff"})  # producer-written text: never sniffed as HTML
 
 

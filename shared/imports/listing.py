@@ -31,6 +31,7 @@ MAX_AFTER = 1024  # characters of the row key inside it (the table's key limit i
 REPEATABLE = frozenset({"state"})
 PARAMETERS = ("state", "since", "until", "q", "limit", "continuation")
 IGNORED = frozenset({"code"})  # the function key, checked by the host
+UNNAMED = "(unnamed)"  # the field of a problem about `?=x`: a parameter whose name is empty
 STATE_NAMES = tuple(str(s) for s in State)
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
                       r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
@@ -70,7 +71,7 @@ def query_values(pairs: list[tuple[str, str]], parameters: tuple[str, ...], rout
             continue
         if name not in parameters:
             known = f"known: {', '.join(parameters)}" if parameters else "it takes none"
-            problems.append(Problem(name[:64], f"is not a parameter of {route} ({known})"))
+            problems.append(Problem(name[:64] or UNNAMED, f"is not a parameter of {route} ({known})"))
             continue
         values.setdefault(name, []).append(value)
     for name, given in values.items():

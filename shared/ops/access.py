@@ -70,7 +70,7 @@ def principal_roles(encoded: str) -> frozenset[str]:
         return frozenset()
     try:
         principal = json.loads(base64.b64decode(encoded.strip(), validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python reads
         return frozenset()
     if not isinstance(principal, dict) or not isinstance(principal.get("claims"), list):
         return frozenset()

@@ -10,8 +10,9 @@ from shared.azure.status import StatusStore
 from shared.imports.http_api import ApiResponse, lookup_status
 from shared.ops.answers import bad_query, no_query
 
-LETTER_FIELDS = ("id", "state", "reason", "kind", "code", "attempts", "deadLetteredAt", "body", "bodyTruncated",
-                 "reasonTruncated")
+LETTER_FIELDS: dict[str, type | None] = {  # the type the recorder writes each with (None: any JSON, the body)
+    "id": str, "state": str, "reason": str, "kind": str, "code": str, "attempts": int, "deadLetteredAt": str,
+    "body": None, "bodyTruncated": bool, "reasonTruncated": bool}
 
 
 def import_detail(request_url: str, request_id: str, status: StatusStore) -> ApiResponse:
@@ -28,7 +29,25 @@ def import_detail(request_url: str, request_id: str, status: StatusStore) -> Api
 
 
 def letter_body(letter: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The letter's known fields (it was redacted and bounded before it was kept)."""
+    """The letter's known fields (it was redacted and bounded before it was kept). A field not of the type the
+    recorder writes is null and named in `unreadable` (`Letter` when the kept copy does not parse at all)."""
     if letter is None:
         return None
-    return {name: letter.get(name) for name in LETTER_FIELDS if name in letter or not name.endswith("Truncated")}
+    shown: dict[str, Any] = {}
+    unreadable = [] if letter else ["Letter"]
+    for name, kind in LETTER_FIELDS.items():
+        if name not in letter and name.endswith("Truncated"):
+            continue
+        value = letter.get(name)
+        if _fits(value, kind):
+            shown[name] = value
+        else:
+            shown[name] = None
+            unreadable.append(name)
+    return {**shown, "unreadable": unreadable}
+
+
+def _fits(value: Any, kind: type | None) -> bool:
+    if value is None or kind is None:
+        return True
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))

@@ -2,7 +2,7 @@
 summaries shared/refresh/run.py `RefreshLog.record` writes), the upstreams still backing off after a 429 and
 until when, each upstream's remaining rate limit as the latest run saw it (Docker Hub by the host the app
 names it with), and REFRESH_SCHEDULE. Stored summaries are read defensively: a field of the wrong type reads
-as null, problems as text, each bounded."""
+as null, problems as text, each bounded; a run row whose summary does not parse is named in `skipped`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from shared.refresh.run import RefreshLog
 COUNTS = ("checked", "changed", "missing", "unchanged", "skipped", "errors", "enqueued", "referrers")
 MAX_PROBLEMS = 20  # per run shown (the summary row keeps more; `problemsOmitted` counts the rest)
 MAX_PROBLEM_CHARS = 1000
+MAX_KEY_CHARS = 200  # of a row key named in `skipped`
 
 
 def refresh(request_url: str, settings: Settings, runs_log: RefreshLog, now: datetime) -> ApiResponse:
@@ -28,10 +29,12 @@ def refresh(request_url: str, settings: Settings, runs_log: RefreshLog, now: dat
     latest = runs_log.latest() or {}
     resting = runs_log.backoff_until(now.timestamp())
     remaining = latest.get("rateLimitRemaining")
+    runs, unread = runs_log.runs(limit, now)
     return ApiResponse(200, {
         "schedule": settings.refresh_schedule or None,
         "lastRunAt": _text(latest.get("startedAt")),
-        "runs": [run_body(run, secrets) for run in runs_log.runs(limit, now)],
+        "runs": [run_body(run, secrets) for run in runs],
+        "skipped": [{"row": key[:MAX_KEY_CHARS], "reason": "its Summary is not a JSON object"} for key in unread],
         "backoff": [{"host": host, "until": datetime.fromtimestamp(until, UTC).isoformat()}
                     for host, until in sorted(resting.items()) if until > now.timestamp()],
         "rateLimits": [{"host": host, "remaining": _count(value)}

@@ -25,5 +25,6 @@ def replication(request_url: str, journal: ReplicationJournal, now: datetime) ->
         shown = asdict(entry)
         shown["imports"] = list(entry.imports)
         shown["importsOmitted"] = shown.pop("imports_omitted")
+        shown["unreadable"] = list(entry.unreadable)
         events.append(shown)
     return ApiResponse(200, {"counts": counts, "truncated": truncated, "events": events})

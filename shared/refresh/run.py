@@ -452,10 +452,11 @@ class RefreshLog:
                 found[host] = min(stamp, now + MAX_RETRY_AFTER_SECONDS)
         return found
 
-    def runs(self, limit: int, now: datetime | None = None) -> list[dict[str, Any]]:
-        """The `limit` newest run summaries (`run-<time>` rows), newest first; a row that does not parse is left
-        out. The partition is read oldest first, so the newest are looked for in growing windows back from
-        now (keys only, at most RUN_SCAN_ROWS a window), then read in one range from the oldest of them."""
+    def runs(self, limit: int, now: datetime | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """The `limit` newest run summaries (`run-<time>` rows), newest first, and the keys of those among them
+        whose summary does not parse as an object (left out, so the reader can say so). The partition is read
+        oldest first, so the newest are looked for in growing windows back from now (keys only, at most
+        RUN_SCAN_ROWS a window), then read in one range from the oldest of them."""
         now = now or datetime.now(UTC)
         table = self._client()
         keys: list[str] = []
@@ -468,19 +469,21 @@ class RefreshLog:
             if len(keys) >= limit:
                 break
         if not keys:
-            return []
+            return [], []
         start = sorted(keys)[-limit:][0]
         rows = table.query_entities("PartitionKey eq @partition and RowKey ge @start and RowKey lt 'run.'",
-                                    parameters={"partition": self.PARTITION, "start": start}, select=["Summary"])
-        runs = []
+                                    parameters={"partition": self.PARTITION, "start": start},
+                                    select=["RowKey", "Summary"])
+        runs: list[tuple[str, dict[str, Any] | None]] = []
         for entity in rows:
+            text = entity.get("Summary")
             try:
-                found_run = json.loads(entity.get("Summary") or "")
+                found_run = json.loads(text) if isinstance(text, str) else None
             except (ValueError, RecursionError):
-                continue
-            if isinstance(found_run, dict):
-                runs.append(found_run)
-        return runs[::-1][:limit]
+                found_run = None
+            runs.append((str(entity.get("RowKey")), found_run if isinstance(found_run, dict) else None))
+        newest = runs[::-1][:limit]
+        return [run for _, run in newest if run is not None], [key for key, run in newest if run is None]
 
     def record(self, summary: RefreshSummary) -> None:
         from azure.data.tables import UpdateMode

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.status import REPLICATION_PARTITION
+from shared.azure.status import REPLICATION_PARTITION, column_value
 from shared.azure.storage import LazyTable
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class JournalEntry:
     reason: str
     imports: tuple[str, ...] = ()
     imports_omitted: int = 0
+    unreadable: tuple[str, ...] = ()  # columns as read that were not what the app writes (shown empty)
 
     def to_entity(self, key: str) -> dict[str, Any]:
         return {"PartitionKey": REPLICATION_PARTITION, "RowKey": key, "Id": self.id[:MAX_TEXT], "At": self.at,
@@ -67,20 +68,33 @@ class JournalEntry:
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> JournalEntry:
-        """A row read back; a field of the wrong type reads as empty (rows are the app's, but a table is shared)."""
+        """A row read back; a field of the wrong type reads as empty and is named in `unreadable` (rows are the
+        app's, but a table is shared)."""
+        unreadable: list[str] = []
+
         def text(name: str) -> str:
             value = entity.get(name)
+            if value is not None and not isinstance(value, str):
+                unreadable.append(name)
             return value if isinstance(value, str) else ""
 
         try:
             imports = json.loads(text("Imports") or "[]")
         except (ValueError, RecursionError):
-            imports = []
-        omitted = entity.get("ImportsOmitted")
+            imports = None
+        kept = tuple(i for i in imports if isinstance(i, str)) if isinstance(imports, list) else ()
+        if (not isinstance(imports, list) or len(kept) < len(imports)) and "Imports" not in unreadable:
+            unreadable.append("Imports")
+        omitted = column_value(entity, "ImportsOmitted")
+        if omitted is not None and (not isinstance(omitted, int) or isinstance(omitted, bool)):
+            unreadable.append("ImportsOmitted")
+        outcome = text("Outcome")
+        if outcome not in OUTCOMES and "Outcome" not in unreadable:
+            unreadable.append("Outcome")
         return cls(id=text("Id"), at=text("At"), topic=text("Topic"), repository=text("Repository"), tag=text("Tag"),
-                   digest=text("Digest"), action=text("Action"), outcome=text("Outcome"), reason=text("Reason"),
-                   imports=tuple(i for i in imports if isinstance(i, str)) if isinstance(imports, list) else (),
-                   imports_omitted=omitted if isinstance(omitted, int) and not isinstance(omitted, bool) else 0)
+                   digest=text("Digest"), action=text("Action"), outcome=outcome, reason=text("Reason"),
+                   imports=kept, imports_omitted=omitted if isinstance(omitted, int) and not isinstance(omitted, bool)
+                   else 0, unreadable=tuple(unreadable))
 
 
 class ReplicationJournal:

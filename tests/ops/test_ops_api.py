@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -266,7 +265,7 @@ def test_refresh_runs_newest_first_with_backoff_and_rate_limits(api, app_env):
 
 def test_refresh_before_any_run(api, app_env):
     assert ok(get(api, "refresh")) == {"schedule": app_env["REFRESH_SCHEDULE"], "lastRunAt": None, "runs": [],
-                                       "backoff": [], "rateLimits": []}
+                                       "skipped": [], "backoff": [], "rateLimits": []}
 
 
 # --- replication ---------------------------------------------------------------------------------------------
@@ -303,7 +302,7 @@ def test_every_handled_event_gets_a_journal_row_and_the_endpoint_counts_them(rul
     assert [e["id"] for e in events] == [f"e-{XSS}", "e-stranger", "e-deleted", "e-planned", "e-planned"]
     newest_planned = events[-1]
     assert set(newest_planned) == {"id", "at", "topic", "repository", "tag", "digest", "action", "outcome", "reason",
-                                   "imports", "importsOmitted"}
+                                   "imports", "importsOmitted", "unreadable"}
     assert (newest_planned["outcome"], newest_planned["imports"], newest_planned["action"]) == \
         ("planned", list(planned.request_ids), "ImagePushed")
     assert newest_planned["repository"] == "aci-helloworld" and newest_planned["digest"].startswith("sha256:")
@@ -349,29 +348,6 @@ def test_key_mode_asks_the_host_for_the_function_key(api, app_env):
         assert get(api, path, headers={}).status_code == 401
         assert get(api, path, headers={"X-MS-CLIENT-PRINCIPAL-ID": "someone"}).status_code == 401
     assert ok(get(api, "health", headers={}, params=[("code", KEY)]))["scanned"] == 0
-
-
-@pytest.fixture
-def entra_api(app_env, monkeypatch, request):
-    """The runner on the app indexed with OPERATOR_SIGN_IN=entra (the auth level is chosen at indexing), and
-    OPERATOR_APP_ROLE when the test is parametrized with one."""
-    import function_app
-    from dev.runner import Runner
-
-    role = getattr(request, "param", "")
-    monkeypatch.setenv("OPERATOR_SIGN_IN", "entra")
-    monkeypatch.setenv("OPERATOR_APP_ROLE", role)
-    monkeypatch.setenv("RUNNER_FUNCTION_KEY", KEY)
-    importlib.reload(function_app)
-    app_context.reset()
-    try:
-        with Runner("function_app", env={**app_env, "OPERATOR_SIGN_IN": "entra", "OPERATOR_APP_ROLE": role,
-                                         "RUNNER_FUNCTION_KEY": KEY}, http_port=0) as running:
-            yield f"http://{layout.HOST}:{running.http_port}/api"
-    finally:
-        monkeypatch.delenv("OPERATOR_SIGN_IN")
-        importlib.reload(function_app)
-        app_context.reset()
 
 
 def test_entra_mode_needs_the_signed_in_principal_and_the_machine_api_keeps_its_key(entra_api, app_env):
