@@ -134,6 +134,24 @@
     node.hidden = false;
   }
 
+  // Stored rows an answer left out (`skipped`): how many, and each one's key and why, so a bad row is seen.
+  function showSkipped(id, skipped, what, parts) {
+    const node = byId(id);
+    const list = Array.isArray(skipped) ? skipped : [];
+    node.replaceChildren();
+    node.hidden = !list.length;
+    if (!list.length) return;
+    node.appendChild(el("span", `${list.length} ${what}:`));
+    const items = el("ul");
+    for (const entry of list) {
+      const [key, why] = parts(entry || {});
+      const item = el("li");
+      item.append(el("code", key), document.createTextNode(" " + (why || "")));
+      items.appendChild(item);
+    }
+    node.appendChild(items);
+  }
+
   const BADGES = STATES.concat(["planned", "ignored", "duplicate"]);  // request states and event outcomes
 
   const REASONS = { 400: " Bad Request", 401: " Unauthorized", 403: " Forbidden", 404: " Not Found",
@@ -156,6 +174,7 @@
     // A table cell's time on two short lines (date, then time), so eleven columns fit a laptop screen.
     const text = when(iso);
     if (!text) return "";
+    if (isNaN(new Date(iso))) return el("span", text);  // not a time: stored text, shown as it is
     const cell = el("span", null, "stamp");
     const [date, time] = text.split(" ");
     cell.append(el("span", date), el("span", time || ""));
@@ -239,6 +258,8 @@
       if (ticket !== view.ticket) return;
       showError("imports-error", null);
       const items = Array.isArray(page.items) ? page.items : [];
+      showSkipped("imports-skipped", page.skipped, "stored request rows could not be read and are not listed",
+        (s) => [s.id, s.reason]);
       fill(table.tBodies[0], items.map(importRow), "No request matches.", 11);
       view.next = page.continuation || null;
       byId("imports-caption").textContent =
@@ -292,10 +313,11 @@
     ["reason", "Reason"], ["kind", "Kind"], ["code", "Code"], ["attempts", "Attempts"], ["digest", "Digest"],
     ["platforms", "Platforms"], ["referrers", "Referrers"], ["referrerDigests", "Referrer digests"],
     ["backupTags", "Backup tags"], ["createdAt", "Created (UTC)"], ["updatedAt", "Updated (UTC)"],
+    ["unreadable", "Unreadable as stored"],
   ];
   const LETTER_FIELDS = [
     ["id", "Id"], ["state", "State"], ["reason", "Reason"], ["kind", "Kind"], ["code", "Code"],
-    ["attempts", "Attempts"], ["deadLetteredAt", "Dead-lettered (UTC)"],
+    ["attempts", "Attempts"], ["deadLetteredAt", "Dead-lettered (UTC)"], ["unreadable", "Unreadable as stored"],
   ];
 
   function describe(list, fields, record) {
@@ -443,6 +465,8 @@
       byId("refresh-summary").textContent = `Schedule ${refresh.schedule || "(not set)"}; last run ` +
         (refresh.lastRunAt ? when(refresh.lastRunAt) + " UTC." : "never (no run recorded).");
       const runs = Array.isArray(refresh.runs) ? refresh.runs : [];
+      showSkipped("refresh-skipped", refresh.skipped, "stored run summaries could not be read and are not listed",
+        (s) => [s.row, s.reason]);
       fill(byId("runs-table").tBodies[0], runs.map((r) => {
         const problems = el("ul", null, "problems");
         for (const problem of Array.isArray(r.problems) ? r.problems : []) problems.appendChild(el("li", problem));
@@ -482,7 +506,9 @@
           open.addEventListener("click", () => openDetail(id, open));
           imports.appendChild(open);
         }
-        const tr = row([stamp(e.at), image, e.action, stateBadge(e.outcome), e.reason,
+        const unreadable = Array.isArray(e.unreadable) && e.unreadable.length
+          ? ` (unreadable as stored: ${e.unreadable.join(", ")})` : "";
+        const tr = row([stamp(e.at), image, e.action, stateBadge(e.outcome), (e.reason || "") + unreadable,
           imports.childNodes.length ? imports : ""]);
         tr.dataset.outcome = e.outcome;
         return tr;
