@@ -42,13 +42,16 @@ def health(request_url: str, settings: Settings, status: StatusStore, queues: Im
 def summarise(rows: Iterable[tuple[str, str]], now: datetime) -> dict[str, Any]:
     """`counts` (requests by their state now, updated in the last hour / day) and `timeline` (whole hours, oldest
     first, the last one the hour now runs in: requests that ended in each, by `updatedAt`, and how many of
-    those failed or were rejected). A row whose state or time does not read is left out."""
+    those failed or were rejected). A row whose state or time does not read is left out, and counted in
+    `skipped`."""
     last_hour, last_day = dict.fromkeys(_STATES, 0), dict.fromkeys(_STATES, 0)
     first = now.replace(minute=0, second=0, microsecond=0) - (BUCKETS - 1) * HOUR
     ended, failed = [0] * BUCKETS, [0] * BUCKETS
+    skipped = 0
     for state_text, updated in rows:
         state, at = _STATES.get(state_text), _time(updated)
         if state is None or at is None:
+            skipped += 1
             continue
         if at >= now - DAY:
             last_day[state_text] += 1
@@ -58,7 +61,7 @@ def summarise(rows: Iterable[tuple[str, str]], now: datetime) -> dict[str, Any]:
         if state.terminal and 0 <= bucket < BUCKETS:
             ended[bucket] += 1
             failed[bucket] += state.ended_badly
-    return {"counts": {"lastHour": last_hour, "lastDay": last_day},
+    return {"counts": {"lastHour": last_hour, "lastDay": last_day}, "skipped": skipped,
             "timeline": [{"start": (first + i * HOUR).isoformat(), "end": (first + (i + 1) * HOUR).isoformat(),
                           "ended": ended[i], "failed": failed[i]} for i in range(BUCKETS)]}
 

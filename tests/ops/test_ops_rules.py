@@ -41,6 +41,7 @@ def test_counts_are_by_state_now_and_buckets_by_the_hour_something_ended():
     assert (timeline[-2]["ended"], timeline[-2]["failed"]) == (1, 1)  # rejected at 16:59
     assert (timeline[0]["ended"], timeline[0]["failed"]) == (1, 0)  # skipped at 18:01 yesterday
     assert sum(b["ended"] for b in timeline) == 4
+    assert found["skipped"] == 3  # nonsense, yesterday, and a time without an offset
 
 
 def test_entra_sign_in_is_checked_by_the_app_and_key_is_the_hosts():

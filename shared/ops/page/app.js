@@ -389,7 +389,8 @@
       fill(byId("counts-table").tBodies[0], names.map((s) => row([stateBadge(s), hour[s] || 0, day[s] || 0])),
         "No counts.", 3);
       byId("counts-note").textContent = `${health.scanned || 0} rows read at ${when(health.generatedAt)}` +
-        (health.truncated ? " (stopped early: the counts are a lower bound)." : ".");
+        (health.truncated ? " (stopped early: the counts are a lower bound)." : ".") +
+        (health.skipped ? ` ${health.skipped} of them not counted: their state or time does not read.` : "");
       const queues = Array.isArray(health.queues) ? health.queues : [];
       fill(byId("queues-table").tBodies[0], queues.map((q) => row([q.role, q.name,
         q.error ? "unknown: " + q.error : q.depth, q.oldestAgeSeconds === null || q.oldestAgeSeconds === undefined
