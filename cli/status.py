@@ -19,7 +19,7 @@ from typing import TextIO
 from cli.connection import table_service
 from cli.terminal import printable
 from shared import app_context
-from shared.azure.status import StatusRecord, StatusStore
+from shared.azure.status import StatusRecord, StatusStore, UnreadableRow
 from shared.core.outcome import State
 from shared.core.request_ids import UnsafeRequestId, checked_request_id
 from shared.core.settings import load_settings
@@ -130,7 +130,10 @@ def request_id_type(text: str) -> str:
 def show_status(args: argparse.Namespace) -> int:
     request_id = request_id_argument(args.id)
     store = status_store()
-    record = store.get(request_id)
+    try:
+        record = store.get(request_id)
+    except UnreadableRow as err:  # written by something else (a hand edit, another version): not the CLI's bug
+        raise CliError(f"{err}; fix or delete the row in the status table") from None
     if record is None:
         print(f"error: no request {request_id!r} in the status table (not yet picked up, never sent, or pruned "
               "after STATUS_RETENTION_DAYS)", file=sys.stderr)

@@ -158,3 +158,17 @@ def test_replication_rows_of_the_wrong_shape_are_shown_with_what_reads(app_env):
                                                               ["Imports", "Outcome"], ["Imports"]]
     assert events[1]["repository"] == XSS and events[2]["imports"] == ["evt-1"]
     assert events[2]["importsOmitted"] == 2**40 and events[3]["outcome"] == "ignored"
+
+
+def test_the_cli_names_an_unreadable_row_and_lists_the_rest(app_env):
+    from tests.cli.test_cli_mistakes import cli, one_line_error
+
+    rows = table(app_env)
+    rows.upsert_entity(status_row("cli-good", Transitions="not json"))
+    rows.upsert_entity(status_row("cli-unknown", State="bogus"))
+    shown = cli("status", "cli-unknown")
+    assert shown.returncode == 2 and "State 'bogus' is not a state the app knows" in one_line_error(shown)
+    listed = cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == ["cli-good"]
+    assert json.loads(cli("status", "cli-good", "--json").stdout)["unreadable"] == ["Transitions"]
