@@ -81,7 +81,7 @@ class StatusRecord:
     def moved(self, state: State, **fields: Any) -> StatusRecord:
         """A copy moved to `state` with `fields` set (None leaves a field), its transition recorded."""
         now = utc_now().isoformat()
-        record = copy_with(self, transitions=list(self.transitions))
+        record = copy_with(self, transitions=list(self.transitions), unreadable=())  # what is written reads
         for name, value in fields.items():
             if value is not None:
                 setattr(record, name, value)
