@@ -84,8 +84,10 @@ def test_refresh_says_what_it_did_in_lines_for_people_and_keeps_the_log_events_f
     """The refresh's structured summary event is for the app's logs (App Insights), not a terminal: the CLI
     prints a line per result and one summary line; `--debug` adds the log lines on stderr."""
     config = tmp_path / "tracked.json"
+    # a target repository of this test's own: another test may have imported hello-world:latest already
+    target = f"cli-refresh-{uuid.uuid4().hex[:8]}/hello-world"
     config.write_text(json.dumps({"images": [
-        {"source": "docker.io/library/hello-world", "tags": ["latest", "no-such-tag"]}]}))
+        {"source": "docker.io/library/hello-world", "targetRepository": target, "tags": ["latest", "no-such-tag"]}]}))
     done = cli("refresh", "--config", str(config))
     assert done.returncode == 1, done.stdout + done.stderr  # one tag is an error
     errors = done.stderr.splitlines()
@@ -93,7 +95,8 @@ def test_refresh_says_what_it_did_in_lines_for_people_and_keeps_the_log_events_f
     assert errors[1] == f"checking the tracked tags in {config} against their targets...", done.stderr
     assert "{" not in done.stderr and '"event"' not in done.stdout
     out = done.stdout.splitlines()
-    assert out[0].startswith("enqueued      docker.io/library/hello-world:latest -> myregistry.azurecr.io/"), out
+    enqueued = f"enqueued      docker.io/library/hello-world:latest -> myregistry.azurecr.io/{target}:latest"
+    assert out[0].startswith(enqueued), out
     assert out[1].startswith("error         docker.io/library/hello-world:no-such-tag"), out
     assert len(out) == 3 and out[2].startswith("checked 2, changed 0, missing 1, ") and "errors 1" in out[2], out
     loud = cli("--debug", "refresh", "--config", str(config))
