@@ -75,6 +75,8 @@ run: venv system-deps node-deps  # not the Azure CLI: only the tests need it
 
 # The scale-out benchmark's short profile (300 requests, buckets a tenth of ARM's, refills ARM's: about a minute);
 # `make bench SCALEOUT_REQUESTS=2000 SCALEOUT_BUCKET_SCALE=1` is issue 15's full run (docs/benchmarks.md).
+# The operator's view benchmark seeds 1k and 10k status rows; `make bench OPS_ROWS=1000,10000,50000` (passed on
+# in the environment) is the larger profile.
 SCALEOUT_REQUESTS ?= 300
 SCALEOUT_BUCKET_SCALE ?= 0.1
 bench: deps

@@ -8,7 +8,7 @@ import sys
 from benchmarks.isolation import own_stack, remove_own_stack
 from benchmarks.report import DOC, write_section
 
-ALL = ("importtime", "latency", "refresh", "cost", "scaleout")
+ALL = ("importtime", "latency", "refresh", "cost", "scaleout", "ops")
 
 
 def main(argv: list[str]) -> int:

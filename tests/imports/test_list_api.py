@@ -129,6 +129,41 @@ def test_paging_sees_every_row_exactly_once(api, app_env):
     assert ids(get(api, [("limit", "1")])) == ["page-000"]
 
 
+def test_a_text_filter_reads_its_bounded_scan_in_growing_service_pages(app_env):
+    """A rare match: one call reads PAGE_SCAN_ROWS rows in 3 service requests (100, 400, 500), not 10, and the
+    calls still see every row once, in id order. A common match reads one service page of 100."""
+    from azure.data.tables import TableClient
+
+    from benchmarks.ops import TableReads
+    from dev import layout
+    from shared.azure import status
+
+    store = StatusStore(load_settings().status_table)
+    every = [row(f"scan-{i:05d}", State.SUCCEEDED, i % 20, reason="needle" if i % 700 == 3 else "")
+             for i in range(2100)]
+    store.create(every[0])  # the store makes its table on first use
+    table = TableClient.from_connection_string(layout.AZURITE_CONNECTION_STRING, load_settings().status_table)
+    for start in range(0, len(every), 100):
+        table.submit_transaction([("upsert", r.to_entity()) for r in every[start:start + 100]])
+
+    def needle(record: StatusRecord) -> bool:
+        return "needle" in record.reason
+
+    reads = TableReads()
+    with reads.installed():
+        first = store.page(limit=5, keep=needle)
+        assert (reads.rows, reads.pages) == (status.PAGE_SCAN_ROWS, 3)
+        seen, after, calls = [r.id for r in first.records], first.after, 1
+        while after is not None:
+            found = store.page(limit=5, keep=needle, after=after)
+            seen, after, calls = seen + [r.id for r in found.records], found.after, calls + 1
+        assert seen == [r.id for r in every if needle(r)] and calls == 3
+        before = reads.mark()
+        common = store.page(limit=5, keep=lambda record: True)
+        assert len(common.records) == 5 and reads.mark()[1] - before[1] == 1
+        assert reads.mark()[0] - before[0] == status.PAGE_SCAN_FIRST
+
+
 @pytest.mark.parametrize(("params", "field"), [
     ([("limit", "0")], "limit"), ([("limit", str(MAX_LIMIT + 1))], "limit"), ([("limit", "-1")], "limit"),
     ([("limit", "1e3")], "limit"), ([("limit", "٣")], "limit"),
