@@ -58,3 +58,52 @@ def test_in_entra_mode_the_signed_in_browser_needs_no_key(entra_page, driver):
     imports_loaded(driver, marker)
     wait(driver, lambda d: one(d, "#key-panel").is_displayed(), "a 401 did not say so")
     assert "401" in one(driver, "#imports-error").text
+
+
+@pytest.fixture
+def signed_out_front():
+    """A stand-in for App Service Authentication after the session ended (it cannot run here): the page's files
+    as the app serves them, and every /api/ops call answered as Easy Auth answers one it will not let through,
+    a 302 to the Entra sign-in page."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from shared.ops import page
+
+    class Front(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path.startswith("/api/ops/"):
+                self.send_response(302)
+                self.send_header("Location", "https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            answer = page.index() if path == "/api/ui" else page.asset(path.removeprefix("/api/ui/"))
+            self.send_response(answer.status)
+            for name, value in {**answer.headers, "Content-Type": f"{answer.mimetype}; charset=utf-8",
+                                "Content-Length": str(len(answer.body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((layout.HOST, 0), Front)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{layout.HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.stack  # a browser: not for `make test-fast`
+def test_a_sign_in_that_ended_is_named_not_taken_for_a_network_error(signed_out_front, driver):
+    open_page(driver, f"{signed_out_front}/api/ui")
+    wait(driver, lambda d: one(d, "#imports-error").is_displayed(), "the redirect to sign in was not shown")
+    shown = one(driver, "#imports-error").text
+    assert "reload the page to sign in again" in shown and "could not be reached" not in shown, shown
+    assert not one(driver, "#key-panel").is_displayed()  # no key would help: it is the sign-in that ended

@@ -42,9 +42,17 @@
     if (key()) headers["x-functions-key"] = key();
     let answer;
     try {
-      answer = await fetch(API + path + query, { headers, credentials: "same-origin", cache: "no-store" });
+      // redirect "manual": App Service Authentication answers a request whose session ended with a redirect to
+      // the sign-in page, which a fetch cannot follow (another origin); seen as such, it is named, not a
+      // network error.
+      answer = await fetch(API + path + query,
+                           { headers, credentials: "same-origin", cache: "no-store", redirect: "manual" });
     } catch (err) {
       throw new ApiError(path, 0, [{ field: "", rule: "the app could not be reached (" + err.message + ")" }]);
+    }
+    if (answer.type === "opaqueredirect") {
+      throw new ApiError(path, 0, [{ field: "", rule: "the app sent this request to sign in (the sign-in session " +
+                                                      "has ended): reload the page to sign in again" }]);
     }
     if (answer.status === 401) askForKey();
     let body = null;
