@@ -145,6 +145,17 @@ def column_value(entity: dict[str, Any], name: str) -> Any:
     return getattr(value, "value", value) if isinstance(value, tuple) and hasattr(value, "edm_type") else value
 
 
+def stored_json(text: Any) -> Any:
+    """What a JSON column holds, parsed; None when it is not text or not JSON (another writer, a hand edit), or
+    nested deeper than Python's reader goes. Callers check the shape they need."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 class UnreadableRow(ValueError):
     """A status row that cannot be read as a request's record (its State is not one of the app's)."""
 
@@ -186,11 +197,7 @@ class _Columns:
         return default
 
     def _json_list(self, name: str) -> list[Any]:
-        text = self.text(name)
-        try:
-            found = json.loads(text or "[]")
-        except (ValueError, RecursionError):
-            found = None
+        found = stored_json(self.text(name) or "[]")
         if not isinstance(found, list):
             self.unreadable.append(name)
             return []
@@ -475,11 +482,7 @@ class StatusStore:
             entity = self._client().get_entity(DEAD_LETTER_PARTITION, request_id)
         except ResourceNotFoundError:
             return None
-        text = entity.get("Letter")
-        try:
-            letter = json.loads(text) if isinstance(text, str) else None
-        except (ValueError, RecursionError):
-            return {}
+        letter = stored_json(entity.get("Letter"))
         return letter if isinstance(letter, dict) else {}
 
     def prune(self, older_than: datetime) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.app_context import Worker
 from shared.azure import deadlines, telemetry
-from shared.azure.status import StatusStore
+from shared.azure.status import StatusStore, stored_json
 from shared.azure.storage import LazyTable
 from shared.core.failures import MAX_RETRY_AFTER_SECONDS, configuration_failure
 from shared.core.patterns import valid_tags
@@ -421,11 +421,7 @@ class RefreshLog:
             entity = self._client().get_entity(self.PARTITION, "latest")
         except ResourceNotFoundError:
             return None
-        text = entity.get("Summary")
-        try:
-            found = json.loads(text) if isinstance(text, str) else None
-        except (ValueError, RecursionError):
-            found = None
+        found = stored_json(entity.get("Summary"))
         if not isinstance(found, dict):
             log.warning("refresh: the latest summary row (%s/latest) does not parse; ignored", self.PARTITION)
             return None
@@ -476,11 +472,7 @@ class RefreshLog:
                                     select=["RowKey", "Summary"])
         runs: list[tuple[str, dict[str, Any] | None]] = []
         for entity in rows:
-            text = entity.get("Summary")
-            try:
-                found_run = json.loads(text) if isinstance(text, str) else None
-            except (ValueError, RecursionError):
-                found_run = None
+            found_run = stored_json(entity.get("Summary"))
             runs.append((str(entity.get("RowKey")), found_run if isinstance(found_run, dict) else None))
         newest = runs[::-1][:limit]
         return [run for _, run in newest if run is not None], [key for key, run in newest if run is None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.status import REPLICATION_PARTITION, column_value
+from shared.azure.status import REPLICATION_PARTITION, column_value, stored_json
 from shared.azure.storage import LazyTable
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ class JournalEntry:
                 unreadable.append(name)
             return value if isinstance(value, str) else ""
 
-        try:
-            imports = json.loads(text("Imports") or "[]")
-        except (ValueError, RecursionError):
-            imports = None
+        imports = stored_json(text("Imports") or "[]")
         kept = tuple(i for i in imports if isinstance(i, str)) if isinstance(imports, list) else ()
         if (not isinstance(imports, list) or len(kept) < len(imports)) and "Imports" not in unreadable:
             unreadable.append("Imports")
