@@ -30,29 +30,37 @@ def open_page(driver, url: str) -> None:
 
 
 def table_rows(driver, table: str, *, folded: bool = False) -> list[list[str]]:
-    """The table's rows as the reader sees them (`folded`: its text, for a table in a closed <details>)."""
-    def text(cell) -> str:
-        return cell.get_attribute("textContent") if folded else cell.text
-
-    return [[text(cell) for cell in row.find_elements("css selector", "td")]
-            for row in by_css(driver, f"#{table} tbody tr") if not row.find_elements("css selector", "td.empty")]
+    """The table's rows as the reader sees them (`folded`: its text, for a table in a closed <details>), read in
+    one script so a redraw cannot replace a row between two reads (a stale element)."""
+    return driver.execute_script(
+        "const folded = arguments[1];"
+        "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tbody tr'))"
+        "  .filter((row) => !row.querySelector('td.empty'))"
+        "  .map((row) => Array.from(row.querySelectorAll('td'))"
+        "    .map((cell) => (folded ? cell.textContent : cell.innerText).trim()));", table, folded)
 
 
 def imports_loaded(driver, after: str | None) -> str:
-    """Wait for the imports table to be redrawn after the value `after` of its marker; returns the new one."""
-    return wait(driver, lambda d: (one(d, "#imports-table").get_attribute("data-loaded") or None)
-                if one(d, "#imports-table").get_attribute("data-loaded") != after else None, "no new imports page")
+    """Wait for the imports table to be redrawn after the value `after` of its marker, with no newer load still
+    running (`aria-busy`: a click's load starts before the click returns); returns the new marker."""
+    def drawn(d):
+        table = one(d, "#imports-table")
+        marker = table.get_attribute("data-loaded") or None
+        return marker if marker != after and table.get_attribute("aria-busy") != "true" else None
+
+    return wait(driver, drawn, "no new imports page")
 
 
 def shown_ids(driver) -> list[str]:
     return [row[0] for row in table_rows(driver, "imports-table")]
 
 
-def apply(driver, **fields: str) -> None:
+def apply(driver, **fields: str) -> str:
+    """Fill the filter fields and apply them; returns the marker of the page drawn for them."""
     marker = one(driver, "#imports-table").get_attribute("data-loaded")
     for name, value in fields.items():
         box = one(driver, f"#{name}")
         box.clear()
         box.send_keys(value)
     one(driver, "#apply").click()
-    imports_loaded(driver, marker)
+    return imports_loaded(driver, marker)
