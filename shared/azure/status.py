@@ -113,7 +113,7 @@ class StatusRecord:
         producer, a hand edit): a column of the wrong type reads as its default and is named in `unreadable`, so
         one bad column neither hides the row nor fails the answer it is part of. A row whose State is not one
         of the app's cannot be a record: UnreadableRow."""
-        row = _Columns(entity)
+        row = StoredColumns(entity)
         state_text = entity.get("State")
         if not isinstance(state_text, str) or state_text not in _STATES:
             raise UnreadableRow(str(entity.get("RowKey", "")),
@@ -169,8 +169,9 @@ def _quoted(value: Any) -> str:
     return repr(value)[:100] if isinstance(value, str) else f"of type {type(value).__name__}"
 
 
-class _Columns:
-    """The columns of one row, each read as the type the app writes it with; `unreadable` names the rest."""
+class StoredColumns:
+    """The columns of one row, each read as the type the app writes it with; `unreadable` names the rest. For
+    every kind of row the app keeps in the status table (requests here, the replication journal's events)."""
 
     def __init__(self, entity: dict[str, Any]) -> None:
         self._entity = entity

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.status import REPLICATION_PARTITION, column_value, stored_json
+from shared.azure.status import REPLICATION_PARTITION, StoredColumns
 from shared.azure.storage import LazyTable
 
 if TYPE_CHECKING:
@@ -70,28 +70,16 @@ class JournalEntry:
     def from_entity(cls, entity: dict[str, Any]) -> JournalEntry:
         """A row read back; a field of the wrong type reads as empty and is named in `unreadable` (rows are the
         app's, but a table is shared)."""
-        unreadable: list[str] = []
-
-        def text(name: str) -> str:
-            value = entity.get(name)
-            if value is not None and not isinstance(value, str):
-                unreadable.append(name)
-            return value if isinstance(value, str) else ""
-
-        imports = stored_json(text("Imports") or "[]")
-        kept = tuple(i for i in imports if isinstance(i, str)) if isinstance(imports, list) else ()
-        if (not isinstance(imports, list) or len(kept) < len(imports)) and "Imports" not in unreadable:
-            unreadable.append("Imports")
-        omitted = column_value(entity, "ImportsOmitted")
-        if omitted is not None and (not isinstance(omitted, int) or isinstance(omitted, bool)):
-            unreadable.append("ImportsOmitted")
-        outcome = text("Outcome")
-        if outcome not in OUTCOMES and "Outcome" not in unreadable:
-            unreadable.append("Outcome")
-        return cls(id=text("Id"), at=text("At"), topic=text("Topic"), repository=text("Repository"), tag=text("Tag"),
-                   digest=text("Digest"), action=text("Action"), outcome=outcome, reason=text("Reason"),
-                   imports=kept, imports_omitted=omitted if isinstance(omitted, int) and not isinstance(omitted, bool)
-                   else 0, unreadable=tuple(unreadable))
+        row = StoredColumns(entity)
+        imports = row.texts("Imports")
+        omitted = row.number("ImportsOmitted", 0)
+        outcome = row.text("Outcome")
+        if outcome not in OUTCOMES and "Outcome" not in row.unreadable:
+            row.unreadable.append("Outcome")
+        return cls(id=row.text("Id"), at=row.text("At"), topic=row.text("Topic"), repository=row.text("Repository"),
+                   tag=row.text("Tag"), digest=row.text("Digest"), action=row.text("Action"), outcome=outcome,
+                   reason=row.text("Reason"), imports=tuple(imports), imports_omitted=omitted,
+                   unreadable=tuple(row.unreadable))
 
 
 class ReplicationJournal:
