@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.azure.queues import letter_text
 from shared.azure.storage import LazyTable
-from shared.core.outcome import State
+from shared.core.outcome import STATE_NAMES, State
 from shared.core.redact import redact_text
 from shared.core.request import ImportRequest, fingerprint
 
@@ -115,9 +115,9 @@ class StatusRecord:
         of the app's cannot be a record: UnreadableRow."""
         row = StoredColumns(entity)
         state_text = entity.get("State")
-        if not isinstance(state_text, str) or state_text not in _STATES:
+        if not isinstance(state_text, str) or state_text not in STATE_NAMES:
             raise UnreadableRow(str(entity.get("RowKey", "")),
-                                f"State {_quoted(state_text)} is not a state the app knows ({', '.join(_STATES)})")
+                                f"State {_quoted(state_text)} is not a state the app knows ({', '.join(STATE_NAMES)})")
         platforms = row.number("Platforms", -1)
         return cls(
             id=str(entity["RowKey"]), state=State(state_text), source=row.text("Source"), target=row.text("Target"),
@@ -134,7 +134,6 @@ class StatusRecord:
         )
 
 
-_STATES = tuple(str(s) for s in State)
 MAX_TRANSITIONS_READ = 200  # a hand-made Transitions list is read this far (the app writes at most 50)
 
 

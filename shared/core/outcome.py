@@ -44,6 +44,9 @@ class State(StrEnum):
 ENDED_WELL = frozenset({State.SUCCEEDED, State.SKIPPED})
 ENDED_BADLY = frozenset({State.REJECTED, State.FAILED})
 TERMINAL_STATES = ENDED_WELL | ENDED_BADLY
+# A state by the name stored and sent for it (text read back from a table or a query is checked against this).
+STATES_BY_NAME = {str(s): s for s in State}
+STATE_NAMES = tuple(STATES_BY_NAME)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from datetime import datetime
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.azure.status import StatusRecord
-from shared.core.outcome import Problem, State
+from shared.core.outcome import STATE_NAMES, Problem, State
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -32,7 +32,6 @@ REPEATABLE = frozenset({"state"})
 PARAMETERS = ("state", "since", "until", "q", "limit", "continuation")
 IGNORED = frozenset({"code"})  # the function key, checked by the host
 UNNAMED = "(unnamed)"  # the field of a problem about `?=x`: a parameter whose name is empty
-STATE_NAMES = tuple(str(s) for s in State)
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
                       r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+={0,2}")

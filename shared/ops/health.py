@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.azure.queues import ImportQueues, QueueLook
 from shared.azure.status import StatusStore
-from shared.core.outcome import State
+from shared.core.outcome import STATES_BY_NAME
 from shared.core.redact import redact_text
 from shared.core.settings import Settings
 from shared.imports.http_api import ApiResponse
@@ -22,7 +22,6 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 BUCKETS = 24
 SCAN_ROWS = 20_000  # status rows one answer reads at most (State and UpdatedAt only)
-_STATES = {str(s): s for s in State}
 
 
 def health(request_url: str, settings: Settings, status: StatusStore, queues: ImportQueues,
@@ -44,12 +43,12 @@ def summarise(rows: Iterable[tuple[str, str]], now: datetime) -> dict[str, Any]:
     first, the last one the hour now runs in: requests that ended in each, by `updatedAt`, and how many of
     those failed or were rejected). A row whose state or time does not read is left out, and counted in
     `skipped`."""
-    last_hour, last_day = dict.fromkeys(_STATES, 0), dict.fromkeys(_STATES, 0)
+    last_hour, last_day = dict.fromkeys(STATES_BY_NAME, 0), dict.fromkeys(STATES_BY_NAME, 0)
     first = now.replace(minute=0, second=0, microsecond=0) - (BUCKETS - 1) * HOUR
     ended, failed = [0] * BUCKETS, [0] * BUCKETS
     skipped = 0
     for state_text, updated in rows:
-        state, at = _STATES.get(state_text), _time(updated)
+        state, at = STATES_BY_NAME.get(state_text), _time(updated)
         if state is None or at is None:
             skipped += 1
             continue
