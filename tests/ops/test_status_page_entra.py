@@ -107,3 +107,19 @@ def test_a_sign_in_that_ended_is_named_not_taken_for_a_network_error(signed_out_
     shown = one(driver, "#imports-error").text
     assert "reload the page to sign in again" in shown and "could not be reached" not in shown, shown
     assert not one(driver, "#key-panel").is_displayed()  # no key would help: it is the sign-in that ended
+
+
+@pytest.mark.stack  # a browser: not for `make test-fast`
+def test_a_key_no_header_can_carry_is_named_and_asked_for_again(signed_out_front, driver):
+    """A key with a non-ASCII character cannot be sent as a header at all (fetch refuses it before any request,
+    which reads as an unreachable app): the page says the key is wrong and asks for it, from the address or the
+    form, and keeps none of it."""
+    open_page(driver, f"{signed_out_front}/api/ui?code=%E2%9C%93-not-a-key")
+    wait(driver, lambda d: one(d, "#key-panel").is_displayed(), "the key form was not shown")
+    assert "not a function key" in one(driver, "#key-why").text
+    assert "could not be reached" not in one(driver, "#imports-error").text
+    assert driver.execute_script("return sessionStorage.length") == 0  # the bad key is not kept
+    one(driver, "#key-input").send_keys("key with spaces\u00e9")
+    one(driver, "#key-form button[type=submit]").click()
+    assert "not a function key" in one(driver, "#key-why").text and one(driver, "#key-panel").is_displayed()
+    assert driver.execute_script("return sessionStorage.length") == 0

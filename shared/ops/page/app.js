@@ -20,12 +20,18 @@
     const key = url.searchParams.get("code");
     url.searchParams.delete("code");
     history.replaceState(history.state, "", url.pathname + url.search + url.hash);
-    if (key) sessionStorage.setItem(KEY_ITEM, key);
+    if (key && KEY_TEXT.test(key)) sessionStorage.setItem(KEY_ITEM, key);
+    else if (key) askForKey(NOT_A_KEY);
   }
 
   function key() {
     return sessionStorage.getItem(KEY_ITEM) || "";
   }
+
+  // What an HTTP header can carry of a key: fetch refuses anything else before sending, which would read as
+  // "unreachable". Function keys are printable ASCII; anything else is refused where a key comes in, not kept.
+  const KEY_TEXT = /^[\x21-\x7e]+$/;
+  const NOT_A_KEY = "That is not a function key (a key is printable ASCII without spaces): give it again.";
 
   class ApiError extends Error {
     constructor(path, status, errors) {
@@ -68,14 +74,14 @@
     return body;
   }
 
-  function askForKey() {
+  function askForKey(why) {
     const panel = byId("key-panel");
     if (!panel.hidden) return;
     panel.hidden = false;
-    byId("key-why").textContent = key()
+    byId("key-why").textContent = why || (key()
       ? "The API answered 401 Unauthorized to the key this tab has: give another function key, or sign in again."
       : "The API answered 401 Unauthorized: give the function key (locally: the file the runner names when it " +
-        "starts), or sign in.";
+        "starts), or sign in.");
     byId("key-input").focus();
   }
 
@@ -577,6 +583,11 @@
       event.preventDefault();
       const value = byId("key-input").value.trim();
       if (!value) return;
+      if (!KEY_TEXT.test(value)) {
+        byId("key-why").textContent = NOT_A_KEY;
+        byId("key-input").focus();
+        return;
+      }
       sessionStorage.setItem(KEY_ITEM, value);
       byId("forget-key").hidden = false;
       byId("key-input").value = "";
