@@ -388,3 +388,10 @@ def test_the_page_is_usable_at_1280x800_by_keyboard_and_with_contrast(world, dri
             break
     assert reached[:2] == ["reload", "forget-key"] and "state-received" in reached and "q" in reached
     assert "apply" in reached and reached[-1] in world.shown.ids.values()  # a request's id: Enter opens it
+
+
+@pytest.mark.parametrize("path", ["/API/UI", "/api/Ui/", "/api/ui/"])
+def test_the_page_works_at_every_spelling_of_its_address_the_host_routes(world, driver, path):
+    """The host matches routes without regard to case or a trailing slash: the page finds its JSON from any."""
+    open_url(driver, f"{world.base}{path}?code={KEY}")
+    assert set(world.shown.ids.values()) <= set(shown_ids(driver))

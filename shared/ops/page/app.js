@@ -8,7 +8,7 @@
   const KEY_ITEM = "acr-importer.function-key";
   const STATES = ["received", "running", "retrying", "succeeded", "skipped", "rejected", "failed"];
   // "/api/ui" -> "/api/": the JSON lives beside the page, whatever the route prefix is.
-  const API = location.pathname.replace(/\/ui\/?$/, "/");
+  const API = location.pathname.replace(/\/ui\/?$/i, "/");  // the host matches routes in any case
   // tokens: the continuation token of each page shown so far (null: the first); a ticket per load, so an
   // answer that arrives after a newer request was made is dropped instead of drawn over the newer one.
   const view = { tokens: [null], query: null, ticket: 0, detailTicket: 0 };
